@@ -1,0 +1,1 @@
+"""LLM-facing pieces: prompt files, the conductor protocol, chat clients, the embedded server."""

@@ -1,0 +1,57 @@
+"""Chat clients: one code path, `ChatOpenAI` against any OpenAI-compatible /v1 server.
+
+The API key comes from OPENAI_API_KEY (a local server needs none) and is held as a SecretStr, so it
+never appears in reprs, logs or manifests.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+
+import httpx
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
+
+from agents.errors import UserError
+
+
+def api_key() -> SecretStr:
+    return SecretStr(os.environ.get("OPENAI_API_KEY") or "EMPTY")
+
+
+@lru_cache(maxsize=32)
+def chat_model(base_url: str, model: str, temperature: float, max_tokens: int, timeout: float = 600.0) -> ChatOpenAI:
+    """A cached client per (server, model, sampling) so parallel branches share connection pools."""
+    return ChatOpenAI(
+        base_url=base_url,
+        model=model,
+        api_key=api_key(),
+        temperature=temperature,
+        max_tokens=max_tokens,
+        # llama.cpp's server ignores max_completion_tokens, which is what max_tokens maps to.
+        extra_body={"max_tokens": max_tokens},
+        timeout=timeout,
+        max_retries=2,
+    )
+
+
+def check_server(base_url: str, model: str | None = None, timeout: float = 10.0) -> list[str]:
+    """Fail early, in one line, when the server is unreachable, refuses the key, or lacks the model."""
+    url = base_url.rstrip("/") + "/models"
+    headers = {"Authorization": f"Bearer {api_key().get_secret_value()}"}
+    try:
+        response = httpx.get(url, headers=headers, timeout=timeout)
+    except httpx.HTTPError as e:
+        raise UserError(f"cannot reach the LLM server at {base_url} ({type(e).__name__}: {e or 'no answer'})") from None
+    if response.status_code in (401, 403):
+        raise UserError(f"the LLM server at {base_url} refused the API key (HTTP {response.status_code}); set OPENAI_API_KEY")
+    if response.status_code != 200:
+        raise UserError(f"the LLM server at {base_url} answered HTTP {response.status_code} to GET /models; is it an OpenAI-compatible /v1 URL?")
+    try:
+        served = [m["id"] for m in response.json().get("data", [])]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise UserError(f"{url} did not return an OpenAI model list; is it an OpenAI-compatible /v1 URL?") from None
+    if model and served and model not in served:
+        raise UserError(f"model {model!r} is not served at {base_url} (served: {', '.join(served[:5])})")
+    return served

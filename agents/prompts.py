@@ -1,0 +1,129 @@
+"""Prompt files and domain vocabularies, loaded from `prompts/` (or a user's override folder).
+
+Templates use `{name}` placeholders. Only known names are substituted, so documents or prompts that
+contain other braces (JSON, LaTeX) pass through untouched. A template that lacks a placeholder the
+code relies on is a user error, reported with the file and the missing name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from agents.errors import UserError
+
+PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
+
+# file name -> placeholders it must contain (it may also use the optional ones).
+REQUIRED: dict[str, set[str]] = {
+    "conductor.md": set(),
+    "expert.md": set(),
+    "task.md": {"seeds", "recall"},
+    "protocol_error.md": set(),
+    "last_round.md": set(),
+    "too_similar.md": {"similarity", "summary"},
+    "fallback.md": {"seeds", "avoid"},
+}
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+
+
+def fill(template: str, **values: object) -> str:
+    """Replace `{name}` for the given names only; leave every other brace alone."""
+    return _PLACEHOLDER.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], template)
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    description: str
+    keywords: list[str]
+    genres: list[str] = field(default_factory=list)
+    audiences: list[str] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    fallback_expert: str = "Writer"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    """All prompt texts of a run, plus the domain, and a hash that identifies them."""
+
+    texts: dict[str, str]
+    domain: Domain
+    hash: str
+
+    def render(self, name: str, **values: object) -> str:
+        return fill(self.texts[name], **values)
+
+
+def available_domains(folder: Path = PROMPTS_DIR) -> list[str]:
+    return sorted(p.stem for p in (folder / "domains").glob("*.yaml"))
+
+
+def _read(name: str, override: Path | None) -> tuple[Path, str]:
+    for folder in ([override] if override else []) + [PROMPTS_DIR]:
+        path = folder / name
+        if path.is_file():
+            return path, path.read_text(encoding="utf-8")
+    raise UserError(f"prompt file not found: {name} (looked in {override or ''} {PROMPTS_DIR})".replace("  ", " "))
+
+
+def _as_strings(path: Path, data: dict, key: str, required: bool = False) -> list[str]:
+    value = data.get(key) or []
+    if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+        raise UserError(f"{path}: '{key}' must be a list of strings")
+    out = list(dict.fromkeys(str(v).strip() for v in value if str(v).strip()))
+    if required and not out:
+        raise UserError(f"{path}: '{key}' is empty; add at least one entry")
+    return out
+
+
+def load_domain(name: str, override: Path | None = None) -> tuple[Domain, str]:
+    """The domain's vocabulary and the raw YAML text (for hashing)."""
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
+        raise UserError(f"invalid domain name {name!r}")
+    try:
+        path, text = _read(f"domains/{name}.yaml", override)
+    except UserError:
+        names = sorted(set(available_domains()) | set(available_domains(override) if override else []))
+        raise UserError(f"unknown domain {name!r} (available: {', '.join(names)})") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise UserError(f"{path}:{where} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: expected a mapping with 'keywords', got {type(data).__name__}")
+    domain = Domain(
+        name=str(data.get("name") or name),
+        description=str(data.get("description") or f"{name} text"),
+        keywords=_as_strings(path, data, "keywords", required=True),
+        genres=_as_strings(path, data, "genres"),
+        audiences=_as_strings(path, data, "audiences"),
+        categories=_as_strings(path, data, "categories"),
+        fallback_expert=str(data.get("fallback_expert") or "Writer"),
+    )
+    return domain, text
+
+
+def load_prompts(domain: str, override: str | Path | None = None, inline: dict[str, str] | None = None) -> PromptSet:
+    """Read every prompt file (override folder first), apply inline overrides, check placeholders."""
+    folder = Path(override) if override else None
+    if folder is not None and not folder.is_dir():
+        raise UserError(f"prompts folder not found: {folder}")
+    texts = {name: _read(name, folder)[1] for name in REQUIRED}
+    texts.update({k: v for k, v in (inline or {}).items() if v})
+    for name, needed in REQUIRED.items():
+        missing = sorted(n for n in needed if "{" + n + "}" not in texts[name])
+        if missing:
+            raise UserError(f"prompt {name} is missing placeholder(s): {', '.join('{' + m + '}' for m in missing)}")
+    dom, yaml_text = load_domain(domain, folder)
+    digest = hashlib.sha256()
+    for name in sorted(texts):
+        digest.update(f"{name}\0{texts[name]}\0".encode())
+    digest.update(yaml_text.encode())
+    return PromptSet(texts=texts, domain=dom, hash=digest.hexdigest()[:16])

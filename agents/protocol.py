@@ -1,0 +1,119 @@
+"""The conductor's reply protocol: expert calls or a final answer, parsed from free text.
+
+Formats (taught by prompts/conductor.md):
+
+    Expert <Name>:
+    \"\"\"
+    <instruction>
+    \"\"\"
+
+    >> FINAL ANSWER:
+    \"\"\"
+    <document>
+    \"\"\"
+    Summary: <one sentence>
+    Category: <label>
+
+Small models bend this format, so the parser accepts common variants (missing closing quotes,
+``` fences, bold markers, a missing Summary/Category line) and records what it had to guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+FINAL_MARK = re.compile(r">>\s*FINAL\s+ANSWER\s*:?", re.IGNORECASE)
+# A name is 1-6 words starting with a capital letter ("Financial Analyst", "Risk Manager (Basel)").
+EXPERT_CALL = re.compile(
+    r"""^[ \t>*#-]*\**Expert[ \t]+(?P<name>[A-Z][\w&/().'-]*(?:[ \t]+[\w&/().'-]+){0,5}?)\**[ \t]*:\**[ \t]*\n?"""
+    r"""[ \t]*(?:\"\"\"|```[a-z]*)(?P<body>.*?)(?:\"\"\"|```|\Z)""",
+    re.MULTILINE | re.DOTALL,
+)
+QUOTED = re.compile(r'^\s*(?:"""|```[a-z]*)(?P<body>.*?)(?:"""|```)', re.DOTALL)
+FIELD = re.compile(r"^[ \t*]*(?P<key>summary|category)[ \t*]*:[ \t*]*(?P<value>.+?)[ \t*]*$", re.IGNORECASE | re.MULTILINE)
+MIN_DOCUMENT_CHARS = 200  # shorter "documents" are a protocol failure, not a corpus entry
+
+
+@dataclass(frozen=True)
+class ExpertCall:
+    name: str
+    instruction: str
+
+
+@dataclass(frozen=True)
+class FinalAnswer:
+    text: str
+    summary: str
+    category: str
+    guessed: tuple[str, ...] = ()  # fields the parser had to derive ("summary", "category", "quotes")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One parsed conductor reply: exactly one of `final` / `calls` is set, or neither (a protocol error)."""
+
+    calls: tuple[ExpertCall, ...] = ()
+    final: FinalAnswer | None = None
+    error: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kind(self) -> str:
+        return "final" if self.final else "experts" if self.calls else "error"
+
+
+def first_sentence(text: str, limit: int = 200) -> str:
+    flat = " ".join(text.split())
+    match = re.match(r"(.+?[.!?])(\s|$)", flat)
+    sentence = match[1] if match else flat
+    return sentence if len(sentence) <= limit else sentence[: limit - 1].rstrip() + "…"
+
+
+def parse_final(after_mark: str) -> FinalAnswer | None:
+    """Parse what follows `>> FINAL ANSWER:`; None when no usable document is there."""
+    guessed = []
+    quoted = QUOTED.match(after_mark)
+    if quoted:
+        text, tail = quoted["body"], after_mark[quoted.end():]
+    else:
+        # No quotes: the document runs up to the Summary/Category lines (or the end).
+        guessed.append("quotes")
+        fields = FIELD.search(after_mark)
+        text = after_mark[: fields.start()] if fields else after_mark
+        tail = after_mark[fields.start():] if fields else ""
+        text = text.strip().strip('"').strip("`")
+    text = text.strip()
+    if len(text) < MIN_DOCUMENT_CHARS:
+        return None
+    values = {m["key"].lower(): m["value"].strip().strip('"') for m in FIELD.finditer(tail)}
+    summary = values.get("summary", "")
+    if not summary:
+        guessed.append("summary")
+        summary = first_sentence(text)
+    category = values.get("category", "")
+    if not category:
+        guessed.append("category")
+        category = "uncategorized"
+    return FinalAnswer(text=text, summary=first_sentence(summary), category=category.lower()[:60], guessed=tuple(guessed))
+
+
+def parse_turn(reply: str, max_calls: int = 4) -> Turn:
+    """Classify a conductor reply. A usable final answer wins over expert calls in the same reply."""
+    mark = FINAL_MARK.search(reply)
+    if mark:
+        final = parse_final(reply[mark.end():])
+        if final:
+            return Turn(final=final)
+    calls = []
+    for m in EXPERT_CALL.finditer(reply):
+        name = " ".join(m["name"].split()).strip("*").strip()
+        instruction = m["body"].strip()
+        if instruction:
+            calls.append(ExpertCall(name=name, instruction=instruction))
+    if calls:
+        notes = [f"dropped {len(calls) - max_calls} expert call(s) over the per-turn cap"] if len(calls) > max_calls else []
+        return Turn(calls=tuple(calls[:max_calls]), notes=notes)
+    if mark:
+        return Turn(error="final answer without a usable document")
+    return Turn(error="no expert call and no final answer")

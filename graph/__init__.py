@@ -1,0 +1,1 @@
+"""The MetaSynth document graph: seed -> recall -> conductor <-> experts -> novelty gate -> commit."""

@@ -1,0 +1,46 @@
+"""Run-scoped settings of the document graph. Every field is editable in LangGraph Studio.
+
+Empty strings mean "the default": no base URL runs the embedded SmolLM2 server, no expert model
+reuses the conductor's, no out_dir writes to runs/<domain>.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+# Chosen by measurement on real text vs light paraphrases: docs/novelty-threshold.md.
+DEFAULT_THRESHOLD = 0.85
+
+
+def _f(default, doc: str):
+    return field(default=default, metadata={"description": doc})
+
+
+@dataclass(kw_only=True)
+class Context:
+    domain: str = _f("finance", "Domain vocabulary: prompts/domains/<domain>.yaml.")
+    out_dir: str = _f("", "Run directory for corpus.jsonl and memory/ (default runs/<domain>).")
+    base_url: str = _f("", "OpenAI-compatible /v1 URL of the conductor's server; empty = embedded SmolLM2.")
+    model: str = _f("", "Conductor model name as the server knows it; empty = the server's (embedded) model.")
+    expert_base_url: str = _f("", "Server for the experts; empty = the conductor's.")
+    expert_model: str = _f("", "Model for the experts; empty = the conductor's.")
+    temperature: float = _f(0.8, "Conductor sampling temperature.")
+    expert_temperature: float = _f(0.9, "Expert sampling temperature.")
+    max_tokens: int = _f(768, "Completion token limit per conductor turn.")
+    expert_max_tokens: int = _f(512, "Completion token limit per expert reply.")
+    keywords: int = _f(4, "Seed keywords sampled per document.")
+    recall_k: int = _f(5, "Prior documents recalled into the conductor's first message.")
+    threshold: float = _f(DEFAULT_THRESHOLD, "Novelty gate: cosine similarity to the nearest committed document at or above which a draft is sent back.")
+    max_rounds: int = _f(15, "Conductor turns per document (each expert round and each protocol error costs one).")
+    max_revisions: int = _f(2, "Times a too-similar draft is sent back before it goes to rejects.jsonl.")
+    max_protocol_errors: int = _f(3, "Malformed conductor turns before the fallback (one expert writes the document).")
+    max_experts_per_turn: int = _f(4, "Expert calls honoured per conductor turn (the rest are dropped).")
+    tokenizer: str = _f("embedded", "Tokenizer that counts document tokens: 'embedded' (SmolLM2) or a local path.")
+    seed: int = _f(0, "Random seed; document i of a run uses seed + i.")
+    seed_docs: str = _f("", "Topic-aware mode: JSONL of real seed documents ({\"text\": ...} per line).")
+    prompts_dir: str = _f("", "Folder whose prompt files override prompts/ (same names).")
+    conductor_prompt: str = _f("", "Inline override of prompts/conductor.md.")
+    expert_prompt: str = _f("", "Inline override of prompts/expert.md.")
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}

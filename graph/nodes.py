@@ -1,0 +1,214 @@
+"""The nodes of the document graph. Each is one small step; routing lives in graph.py."""
+
+from __future__ import annotations
+
+import random
+import time
+from datetime import datetime, timezone
+
+import openai
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from agents.protocol import parse_final, parse_turn
+from agents.tokens import count_tokens
+from graph import resources as res
+from graph.configuration import Context
+from graph.seeds import sample_seeds
+from graph.state import DocState
+from memory.embedder import default_embedder
+
+SEED_DOC_CHARS = 2000  # how much of a real seed document the conductor sees
+
+
+# -- helpers ---------------------------------------------------------------------------------------
+def _usage(role: str, message: AIMessage, seconds: float) -> dict:
+    meta = getattr(message, "usage_metadata", None) or {}
+    return {role: {"calls": 1, "prompt_tokens": meta.get("input_tokens", 0),
+                   "completion_tokens": meta.get("output_tokens", 0), "seconds": round(seconds, 3)}}
+
+
+def _ask(model, messages: list, role: str) -> tuple[AIMessage, dict]:
+    start = time.perf_counter()
+    reply = model.invoke(messages)
+    return reply, _usage(role, reply, time.perf_counter() - start)
+
+
+def _round_message(ctx: Context, state: DocState, body: str) -> HumanMessage:
+    """A user turn, prefixed with the round the conductor is about to take; the last one says so."""
+    k = state.get("round", 0) + 1
+    if k >= ctx.max_rounds:
+        body = f"{body}\n\n{res.prompts(ctx).render('last_round.md')}"
+    return HumanMessage(f"ROUND {k}: {body}")
+
+
+def _seed_text(state: DocState) -> str:
+    if state.get("seed_doc"):
+        return ("derive 3 to 5 keywords from this real document and write a new document on its topic "
+                f"(not a copy, not a paraphrase):\n\"\"\"\n{state['seed_doc'][:SEED_DOC_CHARS]}\n\"\"\"")
+    parts = [f"keywords: {', '.join(state.get('seeds', []))}"]
+    if state.get("genre"):
+        parts.append(f"genre: {state['genre']}")
+    if state.get("audience"):
+        parts.append(f"audience: {state['audience']}")
+    return "; ".join(parts)
+
+
+def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
+    query = state.get("seed_doc") or " ".join(state.get("seeds", []))
+    return res.memory(ctx).nearest(default_embedder().encode([query])[0], ctx.recall_k)
+
+
+# -- nodes -----------------------------------------------------------------------------------------
+def seed(state: DocState, runtime: Runtime[Context]) -> dict:
+    """Sample the keywords (or take the next real seed document) this document is conditioned on."""
+    ctx = runtime.context
+    if state.get("seeds") or state.get("seed_doc"):
+        return {}
+    picker = res.seed_picker(ctx)
+    if picker:
+        return {"seed_doc": picker.next()}
+    rng = random.Random(f"{ctx.seed}:{state.get('index', 0)}")
+    return sample_seeds(res.prompts(ctx).domain, ctx.keywords, rng)
+
+
+def recall(state: DocState, runtime: Runtime[Context]) -> dict:
+    """Open the conductor's conversation: its system prompt, the seed and what the corpus already holds."""
+    ctx = runtime.context
+    prompts, memory = res.prompts(ctx), res.memory(ctx)
+    near = _recalled(ctx, state)
+    recall_text = "\n".join(f"- [{r.get('category', '?')}] {r.get('summary', '')} (similarity {s:.2f})" for s, r in near)
+    counts = memory.category_counts().most_common(15)
+    task = prompts.render(
+        "task.md", domain=prompts.domain.name, description=prompts.domain.description, seeds=_seed_text(state),
+        corpus_size=len(memory), categories="\n".join(f"- {c}: {n}" for c, n in counts) or "(none yet)",
+        recall=recall_text or "(none yet: this is the first document)",
+    )
+    system = prompts.render("conductor.md", domain=prompts.domain.name, description=prompts.domain.description)
+    return {"messages": [SystemMessage(system), _round_message(ctx, {}, task)], "round": 0,
+            "protocol_errors": 0, "revisions": 0, "experts": [], "source": "conductor"}
+
+
+def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
+    """One conductor turn: consult experts, finish, or break the protocol."""
+    ctx = runtime.context
+    model, _ = res.conductor_model(ctx)
+    try:
+        reply, usage = _ask(model, state["messages"], "conductor")
+    except openai.BadRequestError as e:  # typically the conversation outgrew the model's context
+        return {"round": ctx.max_rounds, "calls": [], "draft": None, "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
+    turn = parse_turn(reply.text, ctx.max_experts_per_turn)
+    update = {"messages": [reply], "round": state.get("round", 0) + 1, "usage": usage,
+              "calls": [{"name": c.name, "instruction": c.instruction} for c in turn.calls], "draft": None}
+    if turn.final:
+        update["draft"] = {"text": turn.final.text, "summary": turn.final.summary,
+                           "category": turn.final.category, "guessed": list(turn.final.guessed)}
+        update["source"] = "conductor"
+    elif not turn.calls:
+        update["protocol_errors"] = state.get("protocol_errors", 0) + 1
+    return update
+
+
+def expert(call: dict, runtime: Runtime[Context]) -> dict:
+    """A fresh conversation: the expert sees its system prompt and the conductor's instruction, nothing else."""
+    ctx = runtime.context
+    model, _ = res.expert_model(ctx)
+    messages = [SystemMessage(res.prompts(ctx).render("expert.md")),
+                HumanMessage(f"You are Expert {call['name']}.\n\n{call['instruction']}")]
+    reply, usage = _ask(model, messages, f"expert:{call['name']}")
+    return {"replies": [{"order": call["order"], "name": call["name"], "text": reply.text.strip()}], "usage": usage}
+
+
+def relay(state: DocState, runtime: Runtime[Context]) -> dict:
+    """Hand the experts' outputs back to the conductor in one user turn, in the order it called them."""
+    replies = sorted(state.get("replies", []), key=lambda r: r["order"])
+    body = "\n\n".join(f"{r['name']}'s output:\n\"\"\"\n{r['text']}\n\"\"\"" for r in replies)
+    return {"messages": [_round_message(runtime.context, state, body)], "replies": None,
+            "experts": state.get("experts", []) + [r["name"] for r in replies]}
+
+
+def protocol_error(state: DocState, runtime: Runtime[Context]) -> dict:
+    ctx = runtime.context
+    return {"messages": [_round_message(ctx, state, res.prompts(ctx).render("protocol_error.md"))]}
+
+
+def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
+    """The documented way out for a conductor that cannot keep the protocol: one expert writes the document."""
+    ctx = runtime.context
+    prompts = res.prompts(ctx)
+    model, _ = res.expert_model(ctx)
+    avoid = [r.get("summary", "") for _, r in _recalled(ctx, state)]
+    if state.get("verdict", {}).get("near_summary"):
+        avoid.insert(0, state["verdict"]["near_summary"])
+    name = prompts.domain.fallback_expert
+    instruction = prompts.render("fallback.md", domain=prompts.domain.name, description=prompts.domain.description,
+                                 seeds=_seed_text(state), avoid="\n".join(f"- {a}" for a in avoid) or "(none)")
+    messages = [SystemMessage(prompts.render("expert.md")), HumanMessage(f"You are Expert {name}.\n\n{instruction}")]
+    reply, usage = _ask(model, messages, f"fallback:{name}")
+    final = parse_final(reply.text)
+    reason = state.get("fallback_reason") or (
+        "protocol errors" if state.get("protocol_errors", 0) >= ctx.max_protocol_errors else "round cap")
+    draft = None
+    if final:
+        draft = {"text": final.text, "summary": final.summary, "category": final.category, "guessed": list(final.guessed)}
+    return {"draft": draft, "source": "fallback", "fallback_reason": reason, "usage": usage,
+            "experts": state.get("experts", []) + [name]}
+
+
+def gate(state: DocState, runtime: Runtime[Context]) -> dict:
+    """The novelty gate and the commit, atomic in Memory.admit."""
+    ctx = runtime.context
+    draft = state.get("draft")
+    if not draft:
+        return {"verdict": {"accepted": False, "reason": "no document"}}
+    prompts, memory = res.prompts(ctx), res.memory(ctx)
+    vector = default_embedder().encode([draft["text"]])[0]
+    if "category" in draft.get("guessed", []):
+        draft = {**draft, "category": res.category_of(ctx, vector)}
+    _, model = res.conductor_model(ctx)
+    _, expert_model = res.expert_model(ctx)
+    record = {
+        "domain": prompts.domain.name, "text": draft["text"], "seeds": state.get("seeds", []),
+        "seed_doc": (state.get("seed_doc") or "")[:200] or None, "genre": state.get("genre", ""),
+        "audience": state.get("audience", ""), "summary": draft["summary"], "category": draft["category"],
+        "experts": state.get("experts", []), "rounds": state.get("round", 0), "revisions": state.get("revisions", 0),
+        "protocol_errors": state.get("protocol_errors", 0), "guessed": draft.get("guessed", []),
+        "ended": "final" if state.get("source") == "conductor" else "fallback",
+        "fallback_reason": state.get("fallback_reason") or None,
+        "model": model, "expert_model": expert_model, "prompt_hash": prompts.hash,
+        "tokens": count_tokens(draft["text"], ctx.tokenizer),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    verdict = memory.admit(record, vector, ctx.threshold)
+    summary = {"accepted": verdict.accepted, "similarity": verdict.similarity,
+               "near_summary": (verdict.nearest or {}).get("summary", ""), "near_id": (verdict.nearest or {}).get("id")}
+    if verdict.accepted:
+        return {"verdict": summary, "result": verdict.record, "ended": verdict.record["ended"], "draft": draft}
+    return {"verdict": summary, "result": record, "draft": draft}
+
+
+def revise(state: DocState, runtime: Runtime[Context]) -> dict:
+    """Send a too-similar draft back: to the conductor, or to the fallback writer if it wrote it."""
+    ctx = runtime.context
+    verdict = state["verdict"]
+    update = {"revisions": state.get("revisions", 0) + 1}
+    if state.get("source") == "conductor" and state.get("round", 0) < ctx.max_rounds:
+        body = res.prompts(ctx).render("too_similar.md", similarity=f"{verdict['similarity']:.3f}",
+                                       threshold=f"{ctx.threshold:.2f}", summary=verdict["near_summary"])
+        update["messages"] = [_round_message(ctx, state, body)]
+    return update
+
+
+def reject(state: DocState, runtime: Runtime[Context]) -> dict:
+    """Past the revision budget (or with no usable document): record the draft, never in the corpus."""
+    ctx = runtime.context
+    verdict = state.get("verdict", {})
+    record = {**(state.get("result") or {}), "domain": res.prompts(ctx).domain.name, "ended": "rejected",
+              "reason": verdict.get("reason") or "too similar",
+              "nearest_similarity": verdict.get("similarity"), "nearest_id": verdict.get("near_id"),
+              "seeds": state.get("seeds", []), "source": state.get("source"), "rounds": state.get("round", 0),
+              "revisions": state.get("revisions", 0), "protocol_errors": state.get("protocol_errors", 0)}
+    record.setdefault("text", (state.get("draft") or {}).get("text", ""))
+    res.memory(ctx).reject(record)
+    return {"result": record, "ended": "rejected"}
+

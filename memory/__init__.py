@@ -1,0 +1,1 @@
+"""The memory of prior generations: an offline sentence embedder and a FAISS novelty index."""

