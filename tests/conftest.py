@@ -1,0 +1,60 @@
+"""Shared fixtures: chat models stubbed at the model boundary, keyed on prompt content."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeChatModel
+from langchain_core.messages import BaseMessage
+
+from graph import resources
+from graph.configuration import Context
+
+
+class ScriptedChat(FakeChatModel):
+    """A fake chat model whose reply is a function of the messages it receives (so parallel
+    branches stay deterministic); it records every conversation it was sent."""
+
+    respond: Callable[[list[BaseMessage]], str]
+    seen: list = []
+    lock: object = None
+
+    def _call(self, messages, stop=None, run_manager=None, **kwargs) -> str:
+        with self.lock:
+            self.seen.append(list(messages))
+        return self.respond(messages)
+
+
+def scripted(respond) -> ScriptedChat:
+    return ScriptedChat(respond=respond, seen=[], lock=threading.Lock())
+
+
+@pytest.fixture
+def ctx(tmp_path) -> Context:
+    resources.clear()
+    yield Context(domain="finance", out_dir=str(tmp_path / "run"), base_url="http://stub.invalid/v1", model="stub")
+    resources.clear()
+
+
+@pytest.fixture
+def stub_models(monkeypatch):
+    """Install conductor/expert stubs: `stub_models(conductor_fn, expert_fn)` returns the two fakes."""
+
+    def install(conductor_fn, expert_fn=lambda messages: "Expert text about the topic."):
+        conductor, expert = scripted(conductor_fn), scripted(expert_fn)
+        monkeypatch.setattr(resources, "conductor_model", lambda ctx: (conductor, "stub-conductor"))
+        monkeypatch.setattr(resources, "expert_model", lambda ctx: (expert, "stub-expert"))
+        return conductor, expert
+
+    return install
+
+
+def document(topic: str, n: int = 6) -> str:
+    """A plausible document whose content (and so embedding) is driven by `topic`."""
+    return " ".join(f"This paragraph discusses {topic} in detail, point {i}, for readers of {topic}." for i in range(n))
+
+
+def final_answer(text: str, summary: str = "A document.", category: str = "banking") -> str:
+    return f'>> FINAL ANSWER:\n"""\n{text}\n"""\nSummary: {summary}\nCategory: {category}'

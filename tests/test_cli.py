@@ -1,0 +1,133 @@
+"""graph.run end to end against the project's mock OpenAI server, and its handling of bad input."""
+
+import json
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from agents import prompts as prompts_module
+from agents.mock_server import MockServer
+from graph import resources
+from graph.run import main
+
+REQUIRED = {"id", "domain", "text", "seeds", "summary", "category", "experts", "rounds",
+            "nearest_similarity", "model", "prompt_hash", "tokens", "ended"}
+
+
+@pytest.fixture(scope="module")
+def mock_url():
+    with MockServer() as url:
+        yield url
+
+
+@pytest.fixture(autouse=True)
+def fresh_resources():
+    resources.clear()
+    yield
+    resources.clear()
+
+
+def lines(path):
+    return [json.loads(l) for l in path.read_text().splitlines()]
+
+
+def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
+    out = tmp_path / "run"
+    assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
+    records = lines(out / "corpus.jsonl")
+    assert len(records) == 3 and all(REQUIRED <= r.keys() for r in records)
+    assert all(r["ended"] == "final" and r["experts"] == ["Analyst", "Editor"] for r in records)
+    assert all(r["nearest_similarity"] is None or r["nearest_similarity"] < 0.85 for r in records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["documents_in_corpus"] == 3 and manifest["protocol_success_rate"] == 1.0
+    assert manifest["usage_by_role"]["conductor"]["calls"] == 6 and manifest["usage_by_role"]["experts"]["calls"] == 6
+    assert manifest["config"]["base_url"] == mock_url and (out / "memory" / "index.faiss").exists()
+
+    before = (out / "corpus.jsonl").read_bytes()
+    assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url]) == 2
+    assert "--resume" in capsys.readouterr().err and (out / "corpus.jsonl").read_bytes() == before
+
+    assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume", "--quiet"]) == 0
+    records = lines(out / "corpus.jsonl")
+    assert [r["id"] for r in records] == [f"finance-{i:06d}" for i in range(5)]
+    assert (out / "corpus.jsonl").read_bytes().startswith(before)
+    assert len({r["text"] for r in records}) == 5
+
+
+def free_url():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+
+
+def bad_prompts(tmp_path):
+    (tmp_path / "p").mkdir()
+    (tmp_path / "p" / "task.md").write_text("Write about {seeds}.")  # lacks {recall}
+    return str(tmp_path / "p")
+
+
+BAD = [
+    (["--domain", "astrology"], "unknown domain 'astrology'"),
+    (["--docs", "0"], "must be positive"),
+    (["--docs", "many"], "expected a int"),
+    (["--threshold", "1.5"], "cosine similarity in (0, 1]"),
+    (["--threshold", "-0.2"], "must be positive"),
+    (["--max-rounds", "0"], "must be positive"),
+    (["--recall-k", "-1"], "cannot be negative"),
+    (["--resume", "--overwrite"], "not allowed with argument"),
+    (["--expert-model", "x"], "--expert-model needs --base-url"),
+    (["--prompts", "/nonexistent/prompts"], "prompts folder not found"),
+    (["--seed-docs", "/nonexistent.jsonl"], "seed documents file not found"),
+    (["--base-url", "UNREACHABLE"], "cannot reach the LLM server"),
+    (["--resume"], "no corpus.jsonl"),
+    (["--bogus-flag"], "unrecognized arguments"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
+    argv = [free_url() if a == "UNREACHABLE" else a for a in argv]
+    assert main(argv + ["--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
+    assert not (tmp_path / "run" / "corpus.jsonl").exists()
+
+
+def test_missing_placeholder_in_prompt_override(tmp_path, capsys):
+    assert main(["--prompts", bad_prompts(tmp_path), "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == "error: prompt task.md is missing placeholder(s): {recall}"
+
+
+def test_missing_prompt_file(tmp_path, capsys, monkeypatch):
+    shipped = tmp_path / "shipped"
+    (shipped / "domains").mkdir(parents=True)
+    for path in prompts_module.PROMPTS_DIR.rglob("*"):
+        if path.is_file() and path.name != "conductor.md":
+            (shipped / path.relative_to(prompts_module.PROMPTS_DIR)).write_bytes(path.read_bytes())
+    monkeypatch.setattr(prompts_module, "PROMPTS_DIR", shipped)
+    assert main(["--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.startswith("error: prompt file not found: conductor.md")
+
+
+def test_existing_and_corrupt_corpora_are_left_untouched(tmp_path, capsys, mock_url):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "corpus.jsonl").write_text('{"text": "kept"}\n{broken\n')
+    before = (out / "corpus.jsonl").read_bytes()
+    assert main(["--out", str(out), "--base-url", mock_url]) == 2
+    assert main(["--out", str(out), "--base-url", mock_url, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "already holds a corpus" in err[0] and "line 2 is not valid JSON" in err[1]
+    assert (out / "corpus.jsonl").read_bytes() == before
+    (tmp_path / "file").write_text("x")
+    assert main(["--out", str(tmp_path / "file"), "--base-url", mock_url]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+
+
+def test_a_real_process_prints_no_traceback(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "nope", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == ["error: unknown domain 'nope' (available: biomedicine, finance)"]

@@ -1,0 +1,33 @@
+"""The real embedded model (SmolLM2-135M-Instruct on llama.cpp), end to end for 2 documents."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def llama_servers() -> set[str]:
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    return {line.split()[0] for line in ps.splitlines() if "llama_cpp.server" in line}
+
+
+def test_two_documents_on_the_embedded_model(tmp_path):
+    before = llama_servers()
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", "2", "--out", str(out),
+                           "--max-rounds", "4", "--max-tokens", "256", "--expert-max-tokens", "384"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(l) for l in (out / "corpus.jsonl").read_text().splitlines()]
+    assert len(records) == 2
+    for record in records:
+        assert record["model"] == "smollm2-135m-instruct" and record["ended"] in ("final", "fallback")
+        assert len(record["text"]) >= 200 and record["tokens"] > 40 and record["experts"]
+        assert record["nearest_similarity"] is None or record["nearest_similarity"] < 0.85
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["usage_by_role"]["conductor"]["completion_tokens"] > 0  # real token usage from the server
+    assert "OPENAI_API_KEY" not in (out / "manifest.json").read_text()
+    assert llama_servers() == before  # the server the run started is gone

@@ -1,0 +1,170 @@
+"""Routing of the document graph, with chat models stubbed at the model boundary."""
+
+import json
+from dataclasses import replace
+
+from conftest import document, final_answer
+
+from graph import resources
+from graph.graph import graph
+from memory.embedder import default_embedder
+
+FALLBACK_NAME = "Financial Writer"  # prompts/domains/finance.yaml
+
+
+def text_of(messages):
+    return "\n".join(m.text for m in messages)
+
+
+def corpus(ctx):
+    path = resources.run_dir(ctx) / "corpus.jsonl"
+    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+
+
+def expert_echo(messages):
+    name = messages[-1].text.split("\n")[0].removeprefix("You are Expert ").rstrip(".")
+    if name == FALLBACK_NAME:
+        return document("fallback writing on liquidity coverage")
+    return f"reply from {name}"
+
+
+def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order(ctx, stub_models):
+    def conductor_fn(messages):
+        if "Analyst's output" in text_of(messages):
+            return final_answer(document("bank capital buffers"), "Capital buffers.", "Banking")
+        return ('Expert Analyst:\n"""\nExplain capital buffers.\n"""\n'
+                'Expert Editor:\n"""\nGive two style rules.\n"""')
+
+    conductor, expert = stub_models(conductor_fn, expert_echo)
+    state = graph.invoke({"index": 0}, context=ctx)
+
+    assert state["ended"] == "final" and state["round"] == 2
+    assert state["experts"] == ["Analyst", "Editor"]
+    relay = conductor.seen[1][-1].text
+    assert relay.startswith("ROUND 2: ")
+    assert relay.index("Analyst's output:\n\"\"\"\nreply from Analyst") < relay.index("Editor's output:\n\"\"\"\nreply from Editor")
+
+    conductor_history = text_of(conductor.seen[0])
+    assert len(expert.seen) == 2
+    for conversation in expert.seen:  # fresh eyes: system prompt + one instruction, nothing else
+        assert len(conversation) == 2
+        assert conversation[0].text == resources.prompts(ctx).texts["expert.md"]
+        assert conversation[1].text in ("You are Expert Analyst.\n\nExplain capital buffers.",
+                                        "You are Expert Editor.\n\nGive two style rules.")
+        assert "ROUND" not in text_of(conversation) and "Conductor" not in text_of(conversation)
+        assert conversation[1].text.split("\n\n", 1)[1] not in conductor_history.split("Expert", 1)[0]
+    [record] = corpus(ctx)
+    assert record["experts"] == ["Analyst", "Editor"] and record["category"] == "banking"
+    assert record["ended"] == "final" and record["rounds"] == 2 and record["tokens"] > 50
+    assert record["seeds"] == state["seeds"] and len(record["seeds"]) == 4
+
+
+def test_round_cap_tells_the_conductor_then_falls_back(ctx, stub_models):
+    ctx = replace(ctx, max_rounds=3)
+    conductor, expert = stub_models(lambda m: 'Expert Analyst:\n"""\nMore analysis.\n"""', expert_echo)
+    state = graph.invoke({"index": 0}, context=ctx)
+
+    assert len(conductor.seen) == 3
+    last_round = resources.prompts(ctx).texts["last_round.md"].strip()
+    assert conductor.seen[2][-1].text.startswith("ROUND 3: ") and last_round in conductor.seen[2][-1].text
+    assert last_round not in conductor.seen[1][-1].text
+    assert state["ended"] == "fallback" and state["fallback_reason"] == "round cap"
+    assert state["experts"] == ["Analyst", "Analyst", FALLBACK_NAME]
+    assert corpus(ctx)[0]["ended"] == "fallback"
+
+
+def test_protocol_errors_are_answered_then_trigger_the_fallback(ctx, stub_models):
+    conductor, _ = stub_models(lambda m: "I think banks are interesting.", expert_echo)
+    state = graph.invoke({"index": 0}, context=ctx)
+
+    error_text = resources.prompts(ctx).texts["protocol_error.md"].strip()
+    assert len(conductor.seen) == 3  # max_protocol_errors
+    assert [c[-1].text.startswith(f"ROUND {i + 1}: ") for i, c in enumerate(conductor.seen)] == [True] * 3
+    assert error_text in conductor.seen[1][-1].text and error_text in conductor.seen[2][-1].text
+    assert state["protocol_errors"] == 3 and state["ended"] == "fallback"
+    assert state["fallback_reason"] == "protocol errors"
+    record = corpus(ctx)[0]
+    assert record["protocol_errors"] == 3 and "category" in record["guessed"]
+    assert record["category"] in resources.prompts(ctx).domain.categories  # nearest label by embedding
+
+
+def test_one_protocol_error_then_a_final_answer_counts_as_final(ctx, stub_models):
+    def conductor_fn(messages):
+        return final_answer(document("pension fund liability matching")) if len(messages) > 2 else "Hmm."
+
+    stub_models(conductor_fn)
+    state = graph.invoke({"index": 0}, context=ctx)
+    assert state["ended"] == "final" and state["protocol_errors"] == 1 and state["round"] == 2
+
+
+def seed_memory(ctx, text):
+    memory = resources.memory(ctx)
+    memory.admit({"text": text, "summary": "An existing note on deposit insurance.", "category": "banking"},
+                 default_embedder().encode([text])[0], 1.0)
+    return memory
+
+
+def test_near_duplicate_is_sent_back_and_the_revision_is_accepted(ctx, stub_models):
+    existing = document("deposit insurance schemes")
+    seed_memory(ctx, existing)
+
+    def conductor_fn(messages):
+        if "too close" in text_of(messages):
+            return final_answer(document("catastrophe bonds for hurricane risk"), "Cat bonds.", "insurance")
+        return final_answer(existing, "Deposit insurance again.", "banking")
+
+    conductor, _ = stub_models(conductor_fn)
+    state = graph.invoke({"index": 0}, context=ctx)
+
+    feedback = conductor.seen[1][-1].text
+    assert feedback.startswith("ROUND 2: ") and "An existing note on deposit insurance." in feedback
+    assert f"limit is {ctx.threshold:.2f}" in feedback
+    assert state["ended"] == "final" and state["revisions"] == 1
+    records = corpus(ctx)
+    assert len(records) == 2 and records[1]["summary"] == "Cat bonds."
+    assert records[1]["nearest_similarity"] < ctx.threshold
+
+
+def test_draft_still_too_similar_past_the_budget_goes_to_rejects(ctx, stub_models):
+    existing = document("deposit insurance schemes")
+    seed_memory(ctx, existing)
+    conductor, _ = stub_models(lambda m: final_answer(existing))
+    state = graph.invoke({"index": 0}, context=replace(ctx, max_revisions=2))
+
+    assert len(conductor.seen) == 3  # the first draft and two revisions
+    assert state["ended"] == "rejected"
+    assert len(corpus(ctx)) == 1
+    [reject] = [json.loads(l) for l in (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()]
+    assert reject["reason"] == "too similar" and reject["nearest_similarity"] >= ctx.threshold
+    assert reject["nearest_id"] == "finance-000000" and reject["revisions"] == 2
+
+
+def test_fallback_without_a_document_is_rejected_not_committed(ctx, stub_models):
+    stub_models(lambda m: "no.", lambda m: "short")
+    state = graph.invoke({"index": 0}, context=ctx)
+    assert state["ended"] == "rejected" and corpus(ctx) == []
+    reject = json.loads((resources.run_dir(ctx) / "rejects.jsonl").read_text())
+    assert reject["reason"] == "no document"
+
+
+def test_given_seeds_are_used_and_recall_shows_prior_documents(ctx, stub_models):
+    seed_memory(ctx, document("deposit insurance schemes"))
+    conductor, _ = stub_models(lambda m: final_answer(document("venture debt for startups")))
+    graph.invoke({"seeds": ["venture debt", "warrants"]}, context=ctx)
+    task = conductor.seen[0][1].text
+    assert task.startswith("ROUND 1: ") and "keywords: venture debt, warrants" in task
+    assert "- [banking] An existing note on deposit insurance." in task and "- banking: 1" in task
+
+
+def test_topic_aware_mode_feeds_real_seed_documents(ctx, stub_models, tmp_path):
+    seeds = tmp_path / "seeds.jsonl"
+    seeds.write_text("\n".join(json.dumps({"text": t}) for t in
+                               ["Nokia's net sales rose 5 %.", "The statin cut LDL cholesterol.", "Oil prices fell."]))
+    conductor, _ = stub_models(lambda m: final_answer(document(m[1].text[-60:])))
+    ctx = replace(ctx, seed_docs=str(seeds))
+    for i in range(3):
+        graph.invoke({"index": i}, context=ctx)
+    shown = [c[1].text for c in conductor.seen if len(c) == 2]  # each document's first turn
+    assert all("derive 3 to 5 keywords from this real document" in t for t in shown)
+    used = [next(s for s in ["Nokia", "statin", "Oil"] if s in t) for t in shown]
+    assert sorted(used) == ["Nokia", "Oil", "statin"]  # each seed once, none repeated

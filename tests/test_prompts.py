@@ -1,0 +1,53 @@
+import shutil
+
+import pytest
+
+from agents.errors import UserError
+from agents.prompts import PROMPTS_DIR, fill, load_prompts
+
+
+def test_shipped_domains_load_with_large_keyword_pools():
+    for name in ("finance", "biomedicine"):
+        prompts = load_prompts(name)
+        assert len(set(k.lower() for k in prompts.domain.keywords)) >= 150
+        assert prompts.domain.genres and prompts.domain.audiences and prompts.domain.categories
+
+
+def test_fill_substitutes_known_names_and_leaves_other_braces():
+    assert fill('{seeds} and {"json": 1} and {unknown}', seeds="a, b") == 'a, b and {"json": 1} and {unknown}'
+
+
+def test_override_folder_wins_and_changes_the_hash(tmp_path):
+    (tmp_path / "expert.md").write_text("You are terse.")
+    base, custom = load_prompts("finance"), load_prompts("finance", tmp_path)
+    assert custom.texts["expert.md"] == "You are terse."
+    assert custom.hash != base.hash
+
+
+def test_missing_placeholder_is_a_clear_error(tmp_path):
+    (tmp_path / "too_similar.md").write_text("Too similar (score {similarity}). Try again.")
+    with pytest.raises(UserError, match=r"too_similar.md is missing placeholder\(s\): \{summary\}"):
+        load_prompts("finance", tmp_path)
+
+
+def test_unknown_domain_lists_the_available_ones():
+    with pytest.raises(UserError, match="unknown domain 'astrology' .available: biomedicine, finance"):
+        load_prompts("astrology")
+
+
+@pytest.mark.parametrize("content,message", [
+    ("keywords: [a, b\n", "not valid YAML"),
+    ("keywords: []\n", "'keywords' is empty"),
+    ("keywords: {a: 1}\n", "must be a list of strings"),
+    ("- just a list\n", "expected a mapping"),
+])
+def test_broken_domain_files(tmp_path, content, message):
+    (tmp_path / "domains").mkdir()
+    (tmp_path / "domains" / "mine.yaml").write_text(content)
+    with pytest.raises(UserError, match=message):
+        load_prompts("mine", tmp_path)
+
+
+def test_shipped_prompt_folder_is_complete():
+    for name in ("conductor.md", "expert.md", "protocol_error.md", "too_similar.md", "task.md", "last_round.md", "fallback.md"):
+        assert (PROMPTS_DIR / name).is_file()
