@@ -32,6 +32,7 @@ EXPERT_CALL = re.compile(
 )
 QUOTED = re.compile(r'^\s*(?:"""|```[a-z]*)(?P<body>.*?)(?:"""|```)', re.DOTALL)
 FIELD = re.compile(r"^[ \t*]*(?P<key>summary|category)[ \t*]*:[ \t*]*(?P<value>.+?)[ \t*]*$", re.IGNORECASE | re.MULTILINE)
+PREAMBLE = re.compile(r"\A\s*(?:here is|here's|sure|certainly|of course)\b[^\n]*\n+", re.IGNORECASE)
 MIN_DOCUMENT_CHARS = 200  # shorter "documents" are a protocol failure, not a corpus entry
 
 
@@ -83,7 +84,7 @@ def parse_final(after_mark: str) -> FinalAnswer | None:
         text = after_mark[: fields.start()] if fields else after_mark
         tail = after_mark[fields.start():] if fields else ""
         text = text.strip().strip('"').strip("`")
-    text = text.strip()
+    text = PREAMBLE.sub("", text).strip()  # "Here is the document:" is chat, not corpus
     if len(text) < MIN_DOCUMENT_CHARS:
         return None
     values = {m["key"].lower(): m["value"].strip().strip('"') for m in FIELD.finditer(tail)}

@@ -14,6 +14,7 @@ CASES = [
     (f'>> FINAL ANSWER:\n"""\n{DOC}\n"""\nSummary: Rates rose.\nCategory: Monetary Policy', "final", "monetary policy"),
     (f">> final answer:\n{DOC}\nSummary: Rates rose.\nCategory: rates", "final", "rates"),
     (f'>> FINAL ANSWER:\n"""\n{DOC}\n"""', "final", "uncategorized"),
+    (f">> FINAL ANSWER:\nHere is the document:\n\n{DOC}\nCategory: rates", "final", "rates"),
     (f'Expert Editor:\n"""\nx\n"""\n>> FINAL ANSWER:\n"""\n{DOC}\n"""\nSummary: s\nCategory: c', "final", "c"),
     ('>> FINAL ANSWER:\n"""\ntoo short\n"""\nSummary: s\nCategory: c', "error", None),
     ("I think the document should discuss banks.", "error", None),
@@ -36,6 +37,11 @@ def test_parse_turn_table(reply, kind, expected):
         assert ">> FINAL" not in turn.final.text and "Summary:" not in turn.final.text
     else:
         assert turn.error
+
+
+def test_chat_preamble_is_not_part_of_the_document():
+    turn = parse_turn(f">> FINAL ANSWER:\nSure! Here is the document:\n\n{DOC}")
+    assert turn.final.text.startswith("The central bank")
 
 
 def test_missing_summary_is_derived_and_marked_guessed():
