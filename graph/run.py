@@ -207,7 +207,7 @@ def generate(args: argparse.Namespace) -> int:
                 results.append(record)
                 usage = merge_usage(usage, state.get("usage"))
                 sim = record.get("nearest_similarity")
-                console.log(f"[{len(memory)}/{target}] {record.get('id', '-')} {record['ended']:<8} "
+                console.log(f"[{len(memory)}/{target}] {record.get('id') or record.get('reason', '-')} {record['ended']:<8} "
                             f"rounds={record.get('rounds', 0)} revisions={record.get('revisions', 0)} "
                             f"experts={record.get('experts', [])} sim={'-' if sim is None else f'{sim:.3f}'} "
                             f"{time.perf_counter() - t0:.1f}s  {record.get('summary', '')[:70]}")

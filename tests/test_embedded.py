@@ -30,4 +30,4 @@ def test_two_documents_on_the_embedded_model(tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["usage_by_role"]["conductor"]["completion_tokens"] > 0  # real token usage from the server
     assert "OPENAI_API_KEY" not in (out / "manifest.json").read_text()
-    assert llama_servers() == before  # the server the run started is gone
+    assert not llama_servers() - before  # the server this run started is gone (no orphan)
