@@ -96,9 +96,15 @@ def seed_picker(ctx: Context) -> SeedPicker | None:
 
 
 def category_of(ctx: Context, vector: np.ndarray) -> str:
-    """Nearest domain category label by embedding, for drafts that named none."""
-    labels = prompts(ctx).domain.categories
+    """Nearest domain category label by embedding, for drafts that named none.
+
+    Labels are embedded inside a sentence: bare one- or two-word labels put every generic document
+    in the same category (5 of 5 SmolLM2 finance documents landed on one label, 3 labels this way).
+    """
+    domain = prompts(ctx).domain
+    labels = domain.categories
     if not labels:
         return "uncategorized"
-    table = _cached(("categories", ctx.domain, tuple(labels)), lambda: default_embedder().encode(labels))
+    sentences = [f"A {domain.name} document about {label}." for label in labels]
+    table = _cached(("categories", ctx.domain, tuple(labels)), lambda: default_embedder().encode(sentences))
     return labels[int(np.argmax(table @ vector.reshape(-1)))]
