@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import random
 import threading
 from pathlib import Path
@@ -11,6 +10,7 @@ import numpy as np
 
 from agents.errors import UserError
 from agents.prompts import Domain
+from memory.store import read_jsonl
 
 
 def sample_seeds(domain: Domain, k: int, rng: random.Random) -> dict:
@@ -25,21 +25,11 @@ def sample_seeds(domain: Domain, k: int, rng: random.Random) -> dict:
 
 
 def read_seed_docs(path: str | Path) -> list[str]:
+    """The `text` of every line of a JSONL file (errors name the line: memory.store.read_jsonl)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"seed documents file not found: {path}")
-    texts = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line).get("text")
-            except (json.JSONDecodeError, AttributeError):
-                raise UserError(f"{path}: line {number} is not a JSON object") from None
-            if not isinstance(text, str) or not text.strip():
-                raise UserError(f"{path}: line {number} has no 'text' string")
-            texts.append(text.strip())
+    texts = [r["text"].strip() for r in read_jsonl(path) if r["text"].strip()]
     if not texts:
         raise UserError(f"{path}: no seed documents")
     return texts
