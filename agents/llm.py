@@ -1,4 +1,5 @@
-"""Chat clients: one code path, `ChatOpenAI` against any OpenAI-compatible /v1 server.
+"""Server checks and the API key. (The chat calls themselves: agents/calls.py, one code path,
+`ChatOpenAI` against any OpenAI-compatible /v1 server.)
 
 The API key comes from OPENAI_API_KEY (a local server needs none) and is held as a SecretStr, so it
 never appears in reprs, logs or manifests.
@@ -7,10 +8,7 @@ never appears in reprs, logs or manifests.
 from __future__ import annotations
 
 import os
-from functools import lru_cache
-
 import httpx
-from langchain_openai import ChatOpenAI
 from pydantic import SecretStr
 
 from agents.errors import UserError
@@ -18,22 +16,6 @@ from agents.errors import UserError
 
 def api_key() -> SecretStr:
     return SecretStr(os.environ.get("OPENAI_API_KEY") or "EMPTY")
-
-
-@lru_cache(maxsize=32)
-def chat_model(base_url: str, model: str, temperature: float, max_tokens: int, timeout: float = 600.0) -> ChatOpenAI:
-    """A cached client per (server, model, sampling) so parallel branches share connection pools."""
-    return ChatOpenAI(
-        base_url=base_url,
-        model=model,
-        api_key=api_key(),
-        temperature=temperature,
-        max_tokens=max_tokens,
-        # llama.cpp's server ignores max_completion_tokens, which is what max_tokens maps to.
-        extra_body={"max_tokens": max_tokens},
-        timeout=timeout,
-        max_retries=2,
-    )
 
 
 def check_server(base_url: str, model: str | None = None, timeout: float = 10.0) -> list[str]:

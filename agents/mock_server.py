@@ -7,6 +7,12 @@ branches get deterministic answers:
     -> two expert calls; with expert outputs -> a final answer built from the seed keywords;
   - anything else (an expert) -> a paragraph on its instruction.
 Documents differ with the seed, so the novelty gate passes them; identical seeds give identical text.
+
+Faults, for tests and benchmarks (each request draws from a seeded RNG):
+  --error-rate    HTTP 500 instead of an answer
+  --hang-rate     no answer for --hang seconds (the client's timeout must fire)
+  --malformed-rate  a conductor turn that is neither an expert call nor a final answer
+  --api-key       answer 401 unless this bearer token is sent
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import random
 import re
 import threading
 import time
@@ -52,9 +59,30 @@ def reply_for(messages: list[dict]) -> str:
 
 class Handler(BaseHTTPRequestHandler):
     latency = 0.0
+    error_rate = hang_rate = malformed_rate = 0.0
+    hang = 30.0
+    api_key = ""
+    rng = random.Random(0)
+    rng_lock = threading.Lock()
 
     def log_message(self, *args):  # quiet
         pass
+
+    def handle(self):
+        try:
+            super().handle()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up on a hung request
+
+    def _draw(self) -> float:
+        with self.rng_lock:
+            return self.rng.random()
+
+    def _authorized(self) -> bool:
+        if not self.api_key or self.headers.get("Authorization") == f"Bearer {self.api_key}":
+            return True
+        self._send(401, {"error": {"message": "invalid api key", "type": "invalid_request_error"}})
+        return False
 
     def _send(self, status: int, body: dict) -> None:
         data = json.dumps(body).encode()
@@ -65,16 +93,31 @@ class Handler(BaseHTTPRequestHandler):
         self.wfile.write(data)
 
     def do_GET(self):
-        if self.path.rstrip("/").endswith("/models"):
+        if not self._authorized():
+            return
+        if self.path.rstrip("/") == "/v1/models":
             return self._send(200, {"object": "list", "data": [{"id": MODEL, "object": "model"}]})
         self._send(404, {"error": {"message": "not found"}})
 
     def do_POST(self):
-        if not self.path.rstrip("/").endswith("/chat/completions"):
+        if self.path.rstrip("/") != "/v1/chat/completions":
             return self._send(404, {"error": {"message": "not found"}})
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+        if not self._authorized():
+            return
         time.sleep(self.latency)
-        text = reply_for(request.get("messages", []))
+        draw = self._draw()
+        if draw < self.error_rate:
+            return self._send(500, {"error": {"message": "injected fault"}})
+        if draw < self.error_rate + self.hang_rate:
+            time.sleep(self.hang)
+            return self._send(504, {"error": {"message": "injected hang"}})
+        messages = request.get("messages", [])
+        conductor = any(m["role"] == "system" and "Conductor" in str(m["content"]) for m in messages)
+        if conductor and self._draw() < self.malformed_rate:
+            text = "Let me think about which experts would help here."
+        else:
+            text = reply_for(messages)
         prompt = sum(len(str(m.get("content", "")).split()) for m in request.get("messages", []))
         self._send(200, {
             "id": "mock", "object": "chat.completion", "created": int(time.time()), "model": request.get("model", MODEL),
@@ -86,9 +129,13 @@ class Handler(BaseHTTPRequestHandler):
 class MockServer:
     """`with MockServer() as url:` a server on a free loopback port, in a background thread."""
 
-    def __init__(self, port: int = 0, latency: float = 0.0):
-        handler = type("H", (Handler,), {"latency": latency})
+    def __init__(self, port: int = 0, latency: float = 0.0, error_rate: float = 0.0, hang_rate: float = 0.0,
+                 malformed_rate: float = 0.0, hang: float = 30.0, api_key: str = "", seed: int = 0):
+        handler = type("H", (Handler,), {"latency": latency, "error_rate": error_rate, "hang_rate": hang_rate,
+                                         "malformed_rate": malformed_rate, "hang": hang, "api_key": api_key,
+                                         "rng": random.Random(seed), "rng_lock": threading.Lock()})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
+        self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -108,7 +155,14 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=8001)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds added to every completion")
+    parser.add_argument("--error-rate", type=float, default=0.0)
+    parser.add_argument("--hang-rate", type=float, default=0.0)
+    parser.add_argument("--hang", type=float, default=30.0)
+    parser.add_argument("--malformed-rate", type=float, default=0.0)
+    parser.add_argument("--api-key", default="")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    server = MockServer(args.port, args.latency)
+    server = MockServer(args.port, args.latency, args.error_rate, args.hang_rate, args.malformed_rate, args.hang,
+                        args.api_key, args.seed)
     print(f"mock OpenAI server on {server.base_url}", flush=True)
     server.httpd.serve_forever()

@@ -14,7 +14,7 @@ import time
 from langchain_core.messages import HumanMessage
 
 from agents.embedded import MODEL_NAME, EmbeddedServer
-from agents.llm import chat_model
+from agents.calls import Router
 
 TOPICS = ["bond ladders", "deposit betas", "credit default swaps", "dividend policy", "inflation swaps",
           "venture debt", "FX hedging", "loan covenants"]
@@ -25,7 +25,7 @@ async def measure(model, concurrency: int, requests: int) -> float:
 
     async def one(i: int) -> int:
         async with semaphore:
-            reply = await model.ainvoke([HumanMessage(f"Write a detailed paragraph about {TOPICS[i % len(TOPICS)]} (request {i}).")])
+            reply = await model.call([HumanMessage(f"Write a detailed paragraph about {TOPICS[i % len(TOPICS)]} (request {i}).")], "bench")
             return reply.usage_metadata["output_tokens"]
 
     start = time.perf_counter()
@@ -42,7 +42,7 @@ def main() -> None:
     with EmbeddedServer() as server:
         print(f"server start: {time.perf_counter() - t0:.1f}s ({server.threads} threads)")
         # temperature 0 and a fixed 128-token budget keep completions comparable across runs
-        model = chat_model(server.base_url, MODEL_NAME, 0.0, 128)
+        model = Router([server.base_url], MODEL_NAME, 0.0, 128)
         asyncio.run(sweep(model, args.concurrency, args.requests))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from datetime import datetime, timezone
@@ -22,16 +23,19 @@ SEED_DOC_CHARS = 2000  # how much of a real seed document the conductor sees
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-def _usage(role: str, message: AIMessage, seconds: float) -> dict:
-    meta = getattr(message, "usage_metadata", None) or {}
-    return {role: {"calls": 1, "prompt_tokens": meta.get("input_tokens", 0),
-                   "completion_tokens": meta.get("output_tokens", 0), "seconds": round(seconds, 3)}}
-
-
-def _ask(model, messages: list, role: str) -> tuple[AIMessage, dict]:
+async def _ask(router, messages: list, role: str) -> tuple[AIMessage, dict]:
+    """One LLM call (retried, capped, accounted by the router) and its usage for the document's state."""
     start = time.perf_counter()
-    reply = model.invoke(messages)
-    return reply, _usage(role, reply, time.perf_counter() - start)
+    reply = await router.call(messages, role)
+    meta = reply.usage_metadata or {}
+    return reply, {role: {"calls": 1, "prompt_tokens": meta.get("input_tokens", 0),
+                          "completion_tokens": meta.get("output_tokens", 0),
+                          "seconds": round(time.perf_counter() - start, 3)}}
+
+
+async def _embed(text: str):
+    """Embedding is CPU work: keep it off the event loop so other documents' calls proceed."""
+    return (await asyncio.to_thread(default_embedder().encode, [text]))[0]
 
 
 def _round_message(ctx: Context, state: DocState, body: str) -> HumanMessage:
@@ -54,9 +58,9 @@ def _seed_text(state: DocState) -> str:
     return "; ".join(parts)
 
 
-def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
+async def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
     query = state.get("seed_doc") or " ".join(state.get("seeds", []))
-    return res.memory(ctx).nearest(default_embedder().encode([query])[0], ctx.recall_k)
+    return res.memory(ctx).nearest(await _embed(query), ctx.recall_k)
 
 
 # -- nodes -----------------------------------------------------------------------------------------
@@ -72,11 +76,11 @@ def seed(state: DocState, runtime: Runtime[Context]) -> dict:
     return sample_seeds(res.prompts(ctx).domain, ctx.keywords, rng)
 
 
-def recall(state: DocState, runtime: Runtime[Context]) -> dict:
+async def recall(state: DocState, runtime: Runtime[Context]) -> dict:
     """Open the conductor's conversation: its system prompt, the seed and what the corpus already holds."""
     ctx = runtime.context
     prompts, memory = res.prompts(ctx), res.memory(ctx)
-    near = _recalled(ctx, state)
+    near = await _recalled(ctx, state)
     recall_text = "\n".join(f"- [{r.get('category', '?')}] {r.get('summary', '')} (similarity {s:.2f})" for s, r in near)
     counts = memory.category_counts().most_common(15)
     task = prompts.render(
@@ -89,12 +93,11 @@ def recall(state: DocState, runtime: Runtime[Context]) -> dict:
             "protocol_errors": 0, "revisions": 0, "experts": [], "source": "conductor"}
 
 
-def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
+async def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
     """One conductor turn: consult experts, finish, or break the protocol."""
     ctx = runtime.context
-    model, _ = res.conductor_model(ctx)
     try:
-        reply, usage = _ask(model, state["messages"], "conductor")
+        reply, usage = await _ask(res.conductor_router(ctx), state["messages"], "conductor")
     except openai.BadRequestError as e:  # typically the conversation outgrew the model's context
         return {"round": ctx.max_rounds, "calls": [], "draft": None, "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
     turn = parse_turn(reply.text, ctx.max_experts_per_turn)
@@ -109,13 +112,12 @@ def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
     return update
 
 
-def expert(call: dict, runtime: Runtime[Context]) -> dict:
+async def expert(call: dict, runtime: Runtime[Context]) -> dict:
     """A fresh conversation: the expert sees its system prompt and the conductor's instruction, nothing else."""
     ctx = runtime.context
-    model, _ = res.expert_model(ctx)
     messages = [SystemMessage(res.prompts(ctx).render("expert.md")),
                 HumanMessage(f"You are Expert {call['name']}.\n\n{call['instruction']}")]
-    reply, usage = _ask(model, messages, f"expert:{call['name']}")
+    reply, usage = await _ask(res.expert_router(ctx), messages, f"expert:{call['name']}")
     return {"replies": [{"order": call["order"], "name": call["name"], "text": reply.text.strip()}], "usage": usage}
 
 
@@ -132,19 +134,18 @@ def protocol_error(state: DocState, runtime: Runtime[Context]) -> dict:
     return {"messages": [_round_message(ctx, state, res.prompts(ctx).render("protocol_error.md"))]}
 
 
-def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
+async def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
     """The documented way out for a conductor that cannot keep the protocol: one expert writes the document."""
     ctx = runtime.context
     prompts = res.prompts(ctx)
-    model, _ = res.expert_model(ctx)
-    avoid = [r.get("summary", "") for _, r in _recalled(ctx, state)]
+    avoid = [r.get("summary", "") for _, r in await _recalled(ctx, state)]
     if state.get("verdict", {}).get("near_summary"):
         avoid.insert(0, state["verdict"]["near_summary"])
     name = prompts.domain.fallback_expert
     instruction = prompts.render("fallback.md", domain=prompts.domain.name, description=prompts.domain.description,
                                  seeds=_seed_text(state), avoid="\n".join(f"- {a}" for a in avoid) or "(none)")
     messages = [SystemMessage(prompts.render("expert.md")), HumanMessage(f"You are Expert {name}.\n\n{instruction}")]
-    reply, usage = _ask(model, messages, f"fallback:{name}")
+    reply, usage = await _ask(res.expert_router(ctx), messages, f"fallback:{name}")
     final = parse_final(reply.text)
     reason = state.get("fallback_reason") or (
         "protocol errors" if state.get("protocol_errors", 0) >= ctx.max_protocol_errors else "round cap")
@@ -155,18 +156,16 @@ def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
             "experts": state.get("experts", []) + [name]}
 
 
-def gate(state: DocState, runtime: Runtime[Context]) -> dict:
+async def gate(state: DocState, runtime: Runtime[Context]) -> dict:
     """The novelty gate and the commit, atomic in Memory.admit."""
     ctx = runtime.context
     draft = state.get("draft")
     if not draft:
         return {"verdict": {"accepted": False, "reason": "no document"}}
     prompts, memory = res.prompts(ctx), res.memory(ctx)
-    vector = default_embedder().encode([draft["text"]])[0]
+    vector = await _embed(draft["text"])
     if "category" in draft.get("guessed", []):
         draft = {**draft, "category": res.category_of(ctx, vector)}
-    _, model = res.conductor_model(ctx)
-    _, expert_model = res.expert_model(ctx)
     record = {
         "domain": prompts.domain.name, "text": draft["text"], "seeds": state.get("seeds", []),
         "seed_doc": (state.get("seed_doc") or "")[:200] or None, "genre": state.get("genre", ""),
@@ -175,11 +174,11 @@ def gate(state: DocState, runtime: Runtime[Context]) -> dict:
         "protocol_errors": state.get("protocol_errors", 0), "guessed": draft.get("guessed", []),
         "ended": "final" if state.get("source") == "conductor" else "fallback",
         "fallback_reason": state.get("fallback_reason") or None,
-        "model": model, "expert_model": expert_model, "prompt_hash": prompts.hash,
+        "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": prompts.hash,
         "tokens": count_tokens(draft["text"], ctx.tokenizer),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    verdict = memory.admit(record, vector, ctx.threshold)
+    verdict = await asyncio.to_thread(memory.admit, record, vector, ctx.threshold)
     summary = {"accepted": verdict.accepted, "similarity": verdict.similarity,
                "near_summary": (verdict.nearest or {}).get("summary", ""), "near_id": (verdict.nearest or {}).get("id")}
     if verdict.accepted:
@@ -199,7 +198,7 @@ def revise(state: DocState, runtime: Runtime[Context]) -> dict:
     return update
 
 
-def reject(state: DocState, runtime: Runtime[Context]) -> dict:
+async def reject(state: DocState, runtime: Runtime[Context]) -> dict:
     """Past the revision budget (or with no usable document): record the draft, never in the corpus."""
     ctx = runtime.context
     verdict = state.get("verdict", {})
@@ -209,6 +208,6 @@ def reject(state: DocState, runtime: Runtime[Context]) -> dict:
               "seeds": state.get("seeds", []), "source": state.get("source"), "rounds": state.get("round", 0),
               "revisions": state.get("revisions", 0), "protocol_errors": state.get("protocol_errors", 0)}
     record.setdefault("text", (state.get("draft") or {}).get("text", ""))
-    res.memory(ctx).reject(record)
+    await asyncio.to_thread(res.memory(ctx).reject, record)
     return {"result": record, "ended": "rejected"}
 

@@ -6,15 +6,15 @@ objects and caches them, so the CLI and the LangGraph server share one code path
 
 from __future__ import annotations
 
+import asyncio
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from langchain_openai import ChatOpenAI
 
 from agents import embedded
-from agents.llm import chat_model, check_server
+from agents.calls import Accounting, Router
+from agents.llm import check_server
 from agents.prompts import PromptSet, load_prompts
 from graph.configuration import Context
 from graph.seeds import SeedPicker, read_seed_docs
@@ -42,29 +42,52 @@ def run_dir(ctx: Context) -> Path:
     return Path(ctx.out_dir or f"runs/{ctx.domain}").resolve()
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    base_url: str
-    model: str
+def urls(value: str) -> list[str]:
+    return [u.strip() for u in value.split(",") if u.strip()]
 
 
-def endpoints(ctx: Context) -> tuple[Endpoint, Endpoint]:
-    """Conductor and expert endpoints; an empty base URL means the embedded server (started once)."""
+def _resolve(base_url: str, model: str) -> tuple[list[str], str]:
+    """Endpoints and model name; no base URL means the embedded server (started once per process)."""
+    if not base_url:
+        return [embedded.shared_server().base_url], model or embedded.MODEL_NAME
+    if not model:
+        served = _cached(("models", base_url), lambda: check_server(urls(base_url)[0]))
+        model = served[0] if served else "default"
+    return urls(base_url), model
 
-    def resolve(base_url: str, model: str) -> Endpoint:
-        if not base_url:
-            return Endpoint(embedded.shared_server().base_url, model or embedded.MODEL_NAME)
-        if not model:
-            served = _cached(("models", base_url), lambda: check_server(base_url))
-            model = served[0] if served else "default"
-        return Endpoint(base_url, model)
 
-    conductor = resolve(ctx.base_url, ctx.model)
-    if ctx.expert_base_url or ctx.expert_model:
-        expert = resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)
-    else:
-        expert = conductor
-    return conductor, expert
+def _loop_id() -> int:
+    """Async clients belong to one event loop: routers are cached per loop."""
+    try:
+        return id(asyncio.get_running_loop())
+    except RuntimeError:
+        return 0
+
+
+def accounting(ctx: Context) -> Accounting:
+    return _cached(("accounting", str(run_dir(ctx))), Accounting)
+
+
+def _router(ctx: Context, role: str, base_url: str, model: str, temperature: float, max_tokens: int) -> Router:
+    key = ("router", role, _loop_id(), str(run_dir(ctx)), base_url, model, temperature, max_tokens,
+           ctx.max_inflight, ctx.adaptive, ctx.request_timeout, ctx.max_retries)
+
+    def build() -> Router:
+        endpoints, name = _resolve(base_url, model)
+        return Router(endpoints, name, temperature, max_tokens, max_inflight=ctx.max_inflight, adaptive=ctx.adaptive,
+                      timeout=ctx.request_timeout, retries=ctx.max_retries, accounting=accounting(ctx))
+
+    return _cached(key, build)
+
+
+def conductor_router(ctx: Context) -> Router:
+    return _router(ctx, "conductor", ctx.base_url, ctx.model, ctx.temperature, ctx.max_tokens)
+
+
+def expert_router(ctx: Context) -> Router:
+    """Experts default to the conductor's server and model; a separate server is asked for its model."""
+    model = ctx.expert_model or ("" if ctx.expert_base_url else ctx.model)
+    return _router(ctx, "expert", ctx.expert_base_url or ctx.base_url, model, ctx.expert_temperature, ctx.expert_max_tokens)
 
 
 def prompts(ctx: Context) -> PromptSet:
@@ -76,16 +99,6 @@ def prompts(ctx: Context) -> PromptSet:
 def memory(ctx: Context) -> Memory:
     directory = run_dir(ctx)
     return _cached(("memory", str(directory)), lambda: Memory(directory, default_embedder(), id_prefix=ctx.domain))
-
-
-def conductor_model(ctx: Context) -> tuple[ChatOpenAI, str]:
-    end = endpoints(ctx)[0]
-    return chat_model(end.base_url, end.model, ctx.temperature, ctx.max_tokens), end.model
-
-
-def expert_model(ctx: Context) -> tuple[ChatOpenAI, str]:
-    end = endpoints(ctx)[1]
-    return chat_model(end.base_url, end.model, ctx.expert_temperature, ctx.expert_max_tokens), end.model
 
 
 def seed_picker(ctx: Context) -> SeedPicker | None:

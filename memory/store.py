@@ -47,14 +47,37 @@ def write_atomic(path: Path, data: bytes) -> None:
     os.replace(tmp, path)
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    """Every record of a JSONL file; a corrupt line is a user error naming the line."""
+def repair_tail(path: Path) -> int:
+    """Cut an unfinished last line (a hard stop inside a write); return the bytes dropped.
+
+    Lines are written whole and end in a newline, so a line without one was never committed.
+    """
+    if not path.exists():
+        return 0
+    with open(path, "rb+") as f:
+        size = f.seek(0, os.SEEK_END)
+        if size == 0:
+            return 0
+        f.seek(max(0, size - 1))
+        if f.read(1) == b"\n":
+            return 0
+        f.seek(0)
+        keep = f.read().rfind(b"\n") + 1
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+        return size - keep
+
+
+def read_jsonl(path: Path, allow_partial_tail: bool = False) -> list[dict]:
+    """Every record of a JSONL file; a corrupt line is a user error naming the line.
+    With allow_partial_tail, an unfinished last line (no newline) is skipped: repair_tail cuts it."""
     if not path.exists():
         return []
     records = []
     with open(path, encoding="utf-8") as f:
         for number, line in enumerate(f, 1):
-            if not line.strip():
+            if not line.strip() or (allow_partial_tail and not line.endswith("\n")):
                 continue
             try:
                 record = json.loads(line)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 
@@ -9,6 +10,7 @@ import pytest
 from langchain_core.language_models.fake_chat_models import FakeChatModel
 from langchain_core.messages import BaseMessage
 
+from agents.calls import Router
 from graph import resources
 from graph.configuration import Context
 
@@ -25,6 +27,9 @@ class ScriptedChat(FakeChatModel):
         with self.lock:
             self.seen.append(list(messages))
         return self.respond(messages)
+
+    async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
+        return self._generate(messages, stop=stop, **kwargs)  # FakeChatModel's async path ignores _call
 
 
 def scripted(respond) -> ScriptedChat:
@@ -44,11 +49,20 @@ def stub_models(monkeypatch):
 
     def install(conductor_fn, expert_fn=lambda messages: "Expert text about the topic."):
         conductor, expert = scripted(conductor_fn), scripted(expert_fn)
-        monkeypatch.setattr(resources, "conductor_model", lambda ctx: (conductor, "stub-conductor"))
-        monkeypatch.setattr(resources, "expert_model", lambda ctx: (expert, "stub-expert"))
+        # The real Router (caps, retries, accounting) with the fake model behind it.
+        routers = {"conductor": Router(["stub://c"], "stub-conductor", 0.0, 64, backoff=0.0),
+                   "expert": Router(["stub://e"], "stub-expert", 0.0, 64, backoff=0.0)}
+        routers["conductor"].client = lambda endpoint: conductor
+        routers["expert"].client = lambda endpoint: expert
+        monkeypatch.setattr(resources, "conductor_router", lambda ctx: routers["conductor"])
+        monkeypatch.setattr(resources, "expert_router", lambda ctx: routers["expert"])
         return conductor, expert
 
     return install
+
+
+def run_doc(graph, payload: dict, ctx: Context) -> dict:
+    return asyncio.run(graph.ainvoke(payload, context=ctx))
 
 
 def document(topic: str, n: int = 6) -> str:

@@ -42,7 +42,10 @@ def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
     assert all(r["nearest_similarity"] is None or r["nearest_similarity"] < 0.85 for r in records)
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["documents_in_corpus"] == 3 and manifest["protocol_success_rate"] == 1.0
-    assert manifest["usage_by_role"]["conductor"]["calls"] == 6 and manifest["usage_by_role"]["experts"]["calls"] == 6
+    roles = manifest["llm"]["by_role"]
+    assert roles["conductor"]["calls"] == 6 and roles["expert"]["calls"] == 6 and roles["conductor"]["retries"] == 0
+    assert set(manifest["llm"]["by_name"]) == {"conductor", "expert:Analyst", "expert:Editor"}
+    assert roles["conductor"]["latency_s"]["p50"] > 0 and manifest["llm"]["corpus_over_generated_tokens"] > 0
     assert manifest["config"]["base_url"] == mock_url and (out / "memory" / "index.faiss").exists()
 
     before = (out / "corpus.jsonl").read_bytes()
@@ -54,6 +57,25 @@ def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
     assert [r["id"] for r in records] == [f"finance-{i:06d}" for i in range(5)]
     assert (out / "corpus.jsonl").read_bytes().startswith(before)
     assert len({r["text"] for r in records}) == 5
+
+
+def test_export_formats_load_back(tmp_path, mock_url):
+    from datasets import load_from_disk
+    import pyarrow.parquet as pq
+
+    from graph.export import main as export
+
+    out = tmp_path / "run"
+    assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
+    assert export([str(out), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
+    dataset = load_from_disk(str(tmp_path / "hf"))
+    assert len(dataset) == 3 and {"text", "seeds", "experts", "category", "nearest_similarity"} <= set(dataset.column_names)
+    assert dataset[0]["experts"] == ["Analyst", "Editor"]
+    assert export([str(out), "--format", "parquet", "--out", str(tmp_path / "c.parquet")]) == 0
+    assert pq.read_table(tmp_path / "c.parquet").num_rows == 3
+    assert export([str(out), "--format", "jsonl", "--out", str(tmp_path / "c.jsonl")]) == 0
+    assert lines(tmp_path / "c.jsonl") == lines(out / "corpus.jsonl")
+    assert export([str(out), "--format", "jsonl", "--out", str(tmp_path / "c.jsonl")]) == 2  # never overwritten
 
 
 def free_url():
@@ -83,6 +105,12 @@ BAD = [
     (["--base-url", "UNREACHABLE"], "cannot reach the LLM server"),
     (["--resume"], "no corpus.jsonl"),
     (["--bogus-flag"], "unrecognized arguments"),
+    (["--tokens", "0"], "must be positive"),
+    (["--concurrency", "-4"], "must be positive"),
+    (["--max-failures", "-1"], "cannot be negative"),
+    (["--expert-base-url", "http://127.0.0.1:9/v1"], "--expert-base-url needs --base-url"),
+    (["--tokenizer", "/nonexistent/tokenizer"], "cannot load tokenizer"),
+    (["--price-prompt", "-3"], "prices cannot be negative"),
 ]
 
 
@@ -93,6 +121,22 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not (tmp_path / "run" / "corpus.jsonl").exists()
+
+
+def test_wrong_key_and_wrong_url_are_one_line(tmp_path, capsys):
+    with MockServer(api_key="right") as url:
+        assert main(["--base-url", url, "--out", str(tmp_path / "a")]) == 2
+        assert "refused the API key (HTTP 401)" in capsys.readouterr().err
+    with MockServer() as url:
+        assert main(["--base-url", url.removesuffix("/v1") + "/nope/x", "--out", str(tmp_path / "c")]) == 2
+        assert "answered HTTP 404 to GET /models" in capsys.readouterr().err
+        assert main(["--base-url", url, "--model", "gpt-9", "--out", str(tmp_path / "d")]) == 2
+        assert "model 'gpt-9' is not served" in capsys.readouterr().err
+
+
+def test_unwritable_output_directory(capsys):
+    assert main(["--out", "/proc/metasynth-run"]) == 2
+    assert capsys.readouterr().err.startswith("error: cannot write to /proc/metasynth-run")
 
 
 def test_missing_placeholder_in_prompt_override(tmp_path, capsys):

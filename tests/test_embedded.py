@@ -28,6 +28,6 @@ def test_two_documents_on_the_embedded_model(tmp_path):
         assert len(record["text"]) >= 200 and record["tokens"] > 40 and record["experts"]
         assert record["nearest_similarity"] is None or record["nearest_similarity"] < 0.85
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["usage_by_role"]["conductor"]["completion_tokens"] > 0  # real token usage from the server
+    assert manifest["llm"]["by_role"]["conductor"]["completion_tokens"] > 0  # real token usage from the server
     assert "OPENAI_API_KEY" not in (out / "manifest.json").read_text()
     assert not llama_servers() - before  # the server this run started is gone (no orphan)

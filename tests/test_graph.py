@@ -3,7 +3,7 @@
 import json
 from dataclasses import replace
 
-from conftest import document, final_answer
+from conftest import document, final_answer, run_doc
 
 from graph import resources
 from graph.graph import graph
@@ -36,7 +36,7 @@ def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order
                 'Expert Editor:\n"""\nGive two style rules.\n"""')
 
     conductor, expert = stub_models(conductor_fn, expert_echo)
-    state = graph.invoke({"index": 0}, context=ctx)
+    state = run_doc(graph, {"index": 0}, ctx)
 
     assert state["ended"] == "final" and state["round"] == 2
     assert state["experts"] == ["Analyst", "Editor"]
@@ -62,7 +62,7 @@ def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order
 def test_round_cap_tells_the_conductor_then_falls_back(ctx, stub_models):
     ctx = replace(ctx, max_rounds=3)
     conductor, expert = stub_models(lambda m: 'Expert Analyst:\n"""\nMore analysis.\n"""', expert_echo)
-    state = graph.invoke({"index": 0}, context=ctx)
+    state = run_doc(graph, {"index": 0}, ctx)
 
     assert len(conductor.seen) == 3
     last_round = resources.prompts(ctx).texts["last_round.md"].strip()
@@ -75,7 +75,7 @@ def test_round_cap_tells_the_conductor_then_falls_back(ctx, stub_models):
 
 def test_protocol_errors_are_answered_then_trigger_the_fallback(ctx, stub_models):
     conductor, _ = stub_models(lambda m: "I think banks are interesting.", expert_echo)
-    state = graph.invoke({"index": 0}, context=ctx)
+    state = run_doc(graph, {"index": 0}, ctx)
 
     error_text = resources.prompts(ctx).texts["protocol_error.md"].strip()
     assert len(conductor.seen) == 3  # max_protocol_errors
@@ -93,7 +93,7 @@ def test_one_protocol_error_then_a_final_answer_counts_as_final(ctx, stub_models
         return final_answer(document("pension fund liability matching")) if len(messages) > 2 else "Hmm."
 
     stub_models(conductor_fn)
-    state = graph.invoke({"index": 0}, context=ctx)
+    state = run_doc(graph, {"index": 0}, ctx)
     assert state["ended"] == "final" and state["protocol_errors"] == 1 and state["round"] == 2
 
 
@@ -114,7 +114,7 @@ def test_near_duplicate_is_sent_back_and_the_revision_is_accepted(ctx, stub_mode
         return final_answer(existing, "Deposit insurance again.", "banking")
 
     conductor, _ = stub_models(conductor_fn)
-    state = graph.invoke({"index": 0}, context=ctx)
+    state = run_doc(graph, {"index": 0}, ctx)
 
     feedback = conductor.seen[1][-1].text
     assert feedback.startswith("ROUND 2: ") and "An existing note on deposit insurance." in feedback
@@ -129,7 +129,7 @@ def test_draft_still_too_similar_past_the_budget_goes_to_rejects(ctx, stub_model
     existing = document("deposit insurance schemes")
     seed_memory(ctx, existing)
     conductor, _ = stub_models(lambda m: final_answer(existing))
-    state = graph.invoke({"index": 0}, context=replace(ctx, max_revisions=2))
+    state = run_doc(graph, {"index": 0}, replace(ctx, max_revisions=2))
 
     assert len(conductor.seen) == 3  # the first draft and two revisions
     assert state["ended"] == "rejected"
@@ -141,7 +141,7 @@ def test_draft_still_too_similar_past_the_budget_goes_to_rejects(ctx, stub_model
 
 def test_fallback_without_a_document_is_rejected_not_committed(ctx, stub_models):
     stub_models(lambda m: "no.", lambda m: "short")
-    state = graph.invoke({"index": 0}, context=ctx)
+    state = run_doc(graph, {"index": 0}, ctx)
     assert state["ended"] == "rejected" and corpus(ctx) == []
     reject = json.loads((resources.run_dir(ctx) / "rejects.jsonl").read_text())
     assert reject["reason"] == "no document"
@@ -150,7 +150,7 @@ def test_fallback_without_a_document_is_rejected_not_committed(ctx, stub_models)
 def test_given_seeds_are_used_and_recall_shows_prior_documents(ctx, stub_models):
     seed_memory(ctx, document("deposit insurance schemes"))
     conductor, _ = stub_models(lambda m: final_answer(document("venture debt for startups")))
-    graph.invoke({"seeds": ["venture debt", "warrants"]}, context=ctx)
+    run_doc(graph, {"seeds": ["venture debt", "warrants"]}, ctx)
     task = conductor.seen[0][1].text
     assert task.startswith("ROUND 1: ") and "keywords: venture debt, warrants" in task
     assert "- [banking] An existing note on deposit insurance." in task and "- banking: 1" in task
@@ -163,7 +163,7 @@ def test_topic_aware_mode_feeds_real_seed_documents(ctx, stub_models, tmp_path):
     conductor, _ = stub_models(lambda m: final_answer(document(m[1].text[-60:])))
     ctx = replace(ctx, seed_docs=str(seeds))
     for i in range(3):
-        graph.invoke({"index": i}, context=ctx)
+        run_doc(graph, {"index": i}, ctx)
     shown = [c[1].text for c in conductor.seen if len(c) == 2]  # each document's first turn
     assert all("derive 3 to 5 keywords from this real document" in t for t in shown)
     used = [next(s for s in ["Nokia", "statin", "Oil"] if s in t) for t in shown]

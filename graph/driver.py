@@ -1,0 +1,155 @@
+"""Runs many documents through the graph at once: budgets, failures, progress.
+
+Documents are independent graph runs (`graph.ainvoke`), `concurrency` of them in flight. The novelty
+gate's check-and-commit is atomic in Memory.admit, so concurrent documents never both pass against a
+corpus that lacks the other. A document that raises (an LLM call that failed all its retries, a
+server that answers 4xx) is written to failures.jsonl and the run goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from graph import resources as res
+from graph.configuration import Context
+from graph.graph import graph
+from graph.state import merge_usage
+from memory.store import append_line
+
+FAILURES = "failures.jsonl"
+
+
+@dataclass
+class Budget:
+    docs: int | None = None  # documents the corpus should hold
+    tokens: int | None = None  # corpus tokens it should hold
+    max_attempts: int | None = None  # documents tried in this run, at most
+    max_failures: int = 10  # documents failed in this run before it stops
+
+
+@dataclass
+class Tally:
+    """What this run did, for the progress line and the manifest."""
+
+    results: list[dict] = field(default_factory=list)
+    usage: dict = field(default_factory=dict)
+    failures: int = 0
+    started: float = field(default_factory=time.perf_counter)
+    corpus_tokens_before: int = 0
+
+    def count(self, ended: str) -> int:
+        return sum(r.get("ended") == ended for r in self.results)
+
+    @property
+    def corpus_tokens(self) -> int:
+        return sum(r.get("tokens", 0) for r in self.results if r.get("ended") in ("final", "fallback"))
+
+
+def _doc_line(record: dict, seconds: float, size: int, target: int | None) -> str:
+    sim = record.get("nearest_similarity")
+    label = record.get("id") or record.get("reason") or record.get("error", "-")
+    return (f"[{size}/{target or '-'}] {label} {record['ended']:<8} rounds={record.get('rounds', 0)} "
+            f"revisions={record.get('revisions', 0)} experts={record.get('experts', [])} "
+            f"sim={'-' if sim is None else f'{sim:.3f}'} {seconds:.1f}s  {str(record.get('summary', ''))[:70]}")
+
+
+class Display:
+    """A live progress bar on a terminal; plain per-document log lines otherwise (or with --quiet)."""
+
+    def __init__(self, console: Console, budget: Budget, live: bool, size: int, tokens: int) -> None:
+        self.console, self.budget = console, budget
+        self.progress = None
+        if live:
+            by_tokens = budget.tokens is not None and budget.docs is None
+            self.progress = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console, transient=False)
+            self.task = self.progress.add_task("tokens" if by_tokens else "documents",
+                                               total=budget.tokens if by_tokens else budget.docs,
+                                               completed=tokens if by_tokens else size, stats="")
+            self.by_tokens = by_tokens
+
+    def __enter__(self):
+        if self.progress:
+            self.progress.start()
+        return self
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.stop()
+
+    def update(self, tally: Tally, size: int, corpus_tokens: int, line: str) -> None:
+        if not self.progress:
+            self.console.log(line)
+            return
+        elapsed = time.perf_counter() - tally.started
+        tried = len(tally.results)
+        stats = (f"{corpus_tokens:,} tok  {tally.corpus_tokens / max(elapsed, 1e-9):.0f} tok/s  "
+                 f"rejected {tally.count('rejected') / max(tried, 1):.0%}  failures {tally.failures}")
+        self.progress.update(self.task, completed=corpus_tokens if self.by_tokens else size, stats=stats)
+
+
+async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, console: Console, live: bool) -> None:
+    """Generate until the budget is met (or attempts/failures run out). Mutates `tally` as it goes,
+    so an interrupted run still reports what it did."""
+    memory = res.memory(ctx)
+    start_index = len(memory) + _lines(memory.rejects_path) + _lines(memory.dir / FAILURES)
+    tally.corpus_tokens_before = sum(r.get("tokens", 0) for r in memory.records)
+
+    def corpus_tokens() -> int:
+        return tally.corpus_tokens_before + tally.corpus_tokens
+
+    def met() -> bool:
+        return bool((budget.docs and len(memory) >= budget.docs) or (budget.tokens and corpus_tokens() >= budget.tokens))
+
+    async def one(index: int) -> tuple[dict, float]:
+        t0 = time.perf_counter()
+        try:
+            state = await graph.ainvoke({"index": index}, context=ctx)
+        except Exception as e:  # noqa: BLE001 - any document-level failure is recorded, the run goes on
+            record = {"index": index, "ended": "failed", "error": f"{type(e).__name__}: {e}"[:500],
+                      "where": traceback.format_exception(e)[-2].strip()[:300] if e.__traceback__ else "",
+                      "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            await asyncio.to_thread(append_line, memory.dir / FAILURES, record)
+            return record, time.perf_counter() - t0
+        record = {**(state.get("result") or {}), "ended": state.get("ended", "failed"), "_usage": state.get("usage")}
+        return record, time.perf_counter() - t0
+
+    in_flight: set[asyncio.Task] = set()
+    attempt = 0
+    with Display(console, budget, live, len(memory), corpus_tokens()) as display:
+        try:
+            while True:
+                while (not met() and len(in_flight) < concurrency and tally.failures <= budget.max_failures
+                       and (budget.max_attempts is None or attempt < budget.max_attempts)
+                       and (budget.docs is None or len(memory) + len(in_flight) < budget.docs)):
+                    in_flight.add(asyncio.create_task(one(start_index + attempt)))
+                    attempt += 1
+                if not in_flight:
+                    break
+                finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                for task in finished:
+                    record, seconds = task.result()
+                    tally.usage = merge_usage(tally.usage, record.pop("_usage", None))
+                    tally.results.append(record)
+                    tally.failures += record["ended"] == "failed"
+                    display.update(tally, len(memory), corpus_tokens(), _doc_line(record, seconds, len(memory), budget.docs))
+        finally:
+            for task in in_flight:
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
+
+
+def _lines(path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)

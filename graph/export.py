@@ -1,0 +1,65 @@
+"""`python -m graph.export RUN_DIR --format hf|parquet|jsonl --out PATH`: a run's corpus as a dataset.
+
+hf      a Hugging Face dataset folder (`datasets.load_from_disk(PATH)`)
+parquet one parquet file with every metadata column
+jsonl   the committed documents, one per line (no partial line, whatever state the run is in)
+
+Nested metadata (lists of seeds and experts) stays as list columns. The output is never overwritten.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from agents.errors import UserError
+from memory.store import read_jsonl, write_atomic
+
+
+def load(run_dir: Path):
+    from datasets import Dataset
+
+    corpus = run_dir / "corpus.jsonl"
+    if not corpus.exists():
+        raise UserError(f"no corpus.jsonl in {run_dir}")
+    records = read_jsonl(corpus, allow_partial_tail=True)
+    if not records:
+        raise UserError(f"{corpus} holds no documents")
+    # One schema for all rows: a key missing from some rows becomes None there.
+    keys = list(dict.fromkeys(k for r in records for k in r))
+    return records, Dataset.from_list([{k: r.get(k) for k in keys} for r in records])
+
+
+def export(run_dir: Path, fmt: str, out: Path) -> int:
+    if out.exists():
+        raise UserError(f"{out} already exists; choose another --out")
+    records, dataset = load(run_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "hf":
+        dataset.save_to_disk(str(out))
+    elif fmt == "parquet":
+        dataset.to_parquet(str(out))
+    else:
+        write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+    return len(records)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m graph.export", description=__doc__.splitlines()[0])
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--format", choices=["hf", "parquet", "jsonl"], default="hf")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    try:
+        n = export(args.run_dir, args.format, args.out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"{args.out}: {n} documents ({args.format})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

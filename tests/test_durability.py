@@ -1,0 +1,78 @@
+"""Runs that survive LLM faults and hard kills (a real subprocess against the mock server)."""
+
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from agents.mock_server import MockServer
+from graph.run import main
+
+DIM = 384
+
+
+def records(out):
+    return [json.loads(l) for l in (out / "corpus.jsonl").read_text().splitlines()]
+
+
+def test_faulty_server_still_yields_every_document(tmp_path):
+    out = tmp_path / "run"
+    with MockServer(error_rate=0.20, hang_rate=0.05, malformed_rate=0.10, hang=4.0, seed=3) as url:
+        code = main(["--docs", "12", "--out", str(out), "--base-url", url, "--concurrency", "4",
+                     "--request-timeout", "1", "--max-retries", "8", "--quiet"])
+    assert code == 0
+    assert len(records(out)) == 12
+    manifest = json.loads((out / "manifest.json").read_text())
+    llm = manifest["llm"]
+    assert llm["by_role"]["conductor"]["retries"] + llm["by_role"]["expert"]["retries"] > 0
+    assert {"InternalServerError", "APITimeoutError"} <= set(llm["errors"])  # both fault kinds were met and retried
+    assert manifest["protocol_errors"] > 0  # malformed turns reached the graph and were answered
+    assert manifest["this_run"]["failed"] == 0
+
+
+def test_a_document_whose_calls_keep_failing_is_recorded_and_the_run_goes_on(tmp_path, capsys):
+    out = tmp_path / "run"
+    with MockServer(error_rate=1.0) as url:
+        code = main(["--docs", "2", "--out", str(out), "--base-url", url, "--max-retries", "1",
+                     "--max-failures", "3", "--quiet"])
+    assert code == 1  # past --max-failures
+    failures = [json.loads(l) for l in (out / "failures.jsonl").read_text().splitlines()]
+    assert len(failures) == 4 and all("InternalServerError after 1 retries" in f["error"] for f in failures)
+    assert "more than --max-failures 3" in capsys.readouterr().err
+    assert not (out / "corpus.jsonl").exists()
+
+
+def wait_for_lines(path, n, process, deadline):
+    while time.monotonic() < deadline and process.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") >= n:
+            return
+        time.sleep(0.02)
+
+
+def test_sigkill_at_random_moments_then_resume(tmp_path):
+    out, target = tmp_path / "run", 24
+    rng = random.Random(11)
+    command = [sys.executable, "-m", "graph.run", "--docs", str(target), "--out", str(out), "--concurrency", "4", "--quiet"]
+    with MockServer(latency=0.05) as url:
+        command += ["--base-url", url]
+        for kill in range(3):
+            resume = ["--resume"] if (out / "corpus.jsonl").exists() else []
+            process = subprocess.Popen(command + resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            have = (out / "corpus.jsonl").read_bytes().count(b"\n") if resume else 0
+            wait_for_lines(out / "corpus.jsonl", have + rng.randint(1, 5), process, time.monotonic() + 120)
+            time.sleep(rng.uniform(0, 0.3))  # somewhere inside the next documents
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+        assert (out / "corpus.jsonl").read_bytes().count(b"\n") < target  # the kills landed mid-run
+        done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    committed = records(out)  # every line parses
+    assert [r["id"] for r in committed] == [f"finance-{i:06d}" for i in range(target)]  # none lost, none twice
+    assert len({r["text"] for r in committed}) == target
+    vectors = np.fromfile(out / "memory" / "embeddings.f32", dtype=np.float32)
+    assert len(vectors) == target * DIM  # memory entries == corpus documents
+    assert json.loads((out / "memory" / "index.json").read_text())["count"] == target
