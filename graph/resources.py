@@ -98,7 +98,8 @@ def prompts(ctx: Context) -> PromptSet:
 
 def memory(ctx: Context) -> Memory:
     directory = run_dir(ctx)
-    return _cached(("memory", str(directory)), lambda: Memory(directory, default_embedder(), id_prefix=ctx.domain))
+    return _cached(("memory", str(directory)),
+                   lambda: Memory(directory, default_embedder(), id_prefix=ctx.domain, index=ctx.index))
 
 
 def seed_picker(ctx: Context) -> SeedPicker | None:

@@ -74,6 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop = p.add_argument_group("the loop")
     loop.add_argument("--threshold", type=positive(float), default=DEFAULT_THRESHOLD,
                       help=f"novelty gate: max cosine similarity to any committed document (default {DEFAULT_THRESHOLD})")
+    loop.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto",
+                      help="novelty index: exact, HNSW, or exact then HNSW past 200k documents (default auto)")
     loop.add_argument("--keywords", type=positive(int), default=4, help="seed keywords per document (default 4)")
     loop.add_argument("--recall-k", type=int, default=5, help="prior documents shown to the conductor (default 5)")
     loop.add_argument("--max-rounds", type=positive(int), default=15, help="conductor turns per document (default 15)")
@@ -112,7 +114,7 @@ def context_from(args: argparse.Namespace) -> Context:
         expert_base_url=",".join(args.expert_base_url or []), expert_model=args.expert_model or "",
         temperature=args.temperature, max_tokens=args.max_tokens, expert_max_tokens=args.expert_max_tokens,
         max_inflight=args.max_inflight, adaptive=args.adaptive, request_timeout=args.request_timeout,
-        max_retries=args.max_retries, keywords=args.keywords, recall_k=args.recall_k, threshold=args.threshold,
+        max_retries=args.max_retries, keywords=args.keywords, recall_k=args.recall_k, threshold=args.threshold, index=args.index,
         max_rounds=args.max_rounds, max_revisions=args.max_revisions, max_protocol_errors=args.max_protocol_errors,
         seed=args.seed, seed_docs=args.seed_docs or "", prompts_dir=args.prompts or "", tokenizer=args.tokenizer,
     )

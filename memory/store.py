@@ -24,6 +24,9 @@ import numpy as np
 from agents.errors import UserError
 
 CORPUS, REJECTS = "corpus.jsonl", "rejects.jsonl"
+# Exact search until this many documents, then HNSW: docs/novelty-latency.md has the numbers.
+HNSW_AFTER = 200_000
+HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 256
 MEMORY_DIR, EMBEDDINGS, INDEX, INDEX_META = "memory", "embeddings.f32", "index.faiss", "index.json"
 
 
@@ -100,15 +103,36 @@ class Verdict:
 class Memory:
     """The committed documents of one run, their embeddings and a FAISS inner-product index."""
 
-    def __init__(self, run_dir: str | Path, embedder, id_prefix: str = "doc") -> None:
+    def __init__(self, run_dir: str | Path, embedder, id_prefix: str = "doc", index: str = "auto") -> None:
+        if index not in ("auto", "flat", "hnsw"):
+            raise UserError(f"unknown index kind {index!r} (auto, flat, hnsw)")
         self.dir = Path(run_dir)
         self.embedder = embedder
         self.dim = embedder.dim
         self.id_prefix = id_prefix
+        self.kind = index
         self.lock = threading.Lock()
         self.records: list[dict] = []
-        self.index = faiss.IndexFlatIP(self.dim)
+        self.index = self._new_index(0)
         self._load()
+
+    def _wants_hnsw(self, n: int) -> bool:
+        return self.kind == "hnsw" or (self.kind == "auto" and n >= HNSW_AFTER)
+
+    def _new_index(self, n: int):
+        if not self._wants_hnsw(n):
+            return faiss.IndexFlatIP(self.dim)
+        index = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction, index.hnsw.efSearch = HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH
+        return index
+
+    def _switch_if_due(self) -> None:
+        """Past HNSW_AFTER documents, rebuild the index as HNSW from the stored embeddings (once)."""
+        if isinstance(self.index, faiss.IndexFlatIP) and self._wants_hnsw(self.index.ntotal):
+            vectors = self._stored_embeddings(len(self.records))
+            index = self._new_index(len(vectors))
+            index.add(vectors)
+            self.index = index
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -133,10 +157,9 @@ class Memory:
             if n:
                 self.dir.joinpath(MEMORY_DIR).mkdir(parents=True, exist_ok=True)
                 write_atomic(self._mem(EMBEDDINGS), vectors.tobytes())
-        self.index = self._stored_index(n) or faiss.IndexFlatIP(self.dim)
+        self.index = self._stored_index(n) or self._new_index(n)
         if self.index.ntotal == 0 and n:
             self.index.add(vectors)
-        self._vectors_on_disk = n
 
     def _stored_embeddings(self, n: int) -> np.ndarray:
         path = self._mem(EMBEDDINGS)
@@ -159,7 +182,8 @@ class Memory:
             index = faiss.read_index(str(path))
         except (ValueError, RuntimeError, OSError):
             return None  # a damaged index is only a cache: rebuild it
-        return index if meta.get("count") == n and index.ntotal == n and index.d == self.dim else None
+        matches = meta.get("count") == n and index.ntotal == n and index.d == self.dim
+        return index if matches and isinstance(index, faiss.IndexHNSWFlat) == self._wants_hnsw(n) else None
 
     # -- queries -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -196,6 +220,7 @@ class Memory:
             append_line(self.corpus_path, committed)
             self.index.add(vector)
             self.records.append(committed)
+            self._switch_if_due()
             return Verdict(True, similarity, nearest, committed)
 
     def reject(self, record: dict) -> None:
@@ -210,5 +235,6 @@ class Memory:
                 return
             self.dir.joinpath(MEMORY_DIR).mkdir(parents=True, exist_ok=True)
             write_atomic(self._mem(INDEX), faiss.serialize_index(self.index).tobytes())
-            meta = {"count": len(self.records), "dim": self.dim, "metric": "inner_product_on_l2_normalised"}
+            meta = {"count": len(self.records), "dim": self.dim, "metric": "inner_product_on_l2_normalised",
+                    "kind": "hnsw" if isinstance(self.index, faiss.IndexHNSWFlat) else "flat"}
             write_atomic(self._mem(INDEX_META), json.dumps(meta).encode())

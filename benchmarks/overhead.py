@@ -1,0 +1,91 @@
+"""Orchestration overhead: LLM calls/s achieved against the mock server with fixed latency L, with C
+documents in flight, divided by the ideal C / L (each document always waiting on one call).
+
+    .venv/bin/python -m benchmarks.overhead [--latency 1.0] [--concurrency 64] [--docs 320]
+
+The mock server runs in its own process, as a real server would (sharing this process's GIL would
+charge the server's work to the client). Also prints the client's CPU seconds per LLM call (graph,
+HTTP client, embeddings, commits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+from agents.embedded import free_port
+from graph.run import main as run
+
+
+@contextmanager
+def mock_server_process(latency: float):
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "agents.mock_server", "--port", str(port), "--latency", str(latency)],
+                               stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/v1"
+    try:
+        for _ in range(100):
+            try:
+                httpx.get(url + "/models", timeout=1)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        process.wait()
+
+
+def cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--latency", type=float, nargs="+", default=[1.0, 2.0, 4.0])
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--docs", type=int, default=320)
+    args = parser.parse_args()
+    for latency in args.latency:
+        measure(latency, args)
+
+
+def measure(latency: float, args) -> None:
+    args = argparse.Namespace(**{**vars(args), "latency": latency})
+    with tempfile.TemporaryDirectory() as tmp, mock_server_process(args.latency) as url:
+        out = Path(tmp) / "run"
+        cpu0 = cpu_seconds()
+        code = run(["--docs", str(args.docs), "--out", str(out), "--base-url", url, "--quiet",
+                    "--concurrency", str(args.concurrency), "--max-inflight", str(4 * args.concurrency)])
+        cpu = cpu_seconds() - cpu0
+        manifest = json.loads((out / "manifest.json").read_text())
+    llm = manifest["llm"]
+    # Experts of one turn run in parallel, so a document can have 2 calls in flight; the ideal counts
+    # one call per document in flight, as the goal states.
+    ideal = args.concurrency / args.latency
+    achieved = llm["calls"] / manifest["wall_seconds"]
+    print(f"exit {code}; {manifest['documents_in_corpus']} documents, {llm['calls']} LLM calls in {manifest['wall_seconds']} s")
+    print(f"latency L = {args.latency} s, C = {args.concurrency}: {achieved:.1f} calls/s, ideal C/L = {ideal:.1f}, "
+          f"ratio {achieved / ideal:.3f}")
+    # Stricter: a mock document is 3 sequential latencies (conductor, two parallel experts, conductor).
+    steps = 3
+    docs_per_s = manifest["this_run"]["tried"] / manifest["wall_seconds"]
+    print(f"documents/s {docs_per_s:.2f}, ideal C/(3L) = {args.concurrency / (steps * args.latency):.2f}, "
+          f"ratio {docs_per_s / (args.concurrency / (steps * args.latency)):.3f} (includes ramp-up and the last wave)")
+    for role, stats in llm["by_role"].items():
+        print(f"  {role}: {stats['calls']} calls, latency {stats['latency_s']}")
+    print(f"client CPU per LLM call: {1000 * cpu / llm['calls']:.1f} ms (client process only)")
+
+
+if __name__ == "__main__":
+    main()
