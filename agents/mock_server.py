@@ -13,6 +13,8 @@ Faults, for tests and benchmarks (each request draws from a seeded RNG):
   --hang-rate     no answer for --hang seconds (the client's timeout must fire)
   --malformed-rate  a conductor turn that is neither an expert call nor a final answer
   --api-key       answer 401 unless this bearer token is sent
+  --capacity      a queueing server (like vLLM under load): past this many requests in flight, each
+                  request's latency grows in proportion (latency x in-flight / capacity)
 """
 
 from __future__ import annotations
@@ -62,6 +64,9 @@ class Handler(BaseHTTPRequestHandler):
     error_rate = hang_rate = malformed_rate = 0.0
     hang = 30.0
     api_key = ""
+    capacity = 0
+    inflight = 0
+    completions = 0  # requests answered, for tests of routing
     rng = random.Random(0)
     rng_lock = threading.Lock()
 
@@ -105,7 +110,15 @@ class Handler(BaseHTTPRequestHandler):
         request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         if not self._authorized():
             return
-        time.sleep(self.latency)
+        with self.rng_lock:
+            type(self).inflight += 1
+            type(self).completions += 1
+            load = max(1.0, type(self).inflight / self.capacity) if self.capacity else 1.0
+        try:
+            time.sleep(self.latency * load)
+        finally:
+            with self.rng_lock:
+                type(self).inflight -= 1
         draw = self._draw()
         if draw < self.error_rate:
             return self._send(500, {"error": {"message": "injected fault"}})
@@ -130,13 +143,19 @@ class MockServer:
     """`with MockServer() as url:` a server on a free loopback port, in a background thread."""
 
     def __init__(self, port: int = 0, latency: float = 0.0, error_rate: float = 0.0, hang_rate: float = 0.0,
-                 malformed_rate: float = 0.0, hang: float = 30.0, api_key: str = "", seed: int = 0):
+                 malformed_rate: float = 0.0, hang: float = 30.0, api_key: str = "", seed: int = 0,
+                 capacity: int = 0):
         handler = type("H", (Handler,), {"latency": latency, "error_rate": error_rate, "hang_rate": hang_rate,
                                          "malformed_rate": malformed_rate, "hang": hang, "api_key": api_key,
+                                         "capacity": capacity, "inflight": 0, "completions": 0,
                                          "rng": random.Random(seed), "rng_lock": threading.Lock()})
         self.httpd = ThreadingHTTPServer(("127.0.0.1", port), handler)
         self.httpd.daemon_threads = True
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def completions(self) -> int:
+        return self.httpd.RequestHandlerClass.completions
 
     @property
     def base_url(self) -> str:
@@ -161,8 +180,9 @@ if __name__ == "__main__":
     parser.add_argument("--malformed-rate", type=float, default=0.0)
     parser.add_argument("--api-key", default="")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--capacity", type=int, default=0)
     args = parser.parse_args()
     server = MockServer(args.port, args.latency, args.error_rate, args.hang_rate, args.malformed_rate, args.hang,
-                        args.api_key, args.seed)
+                        args.api_key, args.seed, args.capacity)
     print(f"mock OpenAI server on {server.base_url}", flush=True)
     server.httpd.serve_forever()

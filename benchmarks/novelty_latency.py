@@ -38,7 +38,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--ops", type=int, default=200)
     parser.add_argument("--m", type=int, default=32)
-    parser.add_argument("--ef-search", type=int, default=64)
+    parser.add_argument("--ef-search", type=int, default=256)  # as memory/store.py ships
     parser.add_argument("--threshold", type=float, default=0.85)
     args = parser.parse_args()
     rng = np.random.default_rng(0)

@@ -19,7 +19,9 @@ from memory.store import read_jsonl, write_atomic
 
 
 def load(run_dir: Path):
-    from datasets import Dataset
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()
 
     corpus = run_dir / "corpus.jsonl"
     if not corpus.exists():

