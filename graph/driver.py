@@ -21,7 +21,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from graph import resources as res
 from graph.configuration import Context
 from graph.graph import graph
-from graph.state import merge_usage
 from memory.store import append_line
 
 FAILURES = "failures.jsonl"
@@ -40,7 +39,6 @@ class Tally:
     """What this run did, for the progress line and the manifest."""
 
     results: list[dict] = field(default_factory=list)
-    usage: dict = field(default_factory=dict)
     failures: int = 0
     started: float = field(default_factory=time.perf_counter)
     corpus_tokens_before: int = 0
@@ -125,7 +123,7 @@ async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, co
                       "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
             await asyncio.to_thread(append_line, memory.dir / FAILURES, record)
             return record, time.perf_counter() - t0
-        record = {**(state.get("result") or {}), "ended": state.get("ended", "failed"), "_usage": state.get("usage")}
+        record = {**(state.get("result") or {}), "ended": state.get("ended", "failed")}
         return record, time.perf_counter() - t0
 
     in_flight: set[asyncio.Task] = set()
@@ -143,7 +141,6 @@ async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, co
                 finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                 for task in finished:
                     record, seconds = task.result()
-                    tally.usage = merge_usage(tally.usage, record.pop("_usage", None))
                     tally.results.append(record)
                     tally.failures += record["ended"] == "failed"
                     display.update(tally, len(memory), corpus_tokens(), _doc_line(record, seconds, len(memory), budget.docs))

@@ -25,7 +25,7 @@ from agents.errors import UserError
 
 CORPUS, REJECTS = "corpus.jsonl", "rejects.jsonl"
 # Exact search until this many documents, then HNSW: docs/novelty-latency.md has the numbers.
-HNSW_AFTER = 200_000
+HNSW_AFTER = 1_000_000
 HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 256
 MEMORY_DIR, EMBEDDINGS, INDEX, INDEX_META = "memory", "embeddings.f32", "index.faiss", "index.json"
 
