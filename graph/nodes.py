@@ -64,14 +64,15 @@ async def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
 
 
 # -- nodes -----------------------------------------------------------------------------------------
-def seed(state: DocState, runtime: Runtime[Context]) -> dict:
+async def seed(state: DocState, runtime: Runtime[Context]) -> dict:
     """Sample the keywords (or take the next real seed document) this document is conditioned on."""
     ctx = runtime.context
+    await res.ready(ctx)  # loads and connects what the run needs, off the event loop
     if state.get("seeds") or state.get("seed_doc"):
         return {}
     picker = res.seed_picker(ctx)
     if picker:
-        return {"seed_doc": picker.next()}
+        return {"seed_doc": await asyncio.to_thread(picker.next)}
     rng = random.Random(f"{ctx.seed}:{state.get('index', 0)}")
     return sample_seeds(res.prompts(ctx).domain, ctx.keywords, rng)
 

@@ -15,6 +15,7 @@ import numpy as np
 from agents import embedded
 from agents.calls import Accounting, Router
 from agents.llm import check_server
+from agents.tokens import load_tokenizer
 from agents.prompts import PromptSet, load_prompts
 from graph.configuration import Context
 from graph.seeds import SeedPicker, read_seed_docs
@@ -68,8 +69,9 @@ def accounting(ctx: Context) -> Accounting:
     return _cached(("accounting", str(run_dir(ctx))), Accounting)
 
 
-def _router(ctx: Context, role: str, base_url: str, model: str, temperature: float, max_tokens: int) -> Router:
-    key = ("router", role, _loop_id(), str(run_dir(ctx)), base_url, model, temperature, max_tokens,
+def _router(ctx: Context, role: str, base_url: str, model: str, temperature: float, max_tokens: int,
+            loop: int | None = None) -> Router:
+    key = ("router", role, _loop_id() if loop is None else loop, str(run_dir(ctx)), base_url, model, temperature, max_tokens,
            ctx.max_inflight, ctx.adaptive, ctx.request_timeout, ctx.max_retries)
 
     def build() -> Router:
@@ -80,14 +82,15 @@ def _router(ctx: Context, role: str, base_url: str, model: str, temperature: flo
     return _cached(key, build)
 
 
-def conductor_router(ctx: Context) -> Router:
-    return _router(ctx, "conductor", ctx.base_url, ctx.model, ctx.temperature, ctx.max_tokens)
+def conductor_router(ctx: Context, loop: int | None = None) -> Router:
+    return _router(ctx, "conductor", ctx.base_url, ctx.model, ctx.temperature, ctx.max_tokens, loop)
 
 
-def expert_router(ctx: Context) -> Router:
+def expert_router(ctx: Context, loop: int | None = None) -> Router:
     """Experts default to the conductor's server and model; a separate server is asked for its model."""
     model = ctx.expert_model or ("" if ctx.expert_base_url else ctx.model)
-    return _router(ctx, "expert", ctx.expert_base_url or ctx.base_url, model, ctx.expert_temperature, ctx.expert_max_tokens)
+    return _router(ctx, "expert", ctx.expert_base_url or ctx.base_url, model, ctx.expert_temperature,
+                   ctx.expert_max_tokens, loop)
 
 
 def prompts(ctx: Context) -> PromptSet:
@@ -109,16 +112,38 @@ def seed_picker(ctx: Context) -> SeedPicker | None:
     return _cached(("seeds", path, ctx.seed), lambda: SeedPicker(read_seed_docs(path), default_embedder(), ctx.seed))
 
 
+def warm(ctx: Context, loop: int) -> None:
+    """Build everything a document needs (file reads, model loads, server checks, HTTP clients) so
+    that nodes on the event loop only look things up. Run it in a worker thread: see `ready`."""
+    prompts(ctx)
+    memory(ctx)
+    seed_picker(ctx)
+    load_tokenizer(ctx.tokenizer)
+    _category_table(ctx)
+    for router in (conductor_router(ctx, loop), expert_router(ctx, loop)):
+        for endpoint in router.endpoints:
+            router.client(endpoint)
+
+
+async def ready(ctx: Context) -> None:
+    await asyncio.to_thread(warm, ctx, _loop_id())
+
+
+def _category_table(ctx: Context) -> np.ndarray | None:
+    domain = prompts(ctx).domain
+    if not domain.categories:
+        return None
+    sentences = [f"A {domain.name} document about {label}." for label in domain.categories]
+    return _cached(("categories", ctx.domain, tuple(sentences)), lambda: default_embedder().encode(sentences))
+
+
 def category_of(ctx: Context, vector: np.ndarray) -> str:
     """Nearest domain category label by embedding, for drafts that named none.
 
     Labels are embedded inside a sentence: bare one- or two-word labels put every generic document
     in the same category (5 of 5 SmolLM2 finance documents landed on one label, 3 labels this way).
     """
-    domain = prompts(ctx).domain
-    labels = domain.categories
-    if not labels:
+    table = _category_table(ctx)
+    if table is None:
         return "uncategorized"
-    sentences = [f"A {domain.name} document about {label}." for label in labels]
-    table = _cached(("categories", ctx.domain, tuple(labels)), lambda: default_embedder().encode(sentences))
-    return labels[int(np.argmax(table @ vector.reshape(-1)))]
+    return prompts(ctx).domain.categories[int(np.argmax(table @ vector.reshape(-1)))]

@@ -54,8 +54,8 @@ def stub_models(monkeypatch):
                    "expert": Router(["stub://e"], "stub-expert", 0.0, 64, backoff=0.0)}
         routers["conductor"].client = lambda endpoint: conductor
         routers["expert"].client = lambda endpoint: expert
-        monkeypatch.setattr(resources, "conductor_router", lambda ctx: routers["conductor"])
-        monkeypatch.setattr(resources, "expert_router", lambda ctx: routers["expert"])
+        monkeypatch.setattr(resources, "conductor_router", lambda ctx, loop=None: routers["conductor"])
+        monkeypatch.setattr(resources, "expert_router", lambda ctx, loop=None: routers["expert"])
         return conductor, expert
 
     return install
