@@ -59,6 +59,14 @@ def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
     assert len({r["text"] for r in records}) == 5
 
 
+def test_token_budget_stops_once_the_corpus_holds_enough_tokens(tmp_path, mock_url):
+    out = tmp_path / "run"
+    assert main(["--tokens", "1000", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
+    tokens = [r["tokens"] for r in lines(out / "corpus.jsonl")]
+    assert sum(tokens) >= 1000 and sum(tokens[:-1]) < 1000  # one document at a time: no overshoot
+    assert json.loads((out / "manifest.json").read_text())["corpus_tokens"] == sum(tokens)
+
+
 def test_export_formats_load_back(tmp_path, mock_url):
     from datasets import load_from_disk
     import pyarrow.parquet as pq

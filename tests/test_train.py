@@ -1,0 +1,86 @@
+"""train.cpt and train.evaluate on CPU with the real embedded SmolLM2-135M (and a tiny Mistral)."""
+
+import json
+
+import pytest
+
+from train.cpt import main as cpt
+from train.evaluate import main as evaluate
+from train.models import tiny_mistral
+
+pytestmark = pytest.mark.slow
+SENTENCES = [
+    "The bank raised its dividend after a strong quarter of lending growth.",
+    "Operating profit fell as raw material costs climbed in the third quarter.",
+    "The company expects net sales to increase by ten percent next year.",
+    "Bond yields rose sharply after the central bank signalled further hikes.",
+]
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.jsonl"
+    path.write_text("".join(json.dumps({"id": i, "text": " ".join(SENTENCES[i % 4:] + SENTENCES[:i % 4])}) + "\n"
+                            for i in range(12)))
+    return path
+
+
+def metrics(out):
+    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+COMMON = ["--seq-len", "64", "--batch-size", "2", "--lr", "3e-4", "--warmup", "0", "--log-every", "1",
+          "--held-out", "0.25", "--eval-every", "100"]
+
+
+def test_loss_goes_down_and_a_final_model_is_saved(tmp_path, corpus):
+    out = tmp_path / "ckpt"
+    assert cpt(["--corpus", str(corpus), "--out", str(out), "--max-steps", "8", "--save-every", "100", *COMMON]) == 0
+    losses = [r["loss"] for r in metrics(out) if "loss" in r]
+    assert len(losses) == 8 and losses[-1] < 0.7 * losses[0], losses
+    assert any("val_loss" in r for r in metrics(out))
+    assert (out / "final" / "model.safetensors").exists() and (out / "final" / "tokenizer_config.json").exists()
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["tokens_per_step"] == 128 and config["params"] > 100e6
+
+
+def test_resume_continues_at_the_same_step_with_the_same_data(tmp_path, corpus):
+    straight, resumed = tmp_path / "a", tmp_path / "b"
+    assert cpt(["--corpus", str(corpus), "--out", str(straight), "--max-steps", "4", "--save-every", "2", *COMMON]) == 0
+    assert cpt(["--corpus", str(corpus), "--out", str(resumed), "--max-steps", "4", "--stop-after-steps", "2", *COMMON]) == 0
+    assert not (resumed / "final").exists()
+    assert cpt(["--corpus", str(corpus), "--out", str(resumed), "--max-steps", "4", "--save-every", "2", "--resume", *COMMON]) == 0
+    a = {r["step"]: r["loss"] for r in metrics(straight) if "loss" in r}
+    b = {r["step"]: r["loss"] for r in metrics(resumed) if "loss" in r}
+    assert sorted(b) == [1, 2, 3, 4]
+    for step in (3, 4):
+        assert b[step] == pytest.approx(a[step], abs=2e-3)
+
+
+def test_mistral_code_path_and_gradient_accumulation(tmp_path, corpus):
+    model = tiny_mistral(tmp_path / "mistral")
+    out = tmp_path / "ckpt"
+    assert cpt(["--corpus", str(corpus), "--model", str(model), "--out", str(out), "--max-steps", "2",
+                "--tokens-per-step", "256", "--gradient-checkpointing", *COMMON]) == 0
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["accumulation"] == 2 and json.loads((out / "final" / "config.json").read_text())["model_type"] == "mistral"
+
+
+def test_evaluate_scores_both_tasks_and_perplexity(tmp_path, corpus):
+    out = tmp_path / "eval"
+    assert evaluate(["--model", "embedded", "--tasks", "fpb,pubmedqa", "--limit", "3", "--perplexity", str(corpus),
+                     "--out", str(out)]) == 0
+    model = json.loads((out / "results.json").read_text())["model"]
+    assert model["fpb_n"] == 3 and model["pubmedqa_n"] == 3 and 0 <= model["fpb_weighted_f1"] <= 1
+    assert 1 < model["perplexity"] < 1000
+    assert "| perplexity | " in (out / "results.md").read_text()
+
+
+def test_bad_training_input(tmp_path, corpus, capsys):
+    assert cpt(["--corpus", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x")]) == 2
+    assert cpt(["--corpus", str(corpus), "--out", str(tmp_path / "y"), "--resume"]) == 2
+    assert evaluate(["--model", "embedded", "--tasks", "astrology", "--out", str(tmp_path / "z")]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert err == [f"error: corpus not found: {tmp_path / 'none.jsonl'}",
+                   f"error: --resume: no checkpoint in {tmp_path / 'y' / 'checkpoints'}",
+                   "error: unknown task 'astrology' (available: fpb, pubmedqa)"]

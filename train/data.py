@@ -1,0 +1,61 @@
+"""Tokenise and pack (as HF run_clm does): documents joined with EOS into fixed-length blocks, no padding.
+
+With `boundaries`, each block also carries position ids that restart at every document, so that
+attention implementations that honour them (flash-attention's varlen path on GPU) keep documents
+apart; the plain SDPA path ignores them and sees one causal block.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from agents.errors import UserError
+from memory.store import read_jsonl
+
+
+def read_texts(path: str | Path) -> list[str]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"corpus not found: {path}")
+    texts = [r["text"] for r in read_jsonl(path, allow_partial_tail=True) if r["text"].strip()]
+    if not texts:
+        raise UserError(f"{path}: no documents")
+    return texts
+
+
+def split(texts: list[str], held_out: float, seed: int) -> tuple[list[str], list[str]]:
+    """A held-out set of whole documents (at least one when there are two or more)."""
+    order = list(range(len(texts)))
+    random.Random(seed).shuffle(order)
+    n_val = min(len(texts) - 1, max(1, round(held_out * len(texts)))) if held_out > 0 and len(texts) > 1 else 0
+    val = {i for i in order[:n_val]}
+    return [t for i, t in enumerate(texts) if i not in val], [t for i, t in enumerate(texts) if i in val]
+
+
+def pack(texts: list[str], tokenizer, seq_len: int, boundaries: bool = False) -> list[dict]:
+    """Blocks of exactly seq_len tokens: {"input_ids", ("position_ids")}. The tail that does not fill
+    a block is dropped (as run_clm does); a corpus shorter than one block is an error."""
+    stream, positions = [], []
+    for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
+        ids = ids + [tokenizer.eos_token_id]
+        stream.extend(ids)
+        positions.extend(range(len(ids)))
+    n_blocks = len(stream) // seq_len
+    if n_blocks == 0:
+        raise UserError(f"the corpus has {len(stream)} tokens, fewer than one block of --seq-len {seq_len}")
+    blocks = []
+    for b in range(n_blocks):
+        block = {"input_ids": stream[b * seq_len:(b + 1) * seq_len]}
+        if boundaries:
+            block["position_ids"] = [p % seq_len for p in positions[b * seq_len:(b + 1) * seq_len]]
+        blocks.append(block)
+    return blocks
+
+
+def collate(blocks: list[dict]) -> dict:
+    import torch
+
+    batch = {k: torch.tensor([b[k] for b in blocks]) for k in blocks[0]}
+    batch["labels"] = batch["input_ids"].clone()
+    return batch

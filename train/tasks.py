@@ -1,0 +1,97 @@
+"""Domain evaluation tasks, scored as AdaptLLM does: each option's mean answer-token loss given a
+few-shot prompt, lowest wins. Data comes from local files (../shared/data by default), or from the hub
+with `hf:<dataset>[:<split>]` when online.
+
+Splits are deterministic: every 10th example is the dev split (few-shot exemplars), the rest is test.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from agents.errors import UserError
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+@dataclass(frozen=True)
+class Example:
+    query: str  # the prompt for this example, without the answer
+    answer: str  # one of the task's options
+    shot: str  # this example written as a solved demonstration
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    default_file: str
+    options: tuple[str, ...]
+    to_example: Callable[[dict], Example]
+    metric: str  # "weighted_f1" or "accuracy"
+    shots: int
+
+
+def _fpb(row: dict) -> Example:
+    query = f"Sentence: {row['text']}\nSentiment:"
+    return Example(query, row["label"], f"{query} {row['label']}\n\n")
+
+
+def _pubmedqa(row: dict) -> Example:
+    context = " ".join(row["contexts"]) if isinstance(row.get("contexts"), list) else row.get("context", "")
+    query = f"Abstract: {context}\nQuestion: {row['question']}\nAnswer (yes, no or maybe):"
+    return Example(query, row["final_decision"], f"{query} {row['final_decision']}\n\n")
+
+
+TASKS = {
+    "fpb": Task("fpb", "finance/fpb.jsonl", ("positive", "neutral", "negative"), _fpb, "weighted_f1", shots=5),
+    "pubmedqa": Task("pubmedqa", "biomed/pubmedqa_pqal.jsonl", ("yes", "no", "maybe"), _pubmedqa, "accuracy", shots=1),
+}
+
+
+def read_rows(source: str) -> list[dict]:
+    if source.startswith("hf:"):
+        from datasets import load_dataset
+
+        name, _, split = source[3:].partition(":")
+        return [dict(r) for r in load_dataset(name, split=split or "train")]
+    path = Path(source)
+    if not path.is_file():
+        raise UserError(f"task data not found: {path}")
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def load_task(name: str, source: str | None = None) -> tuple[Task, list[Example], list[Example]]:
+    """(task, dev examples, test examples)."""
+    if name not in TASKS:
+        raise UserError(f"unknown task {name!r} (available: {', '.join(TASKS)})")
+    task = TASKS[name]
+    rows = read_rows(source or str(DATA / task.default_file))
+    try:
+        examples = [task.to_example(r) for r in rows]
+    except (KeyError, TypeError) as e:
+        raise UserError(f"{name}: rows lack the field {e}") from None
+    bad = {e.answer for e in examples} - set(task.options)
+    if bad:
+        raise UserError(f"{name}: answers outside the options {task.options}: {sorted(bad)[:3]}")
+    return task, examples[::10], [e for i, e in enumerate(examples) if i % 10]
+
+
+def prompt(task: Task, dev: list[Example], example: Example, seed: int) -> str:
+    shots = random.Random(f"{seed}:{example.query}").sample(dev, min(task.shots, len(dev)))
+    return "".join(s.shot for s in shots) + example.query
+
+
+def weighted_f1(gold: list[str], predicted: list[str], labels: tuple[str, ...]) -> float:
+    total, score = len(gold), 0.0
+    for label in labels:
+        tp = sum(g == p == label for g, p in zip(gold, predicted))
+        fp = sum(p == label != g for g, p in zip(gold, predicted))
+        fn = sum(g == label != p for g, p in zip(gold, predicted))
+        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
+        score += f1 * sum(g == label for g in gold) / total
+    return score
