@@ -1,0 +1,67 @@
+"""Sanity experiment: does continual pretraining move held-out finance perplexity?
+
+    .venv/bin/python -m benchmarks.cpt_sanity --generated runs/finance/corpus.jsonl [--epochs 2]
+
+1. Continue pretraining SmolLM2-135M on the Financial PhraseBank dev sentences (every 10th sentence).
+2. The same, on a generated corpus cut to the same number of tokens.
+Prints held-out perplexity (FPB sentences outside the dev split) of the base model and of both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+from pathlib import Path
+
+
+def main() -> None:
+    from train.cpt import main as cpt
+    from train.evaluate import perplexity
+    from train.models import load
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--fpb", default="../shared/data/finance/fpb.jsonl")
+    parser.add_argument("--generated", required=True)
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--held-out", type=int, default=300, help="held-out sentences for perplexity")
+    parser.add_argument("--lr", type=float, default=5e-5)
+    args = parser.parse_args()
+    sentences = [json.loads(l)["text"] for l in open(args.fpb)]
+    dev, test = sentences[::10], [s for i, s in enumerate(sentences) if i % 10][: args.held_out]
+    _, tokenizer = load("embedded")
+    count = lambda texts: sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
+    budget = count(dev)
+    generated, used = [], 0
+    for line in open(args.generated):
+        if used >= budget:
+            break
+        text = json.loads(line)["text"]
+        generated.append(text)
+        used += count([text])
+    if used < budget:
+        print(f"note: the generated corpus has {used} tokens, fewer than the {budget} of the FPB dev split")
+    seq_len, per_step = 256, 1024
+    steps = max(1, math.ceil(args.epochs * budget / per_step))
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        (tmp / "test.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in test))
+        rows = {}
+        for name, texts in (("fpb-dev", dev), ("generated", generated)):
+            (tmp / f"{name}.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+            assert cpt(["--corpus", str(tmp / f"{name}.jsonl"), "--out", str(tmp / name), "--seq-len", str(seq_len),
+                        "--tokens-per-step", str(per_step), "--max-steps", str(steps), "--lr", str(args.lr),
+                        "--held-out", "0", "--log-every", "10", "--save-every", "100000"]) == 0
+            rows[name] = str(tmp / name / "final")
+        results = {}
+        for name, model_name in (("base", "embedded"), *rows.items()):
+            model, tok = load(model_name)
+            model.eval()
+            results[name] = perplexity(model, tok, str(tmp / "test.jsonl"), None, 512)
+    print(f"training tokens: FPB dev {budget}, generated {used}; {steps} steps of {per_step} tokens, lr {args.lr}")
+    print(f"held-out FPB perplexity ({len(test)} sentences): " + ", ".join(f"{k} {v:.2f}" for k, v in results.items()))
+
+
+if __name__ == "__main__":
+    main()
