@@ -58,6 +58,11 @@ def _seed_text(state: DocState) -> str:
     return "; ".join(parts)
 
 
+def _expert_messages(ctx: Context, name: str, instruction: str) -> list:
+    """Fresh eyes: an expert sees its system prompt, its name and one instruction, nothing else."""
+    return [SystemMessage(res.prompts(ctx).render("expert.md")), HumanMessage(f"You are Expert {name}.\n\n{instruction}")]
+
+
 async def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
     query = state.get("seed_doc") or " ".join(state.get("seeds", []))
     return res.memory(ctx).nearest(await _embed(query), ctx.recall_k)
@@ -116,8 +121,7 @@ async def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
 async def expert(call: dict, runtime: Runtime[Context]) -> dict:
     """A fresh conversation: the expert sees its system prompt and the conductor's instruction, nothing else."""
     ctx = runtime.context
-    messages = [SystemMessage(res.prompts(ctx).render("expert.md")),
-                HumanMessage(f"You are Expert {call['name']}.\n\n{call['instruction']}")]
+    messages = _expert_messages(ctx, call["name"], call["instruction"])
     reply, usage = await _ask(res.expert_router(ctx), messages, f"expert:{call['name']}")
     return {"replies": [{"order": call["order"], "name": call["name"], "text": reply.text.strip()}], "usage": usage}
 
@@ -145,8 +149,7 @@ async def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
     name = prompts.domain.fallback_expert
     instruction = prompts.render("fallback.md", domain=prompts.domain.name, description=prompts.domain.description,
                                  seeds=_seed_text(state), avoid="\n".join(f"- {a}" for a in avoid) or "(none)")
-    messages = [SystemMessage(prompts.render("expert.md")), HumanMessage(f"You are Expert {name}.\n\n{instruction}")]
-    reply, usage = await _ask(res.expert_router(ctx), messages, f"fallback:{name}")
+    reply, usage = await _ask(res.expert_router(ctx), _expert_messages(ctx, name, instruction), f"fallback:{name}")
     final = parse_final(reply.text)
     reason = state.get("fallback_reason") or (
         "protocol errors" if state.get("protocol_errors", 0) >= ctx.max_protocol_errors else "round cap")
