@@ -132,7 +132,7 @@ def train(args: argparse.Namespace) -> int:
     set_seed(args.seed)
     model, tokenizer = load(args.model, trust_remote_code=args.trust_remote_code)
     train_blocks = pack(train_texts, tokenizer, seq_len, args.boundaries)
-    val_blocks = pack(val_texts, tokenizer, seq_len) if val_texts and _enough(val_texts, tokenizer, seq_len) else []
+    val_blocks = pack(val_texts, tokenizer, seq_len, required=False) if val_texts else []
     micro_tokens = args.batch_size * seq_len * accelerator.num_processes
     accumulation = max(1, math.ceil((args.tokens_per_step or micro_tokens) / micro_tokens))
     accelerator.gradient_accumulation_steps = accumulation
@@ -244,10 +244,6 @@ def train(args: argparse.Namespace) -> int:
     accelerator.end_training()
     accelerator.print(f"saved {final}")
     return 0
-
-
-def _enough(texts, tokenizer, seq_len) -> bool:
-    return sum(len(ids) + 1 for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]) >= seq_len
 
 
 def evaluate_loss(model, loader, accelerator) -> float:

@@ -33,16 +33,17 @@ def split(texts: list[str], held_out: float, seed: int) -> tuple[list[str], list
     return [t for i, t in enumerate(texts) if i not in val], [t for i, t in enumerate(texts) if i in val]
 
 
-def pack(texts: list[str], tokenizer, seq_len: int, boundaries: bool = False) -> list[dict]:
+def pack(texts: list[str], tokenizer, seq_len: int, boundaries: bool = False, required: bool = True) -> list[dict]:
     """Blocks of exactly seq_len tokens: {"input_ids", ("position_ids")}. The tail that does not fill
-    a block is dropped (as run_clm does); a corpus shorter than one block is an error."""
+    a block is dropped (as run_clm does); text shorter than one block is an error when `required`,
+    and gives no blocks otherwise (a validation split too small to use)."""
     stream, positions = [], []
     for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]:
         ids = ids + [tokenizer.eos_token_id]
         stream.extend(ids)
         positions.extend(range(len(ids)))
     n_blocks = len(stream) // seq_len
-    if n_blocks == 0:
+    if n_blocks == 0 and required:
         raise UserError(f"the corpus has {len(stream)} tokens, fewer than one block of --seq-len {seq_len}")
     blocks = []
     for b in range(n_blocks):
