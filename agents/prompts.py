@@ -27,6 +27,10 @@ REQUIRED: dict[str, set[str]] = {
     "last_round.md": set(),
     "too_similar.md": {"similarity", "summary"},
     "fallback.md": {"seeds", "avoid"},
+    # The baselines (graph/baselines.py): one fixed prompt, optionally preceded by context.
+    "templates/plain.md": {"keywords"},
+    "templates/prior.md": {"documents"},
+    "templates/icl.md": {"examples"},
 }
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 

@@ -11,6 +11,9 @@ from dataclasses import dataclass, field, fields
 # Chosen by measurement on real text vs light paraphrases: docs/novelty-threshold.md.
 DEFAULT_THRESHOLD = 0.85
 
+# How documents are written: the conductor loop, or a template baseline (graph/baselines.py).
+METHODS = ("metasynth", "template", "template-prior", "template-icl")
+
 
 def _f(default, doc: str):
     return field(default=default, metadata={"description": doc})
@@ -33,7 +36,7 @@ class Context:
     request_timeout: float = _f(600.0, "Seconds before an LLM request is abandoned and retried.")
     max_retries: int = _f(5, "Retries per LLM call (timeouts, 5xx, refused connections, empty replies).")
     keywords: int = _f(4, "Seed keywords sampled per document.")
-    recall_k: int = _f(5, "Prior documents recalled into the conductor's first message.")
+    recall_k: int = _f(5, "Prior documents recalled into the conductor's first message (baselines: recent documents or real examples in the prompt).")
     threshold: float = _f(DEFAULT_THRESHOLD, "Novelty gate: cosine similarity to the nearest committed document at or above which a draft is sent back.")
     max_rounds: int = _f(15, "Conductor turns per document (each expert round and each protocol error costs one).")
     index: str = _f("auto", "Novelty index: 'flat' (exact), 'hnsw' (approximate), or 'auto' (exact, then HNSW past 1M documents).")
@@ -42,7 +45,7 @@ class Context:
     max_experts_per_turn: int = _f(4, "Expert calls honoured per conductor turn (the rest are dropped).")
     tokenizer: str = _f("embedded", "Tokenizer that counts document tokens: 'embedded' (SmolLM2) or a local path.")
     seed: int = _f(0, "Random seed; document i of a run uses seed + i.")
-    seed_docs: str = _f("", "Topic-aware mode: JSONL of real seed documents ({\"text\": ...} per line).")
+    seed_docs: str = _f("", "JSONL of real documents ({\"text\": ...} per line): topic seeds for metasynth, in-context examples for template-icl.")
     prompts_dir: str = _f("", "Folder whose prompt files override prompts/ (same names).")
     conductor_prompt: str = _f("", "Inline override of prompts/conductor.md.")
     expert_prompt: str = _f("", "Inline override of prompts/expert.md.")

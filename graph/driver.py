@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from graph import resources as res
 from graph.configuration import Context
-from graph.graph import graph
+from graph.graph import graph_for
 from memory.store import append_line
 
 FAILURES = "failures.jsonl"
@@ -95,14 +95,15 @@ class Display:
         self.progress.update(self.task, completed=corpus_tokens if self.by_tokens else size, stats=stats)
 
 
-async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, console: Console, live: bool) -> None:
+async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, console: Console, live: bool,
+                method: str = "metasynth") -> None:
     """Generate until the budget is met (or attempts/failures run out). Mutates `tally` as it goes,
     so an interrupted run still reports what it did."""
     if concurrency > 1:
         # Embedding is the run's main CPU cost (measured 49 ms one thread vs 63 ms CPU on two for a
         # 180-token document): one thread is cheaper per document and leaves a core to the event loop.
         torch.set_num_threads(1)
-    memory = res.memory(ctx)
+    memory, graph = res.memory(ctx), graph_for(method)
     tally.started = time.perf_counter()  # throughput counts generation, not start-up
     start_index = len(memory) + _lines(memory.rejects_path) + _lines(memory.dir / FAILURES)
     tally.corpus_tokens_before = sum(r.get("tokens", 0) for r in memory.records)

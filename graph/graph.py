@@ -14,7 +14,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from graph import nodes
+from graph import baselines, nodes
 from graph.configuration import Context
 from graph.state import DocInput, DocState, ExpertTask
 
@@ -74,3 +74,8 @@ def build_graph():
 
 # What langgraph.json exposes: compiled without a checkpointer, as the dev server requires.
 graph = build_graph()
+
+def graph_for(method: str):
+    """The compiled graph that writes documents by `method` (the baselines live in graph/baselines.py)."""
+    return {"metasynth": graph, "template": baselines.template, "template-prior": baselines.template_prior,
+            "template-icl": baselines.template_icl}[method]

@@ -23,7 +23,7 @@ SEED_DOC_CHARS = 2000  # how much of a real seed document the conductor sees
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-async def _ask(router, messages: list, role: str) -> tuple[AIMessage, dict]:
+async def ask(router, messages: list, role: str) -> tuple[AIMessage, dict]:
     """One LLM call (retried, capped, accounted by the router) and its usage for the document's state."""
     start = time.perf_counter()
     reply = await router.call(messages, role)
@@ -33,7 +33,7 @@ async def _ask(router, messages: list, role: str) -> tuple[AIMessage, dict]:
                           "seconds": round(time.perf_counter() - start, 3)}}
 
 
-async def _embed(text: str):
+async def embed(text: str):
     """Embedding is CPU work: keep it off the event loop so other documents' calls proceed."""
     return (await asyncio.to_thread(default_embedder().encode, [text]))[0]
 
@@ -63,9 +63,25 @@ def _expert_messages(ctx: Context, name: str, instruction: str) -> list:
     return [SystemMessage(res.prompts(ctx).render("expert.md")), HumanMessage(f"You are Expert {name}.\n\n{instruction}")]
 
 
+def new_record(ctx: Context, state: dict, draft: dict, method: str, ended: str) -> dict:
+    """A corpus record; every method writes the same fields, so corpora compare line for line."""
+    prompts = res.prompts(ctx)
+    return {
+        "domain": prompts.domain.name, "method": method, "text": draft["text"], "seeds": state.get("seeds", []),
+        "seed_doc": (state.get("seed_doc") or "")[:200] or None, "genre": state.get("genre", ""),
+        "audience": state.get("audience", ""), "summary": draft["summary"], "category": draft["category"],
+        "experts": state.get("experts", []), "rounds": state.get("round", 0), "revisions": state.get("revisions", 0),
+        "protocol_errors": state.get("protocol_errors", 0), "guessed": draft.get("guessed", []),
+        "ended": ended, "fallback_reason": state.get("fallback_reason") or None,
+        "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": prompts.hash,
+        "tokens": count_tokens(draft["text"], ctx.tokenizer),
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 async def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
     query = state.get("seed_doc") or " ".join(state.get("seeds", []))
-    return res.memory(ctx).nearest(await _embed(query), ctx.recall_k)
+    return res.memory(ctx).nearest(await embed(query), ctx.recall_k)
 
 
 # -- nodes -----------------------------------------------------------------------------------------
@@ -103,7 +119,7 @@ async def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
     """One conductor turn: consult experts, finish, or break the protocol."""
     ctx = runtime.context
     try:
-        reply, usage = await _ask(res.conductor_router(ctx), state["messages"], "conductor")
+        reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor")
     except openai.BadRequestError as e:  # typically the conversation outgrew the model's context
         return {"round": ctx.max_rounds, "calls": [], "draft": None, "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
     turn = parse_turn(reply.text, ctx.max_experts_per_turn)
@@ -122,7 +138,7 @@ async def expert(call: dict, runtime: Runtime[Context]) -> dict:
     """A fresh conversation: the expert sees its system prompt and the conductor's instruction, nothing else."""
     ctx = runtime.context
     messages = _expert_messages(ctx, call["name"], call["instruction"])
-    reply, usage = await _ask(res.expert_router(ctx), messages, f"expert:{call['name']}")
+    reply, usage = await ask(res.expert_router(ctx), messages, f"expert:{call['name']}")
     return {"replies": [{"order": call["order"], "name": call["name"], "text": reply.text.strip()}], "usage": usage}
 
 
@@ -149,7 +165,7 @@ async def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
     name = prompts.domain.fallback_expert
     instruction = prompts.render("fallback.md", domain=prompts.domain.name, description=prompts.domain.description,
                                  seeds=_seed_text(state), avoid="\n".join(f"- {a}" for a in avoid) or "(none)")
-    reply, usage = await _ask(res.expert_router(ctx), _expert_messages(ctx, name, instruction), f"fallback:{name}")
+    reply, usage = await ask(res.expert_router(ctx), _expert_messages(ctx, name, instruction), f"fallback:{name}")
     final = parse_final(reply.text)
     reason = state.get("fallback_reason") or (
         "protocol errors" if state.get("protocol_errors", 0) >= ctx.max_protocol_errors else "round cap")
@@ -166,22 +182,12 @@ async def gate(state: DocState, runtime: Runtime[Context]) -> dict:
     draft = state.get("draft")
     if not draft:
         return {"verdict": {"accepted": False, "reason": "no document"}}
-    prompts, memory = res.prompts(ctx), res.memory(ctx)
-    vector = await _embed(draft["text"])
+    memory = res.memory(ctx)
+    vector = await embed(draft["text"])
     if "category" in draft.get("guessed", []):
         draft = {**draft, "category": res.category_of(ctx, vector)}
-    record = {
-        "domain": prompts.domain.name, "text": draft["text"], "seeds": state.get("seeds", []),
-        "seed_doc": (state.get("seed_doc") or "")[:200] or None, "genre": state.get("genre", ""),
-        "audience": state.get("audience", ""), "summary": draft["summary"], "category": draft["category"],
-        "experts": state.get("experts", []), "rounds": state.get("round", 0), "revisions": state.get("revisions", 0),
-        "protocol_errors": state.get("protocol_errors", 0), "guessed": draft.get("guessed", []),
-        "ended": "final" if state.get("source") == "conductor" else "fallback",
-        "fallback_reason": state.get("fallback_reason") or None,
-        "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": prompts.hash,
-        "tokens": count_tokens(draft["text"], ctx.tokenizer),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    record = new_record(ctx, state, draft, method="metasynth",
+                        ended="final" if state.get("source") == "conductor" else "fallback")
     verdict = await asyncio.to_thread(memory.admit, record, vector, ctx.threshold)
     summary = {"accepted": verdict.accepted, "similarity": verdict.similarity,
                "near_summary": (verdict.nearest or {}).get("summary", ""), "near_id": (verdict.nearest or {}).get("id")}

@@ -112,12 +112,22 @@ def seed_picker(ctx: Context) -> SeedPicker | None:
     return _cached(("seeds", path, ctx.seed), lambda: SeedPicker(read_seed_docs(path), default_embedder(), ctx.seed))
 
 
-def warm(ctx: Context, loop: int) -> None:
+def seed_texts(ctx: Context) -> list[str]:
+    """The real documents of ctx.seed_docs (template-icl draws its examples from them)."""
+    if not ctx.seed_docs:
+        return []
+    path = str(Path(ctx.seed_docs).resolve())
+    return _cached(("seed_texts", path), lambda: read_seed_docs(path))
+
+
+def warm(ctx: Context, loop: int, picker: bool = True) -> None:
     """Build everything a document needs (file reads, model loads, server checks, HTTP clients) so
     that nodes on the event loop only look things up. Run it in a worker thread: see `ready`."""
     prompts(ctx)
     memory(ctx)
-    seed_picker(ctx)
+    if picker:  # embeds every seed document: only MetaSynth's topic-aware mode needs it
+        seed_picker(ctx)
+    seed_texts(ctx)
     load_tokenizer(ctx.tokenizer)
     _category_table(ctx)
     for router in (conductor_router(ctx, loop), expert_router(ctx, loop)):
@@ -125,8 +135,8 @@ def warm(ctx: Context, loop: int) -> None:
             router.client(endpoint)
 
 
-async def ready(ctx: Context) -> None:
-    await asyncio.to_thread(warm, ctx, _loop_id())
+async def ready(ctx: Context, picker: bool = True) -> None:
+    await asyncio.to_thread(warm, ctx, _loop_id(), picker)
 
 
 def _category_table(ctx: Context) -> np.ndarray | None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from agents.errors import UserError
 from agents.llm import check_server
 from agents.tokens import load_tokenizer
-from graph.configuration import DEFAULT_THRESHOLD, Context
+from graph.configuration import DEFAULT_THRESHOLD, METHODS, Context
 from graph.seeds import read_seed_docs
 from memory.store import read_jsonl, repair_tail, write_atomic
 
@@ -52,6 +52,8 @@ def positive(kind):
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="python -m graph.run", description=__doc__.splitlines()[0])
     p.add_argument("--domain", default="finance", help="prompts/domains/<domain>.yaml (default finance)")
+    p.add_argument("--method", choices=METHODS, default="metasynth",
+                   help="metasynth (conductor and experts, default) or a template baseline to compare against")
     p.add_argument("--out", help="run directory (default runs/<domain>)")
     budget = p.add_argument_group("budget")
     budget.add_argument("--docs", type=positive(int), help="documents the corpus should hold (default 5 without --tokens)")
@@ -84,7 +86,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop.add_argument("--max-tokens", type=positive(int), default=768, help="conductor completion tokens per turn")
     loop.add_argument("--expert-max-tokens", type=positive(int), default=512, help="expert completion tokens per reply")
     loop.add_argument("--temperature", type=float, default=0.8)
-    loop.add_argument("--seed-docs", help="topic-aware mode: JSONL of real documents to seed from")
+    loop.add_argument("--seed-docs", help="JSONL of real documents: topic seeds (metasynth) or in-context examples (template-icl)")
     loop.add_argument("--prompts", help="folder of prompt files overriding prompts/")
     loop.add_argument("--seed", type=int, default=0, help="random seed")
     group = p.add_mutually_exclusive_group()
@@ -100,6 +102,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError("--recall-k, --max-revisions, --max-retries and --max-failures cannot be negative")
     if min(args.price_prompt, args.price_completion) < 0:
         raise UserError("prices cannot be negative")
+    if args.method == "template-icl" and not args.seed_docs:
+        raise UserError("--method template-icl needs --seed-docs FILE.jsonl (the real documents it shows as examples)")
+    if args.method in ("template", "template-prior") and args.seed_docs:
+        raise UserError(f"--method {args.method} takes no --seed-docs (its prompt has keywords only)")
     if args.expert_model and not (args.base_url or args.expert_base_url):
         raise UserError("--expert-model needs --base-url or --expert-base-url (the embedded server has one model)")
     if args.expert_base_url and not args.base_url:
@@ -120,7 +126,7 @@ def context_from(args: argparse.Namespace) -> Context:
     )
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool, method: str = "metasynth") -> None:
     """Refuse to clobber a run; check the directory is writable; validate a corpus to resume.
     Deletes nothing (see clear_run_dir) and changes nothing (see repair_run_dir)."""
     if out.exists() and not out.is_dir():
@@ -132,6 +138,9 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise UserError(f"--resume: no corpus.jsonl in {out}")
     if resume:
         read_jsonl(out / "corpus.jsonl", allow_partial_tail=True)  # corruption is reported before anything starts
+        written_by = _manifest_method(out)
+        if written_by != method:
+            raise UserError(f"{out} was written with --method {written_by}; resume it with the same method")
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / ".write-test"
@@ -139,6 +148,13 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
         probe.unlink()
     except OSError as e:
         raise UserError(f"cannot write to {out}: {e.strerror}") from None
+
+
+def _manifest_method(out: Path) -> str:
+    try:
+        return json.loads((out / "manifest.json").read_text()).get("method", "metasynth")
+    except (OSError, ValueError):
+        return "metasynth"  # no readable manifest (a run killed before writing one): nothing to check against
 
 
 def repair_run_dir(out: Path) -> list[str]:
@@ -177,7 +193,8 @@ def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict
     return {
         "documents_in_corpus": len(memory), "corpus_tokens": sum(r.get("tokens", 0) for r in memory.records),
         "this_run": {"tried": tried, **ended},
-        "protocol_success_rate": round(ended["final"] / tried, 3) if tried else None,
+        # Only the conductor keeps (or breaks) a protocol; a baseline's documents all end "final".
+        "protocol_success_rate": round(ended["final"] / tried, 3) if tried and args.method == "metasynth" else None,
         "rejection_rate": round(ended["rejected"] / tried, 3) if tried else None,
         "revisions": sum(r.get("revisions", 0) for r in tally.results),
         "protocol_errors": sum(r.get("protocol_errors", 0) for r in tally.results),
@@ -194,8 +211,9 @@ def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict
     }
 
 
-def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: bool, concurrency: int) -> None:
-    manifest = {"config": {**ctx.as_dict(), "concurrency": concurrency}, "prompt_hash": prompts.hash,
+def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: bool, concurrency: int,
+                   method: str = "metasynth") -> None:
+    manifest = {"method": method, "config": {**ctx.as_dict(), "concurrency": concurrency}, "prompt_hash": prompts.hash,
                 "versions": versions(), "interrupted": interrupted, **stats}
     write_atomic(out / "manifest.json", json.dumps(manifest, indent=2).encode())
 
@@ -218,7 +236,7 @@ def generate(args: argparse.Namespace) -> int:
     if args.tokenizer != "embedded":
         load_tokenizer(args.tokenizer)  # a tokenizer that cannot load offline is bad input
     out = Path(ctx.out_dir)
-    prepare_run_dir(out, args.resume, args.overwrite)
+    prepare_run_dir(out, args.resume, args.overwrite, args.method)
     for url in args.base_url or []:
         check_server(url, ctx.model)
     for url in args.expert_base_url or []:
@@ -242,21 +260,26 @@ def generate(args: argparse.Namespace) -> int:
         res.clear()
         memory = res.memory(ctx)
         target = f"{args.docs} documents" if args.docs else f"{args.tokens:,} tokens"
-        console.log(f"{prompts.domain.name}: {len(memory)} documents in {out}, target {target}, "
+        console.log(f"{prompts.domain.name} by {args.method}: {len(memory)} documents in {out}, target {target}, "
                     f"{args.concurrency} in flight")
         try:
-            asyncio.run(drive(ctx, budget, args.concurrency, tally, console, live=console.is_terminal and not args.quiet))
+            asyncio.run(drive(ctx, budget, args.concurrency, tally, console,
+                             live=console.is_terminal and not args.quiet, method=args.method))
         except KeyboardInterrupt:
             interrupted = True
             console.log("interrupted: committed documents are safe; continue with --resume")
         finally:
             stats = summarize(tally, res.accounting(ctx).summary(), memory, args)
             memory.save_index()
-            write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency)
+            write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency, args.method)
     run = stats["this_run"]
-    print(f"{out}: {stats['documents_in_corpus']} documents ({run['final']} by the conductor, {run['fallback']} by the "
-          f"fallback, {run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; protocol success "
-          f"{stats['protocol_success_rate']}; revisions {stats['revisions']}", file=sys.stderr)
+    if args.method == "metasynth":
+        print(f"{out}: {stats['documents_in_corpus']} documents ({run['final']} by the conductor, {run['fallback']} by the "
+              f"fallback, {run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; protocol success "
+              f"{stats['protocol_success_rate']}; revisions {stats['revisions']}", file=sys.stderr)
+    else:
+        print(f"{out}: {stats['documents_in_corpus']} documents by {args.method} ({run['rejected']} unusable replies, "
+              f"{run['failed']} failed) in {stats['wall_seconds']}s", file=sys.stderr)
     if interrupted:
         return 130
     if tally.failures > args.max_failures:

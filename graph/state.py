@@ -58,3 +58,17 @@ class DocState(TypedDict, total=False):
     result: dict  # the committed or rejected record
     ended: str  # "final" | "fallback" | "rejected"
     usage: Annotated[dict[str, Any], merge_usage]
+
+
+class TemplateState(TypedDict, total=False):
+    """A baseline document (graph/baselines.py): one prompt, one reply."""
+
+    index: int
+    seeds: list[str]
+    method: str  # "template" | "template-prior" | "template-icl"
+    shown: list[str]  # documents put in the prompt: recent corpus documents or real examples
+    messages: Annotated[list[AnyMessage], add_messages]
+    draft: dict | None
+    result: dict
+    ended: str  # "final" | "rejected"
+    usage: Annotated[dict[str, Any], merge_usage]

@@ -119,6 +119,9 @@ BAD = [
     (["--expert-base-url", "http://127.0.0.1:9/v1"], "--expert-base-url needs --base-url"),
     (["--tokenizer", "/nonexistent/tokenizer"], "cannot load tokenizer"),
     (["--price-prompt", "-3"], "prices cannot be negative"),
+    (["--method", "handwritten"], "invalid choice: 'handwritten'"),
+    (["--method", "template-icl"], "needs --seed-docs"),
+    (["--method", "template-prior", "--seed-docs", "x.jsonl"], "takes no --seed-docs"),
 ]
 
 
@@ -157,10 +160,26 @@ def test_missing_prompt_file(tmp_path, capsys, monkeypatch):
     (shipped / "domains").mkdir(parents=True)
     for path in prompts_module.PROMPTS_DIR.rglob("*"):
         if path.is_file() and path.name != "conductor.md":
-            (shipped / path.relative_to(prompts_module.PROMPTS_DIR)).write_bytes(path.read_bytes())
+            copy = shipped / path.relative_to(prompts_module.PROMPTS_DIR)
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            copy.write_bytes(path.read_bytes())
     monkeypatch.setattr(prompts_module, "PROMPTS_DIR", shipped)
     assert main(["--out", str(tmp_path / "run")]) == 2
     assert capsys.readouterr().err.startswith("error: prompt file not found: conductor.md")
+
+
+def test_baseline_run_then_resume_with_another_method_is_refused(tmp_path, capsys, mock_url):
+    out = tmp_path / "run"
+    assert main(["--method", "template-prior", "--docs", "3", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
+    records = lines(out / "corpus.jsonl")
+    assert len(records) == 3 and all(REQUIRED <= r.keys() and r["method"] == "template-prior" for r in records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["method"] == "template-prior" and manifest["protocol_success_rate"] is None
+    assert set(manifest["llm"]["by_name"]) == {"template-prior"}
+    before = (out / "corpus.jsonl").read_bytes()
+    assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume"]) == 2
+    assert "written with --method template-prior" in capsys.readouterr().err
+    assert (out / "corpus.jsonl").read_bytes() == before
 
 
 def test_existing_and_corrupt_corpora_are_left_untouched(tmp_path, capsys, mock_url):
