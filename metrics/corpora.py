@@ -1,0 +1,112 @@
+"""Corpora to compare: read, label, sample to equal size, and what a run directory adds.
+
+A corpus is a JSONL file with a `text` per line, or PubMedQA's shape (`contexts` list plus
+`long_answer`, joined into the abstract). A `corpus.jsonl` inside a run directory also brings the
+run's own embeddings (memory/embeddings.f32, same order) and its rejection rate (rejects.jsonl).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from agents.errors import UserError
+from memory.embedder import DIM
+
+
+@dataclass
+class Corpus:
+    name: str
+    path: Path
+    texts: list[str]
+    reference: bool = False  # real text, the target diversity approaches
+    embeddings: np.ndarray | None = None  # the run's stored vectors, row i = texts[i]
+    rejection_rate: float | None = None
+    method: str | None = None
+    meta: dict = field(default_factory=dict)
+
+
+def _text(record: dict) -> str:
+    if isinstance(record.get("text"), str):
+        return record["text"]
+    if isinstance(record.get("contexts"), list):  # PubMedQA: the abstract is its contexts and conclusion
+        return " ".join([*map(str, record["contexts"]), str(record.get("long_answer") or "")]).strip()
+    return ""
+
+
+def read_texts(path: Path) -> tuple[list[str], list[dict]]:
+    """Texts and records; a line that is not JSON or has no text is a user error naming the line.
+    An unfinished last line (a run still writing) is skipped."""
+    texts, records = [], []
+    with open(path, encoding="utf-8") as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip() or not line.endswith("\n"):
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise UserError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
+            text = _text(record) if isinstance(record, dict) else ""
+            if not text.strip():
+                raise UserError(f"{path}: line {number} has no 'text' (or PubMedQA 'contexts')")
+            texts.append(text.strip())
+            records.append(record)
+    return texts, records
+
+
+def _lines(path: Path) -> int:
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
+
+
+def load(spec: str, reference: bool = False) -> Corpus:
+    """`PATH` or `NAME=PATH`. A run's corpus is named after its directory, other files after their stem."""
+    name, sep, path_text = spec.partition("=")
+    if not sep or "/" in name:  # a plain path (which may itself contain "=")
+        name, path_text = "", spec
+    path = Path(path_text)
+    if path.is_dir():
+        path = path / "corpus.jsonl"
+    if not path.is_file():
+        raise UserError(f"corpus not found: {path_text}")
+    texts, records = read_texts(path)
+    if len(texts) < 2:
+        raise UserError(f"{path}: {len(texts)} document(s); diversity needs at least 2")
+    name = name or (path.parent.name if path.name == "corpus.jsonl" else path.stem)
+    corpus = Corpus(name=name, path=path, texts=texts, reference=reference)
+    corpus.method = next((r.get("method") for r in records if r.get("method")), None)
+    _attach_run(corpus)
+    return corpus
+
+
+def _attach_run(corpus: Corpus) -> None:
+    run = corpus.path.parent
+    if corpus.path.name != "corpus.jsonl":
+        return
+    if (run / "rejects.jsonl").exists() or (run / "manifest.json").exists():
+        rejected = _lines(run / "rejects.jsonl") if (run / "rejects.jsonl").exists() else 0
+        corpus.rejection_rate = rejected / (rejected + len(corpus.texts))
+    stored = run / "memory" / "embeddings.f32"
+    if stored.exists() and stored.stat().st_size % 4 == 0:
+        vectors = np.fromfile(stored, dtype=np.float32)
+        if vectors.size == len(corpus.texts) * DIM:  # exactly one all-MiniLM vector per line: trust the order
+            corpus.embeddings = vectors.reshape(len(corpus.texts), DIM)
+
+
+def sample(corpus: Corpus, docs: int | None = None, tokens: int | None = None, count=None, seed: int = 0) -> list[int]:
+    """Indices of a seeded random sample: `docs` documents, or whole documents until `tokens`
+    tokens (as counted by `count`) are reached."""
+    order = random.Random(seed).sample(range(len(corpus.texts)), len(corpus.texts))
+    if docs is not None:
+        return sorted(order[:docs])
+    taken, total = [], 0
+    for i in order:
+        if total >= tokens:
+            break
+        taken.append(i)
+        total += count(corpus.texts[i])
+    return sorted(taken)
