@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,3 +32,22 @@ def test_two_documents_on_the_embedded_model(tmp_path):
     assert manifest["llm"]["by_role"]["conductor"]["completion_tokens"] > 0  # real token usage from the server
     assert "OPENAI_API_KEY" not in (out / "manifest.json").read_text()
     assert not llama_servers() - before  # the server this run started is gone (no orphan)
+
+
+def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
+    """The real model writes 3 template-icl documents; the report measures them against the real text."""
+    out = tmp_path / "icl"
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "finance" / "fpb.jsonl"
+    done = subprocess.run([sys.executable, "-m", "graph.run", "--method", "template-icl", "--seed-docs", str(data),
+                           "--docs", "3", "--out", str(out), "--expert-max-tokens", "256", "--quiet"],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(l) for l in (out / "corpus.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["method"] == "template-icl" and len(r["text"]) >= 200 for r in records)
+    report = subprocess.run([sys.executable, "-m", "metrics.report", str(out), "--reference", str(data), "--out",
+                             str(tmp_path / "report"), "--t2v-batches", "2", "--t2v-batch-size", "2"],
+                            capture_output=True, text=True, timeout=1200)
+    assert report.returncode == 0, report.stderr[-2000:]
+    corpora = json.loads((tmp_path / "report" / "metrics.json").read_text())["corpora"]
+    assert corpora["icl"]["documents"] == corpora["fpb"]["documents"] == 3
+    assert corpora["icl"]["rejection_rate"] is not None and corpora["icl"]["task2vec"] >= 0

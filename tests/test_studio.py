@@ -49,7 +49,8 @@ def test_studio_runs_one_document_and_exposes_its_trace(dev_server, tmp_path):
     from langgraph_sdk import get_sync_client
 
     client = get_sync_client(url=dev_server)
-    assert [a["graph_id"] for a in client.assistants.search()] == ["metasynth"]
+    graphs = {a["graph_id"] for a in client.assistants.search()}
+    assert graphs == {"metasynth", "template", "template-prior", "template-icl"}
     with MockServer() as mock_url:
         thread = client.threads.create()
         context = {"base_url": mock_url, "model": "mock-conductor", "out_dir": str(tmp_path / "run"), "domain": "finance"}
@@ -64,3 +65,20 @@ def test_studio_runs_one_document_and_exposes_its_trace(dev_server, tmp_path):
     assert [m["type"] for m in messages] == ["system", "human", "ai", "human", "ai"]
     assert "Analyst's output:" in messages[3]["content"] and ">> FINAL ANSWER:" in messages[4]["content"]
     assert (tmp_path / "run" / "corpus.jsonl").exists()
+
+
+def test_studio_runs_a_template_baseline(dev_server, tmp_path):
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=dev_server)
+    context = {"out_dir": str(tmp_path / "run"), "domain": "finance", "recall_k": 2}
+    with MockServer() as mock_url:
+        context["base_url"] = mock_url
+        for index in range(2):
+            thread = client.threads.create()
+            final = client.runs.wait(thread["thread_id"], "template-prior", input={"index": index}, context=context)
+    assert final["ended"] == "final" and final["result"]["method"] == "template-prior"
+    history = client.threads.get_history(thread["thread_id"], limit=20)
+    assert [tuple(s["next"]) for s in reversed(history)] == [("__start__",), ("seed",), ("prompt",), ("write",), ("commit",), ()]
+    prompt = history[0]["values"]["messages"][0]["content"]
+    assert "most recent documents" in prompt and len(history[0]["values"]["shown"]) == 1
