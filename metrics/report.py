@@ -51,7 +51,7 @@ def positive_int(text: str) -> int:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="python -m metrics.report", description=__doc__.splitlines()[0])
-    p.add_argument("corpora", nargs="+", metavar="CORPUS", help="JSONL file or run directory, optionally NAME=PATH")
+    p.add_argument("corpora", nargs="*", metavar="CORPUS", help="JSONL file or run directory, optionally NAME=PATH")
     p.add_argument("--reference", action="append", default=[], metavar="REAL", help="real text to compare against (repeatable)")
     p.add_argument("--out", required=True, help="folder for metrics.json, metrics.md and the plots")
     size = p.add_mutually_exclusive_group()
@@ -69,6 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t2v.add_argument("--t2v-max-tokens", type=positive_int, default=128)
     t2v.add_argument("--t2v-steps", type=int, default=2, help="Adam steps on the head per batch (default 2)")
     args = p.parse_args(argv)
+    if not args.corpora and not args.reference:
+        raise UserError("give at least one corpus (CORPUS or --reference REAL)")
     if not 0 < args.threshold <= 1:
         raise UserError(f"--threshold is a cosine similarity in (0, 1], got {args.threshold}")
     if args.probe.startswith(("/", ".", "~")) and not Path(args.probe).expanduser().is_dir():

@@ -36,8 +36,11 @@ class Probe:
     """A causal LM whose frozen body gives features and whose output head is re-trained per batch."""
 
     def __init__(self, name: str = "embedded") -> None:
+        from transformers.utils import logging as hf_logging
+
         from train.models import load
 
+        hf_logging.disable_progress_bar()
         self.name = name
         self.model, self.tokenizer = load(name, dtype=torch.float32)
         self.model.eval().requires_grad_(False)

@@ -206,6 +206,7 @@ def test_a_run_directory_brings_its_embeddings_and_rejection_rate(tmp_path):
 
 BAD = [
     (["missing.jsonl"], "corpus not found: missing.jsonl"),
+    ([], "give at least one corpus"),
     (["GOOD", "GOOD"], "two corpora are named"),
     (["GOOD", "--docs", "999"], "--docs must be at most 30"),
     (["GOOD", "--tokens", "99999999"], "lower --tokens"),
