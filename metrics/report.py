@@ -30,7 +30,7 @@ METRICS = {
     "chamfer": ("Chamfer distance", True),
     "vendi": ("Vendi score", True),
     "near_duplicates": ("Near-duplicate share", False),
-    "rejection_rate": ("Novelty-gate rejection rate", False),
+    "rejection_rate": ("Rejected drafts (run's rejects.jsonl)", False),
 }
 
 
