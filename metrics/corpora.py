@@ -109,4 +109,6 @@ def sample(corpus: Corpus, docs: int | None = None, tokens: int | None = None, c
             break
         taken.append(i)
         total += count(corpus.texts[i])
+    if total < tokens:
+        raise UserError(f"{corpus.name} holds {total:,} tokens, fewer than the {tokens:,} asked for; lower --tokens")
     return sorted(taken)

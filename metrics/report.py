@@ -17,6 +17,7 @@ import numpy as np
 
 from agents.errors import UserError
 from graph.configuration import DEFAULT_THRESHOLD
+from memory.store import write_atomic
 from metrics.corpora import Corpus, load, sample
 
 # name -> (label, True when higher = more diverse)
@@ -95,9 +96,6 @@ def sample_all(corpora: list[Corpus], args: argparse.Namespace) -> tuple[dict, d
         from agents.tokens import count_tokens
 
         picks = {c.name: sample(c, tokens=args.tokens, count=count_tokens, seed=args.seed) for c in corpora}
-        for c in corpora:
-            if sum(count_tokens(c.texts[i]) for i in picks[c.name]) < args.tokens:
-                raise UserError(f"{c.name} holds fewer than {args.tokens:,} tokens; lower --tokens")
         return {"unit": "tokens", "size": args.tokens}, picks
     smallest = min(len(c.texts) for c in corpora)
     docs = args.docs or smallest
@@ -216,8 +214,8 @@ def run(args: argparse.Namespace) -> int:
                            "probe": None if probe is None else args.probe},
               "corpora": results, "seconds": round(time.perf_counter() - started, 1)}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(report, indent=2))
-    (out / "metrics.md").write_text(table(results, info))
+    write_atomic(out / "metrics.json", json.dumps(report, indent=2).encode())
+    write_atomic(out / "metrics.md", table(results, info).encode())
     from metrics import plots
 
     plots.bars(results, METRICS, out / "metrics.png")
