@@ -97,18 +97,23 @@ class Limiter:
         self.maximum, self.adaptive, self.window = maximum, adaptive, window
         self.limit = max(1, maximum // 4) if adaptive else maximum
         self.inflight = 0
+        self.waiting = 0  # callers queued for a slot: counted in `load`, so queues stay even across replicas
         self.healthy = 0
         self.recent: deque[float] = deque(maxlen=64)
         self.cond = asyncio.Condition()
 
     @property
     def load(self) -> float:
-        return self.inflight / self.limit
+        return (self.inflight + self.waiting) / self.limit
 
     async def __aenter__(self) -> "Limiter":
-        async with self.cond:
-            await self.cond.wait_for(lambda: self.inflight < self.limit)
-            self.inflight += 1
+        self.waiting += 1
+        try:
+            async with self.cond:
+                await self.cond.wait_for(lambda: self.inflight < self.limit)
+                self.inflight += 1
+        finally:
+            self.waiting -= 1
         return self
 
     async def __aexit__(self, *exc) -> None:
