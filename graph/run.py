@@ -104,6 +104,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError("prices cannot be negative")
     if args.method == "template-icl" and not args.seed_docs:
         raise UserError("--method template-icl needs --seed-docs FILE.jsonl (the real documents it shows as examples)")
+    if args.method in ("template-prior", "template-icl") and args.recall_k == 0:
+        raise UserError(f"--method {args.method} shows --recall-k documents in its prompt; --recall-k 0 would make it plain template")
     if args.method in ("template", "template-prior") and args.seed_docs:
         raise UserError(f"--method {args.method} takes no --seed-docs (its prompt has keywords only)")
     if args.expert_model and not (args.base_url or args.expert_base_url):
@@ -138,7 +140,7 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, method: str = "met
         raise UserError(f"--resume: no corpus.jsonl in {out}")
     if resume:
         read_jsonl(out / "corpus.jsonl", allow_partial_tail=True)  # corruption is reported before anything starts
-        written_by = _manifest_method(out)
+        written_by = _written_method(out)
         if written_by != method:
             raise UserError(f"{out} was written with --method {written_by}; resume it with the same method")
     try:
@@ -150,11 +152,14 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, method: str = "met
         raise UserError(f"cannot write to {out}: {e.strerror}") from None
 
 
-def _manifest_method(out: Path) -> str:
+def _written_method(out: Path) -> str:
+    """The method of an existing run: its manifest's, else (a run killed before writing one) its first
+    record's; runs from before --method existed are metasynth."""
     try:
         return json.loads((out / "manifest.json").read_text()).get("method", "metasynth")
     except (OSError, ValueError):
-        return "metasynth"  # no readable manifest (a run killed before writing one): nothing to check against
+        records = read_jsonl(out / "corpus.jsonl", allow_partial_tail=True)
+        return records[0].get("method", "metasynth") if records else "metasynth"
 
 
 def repair_run_dir(out: Path) -> list[str]:

@@ -40,21 +40,26 @@ def _text(record: dict) -> str:
 
 def read_texts(path: Path) -> tuple[list[str], list[dict]]:
     """Texts and records; a line that is not JSON or has no text is a user error naming the line.
-    An unfinished last line (a run still writing) is skipped."""
+    A last line without a newline that does not parse (a run still writing it) is skipped."""
     texts, records = [], []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip() or not line.endswith("\n"):
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
-            text = _text(record) if isinstance(record, dict) else ""
-            if not text.strip():
-                raise UserError(f"{path}: line {number} has no 'text' (or PubMedQA 'contexts')")
-            texts.append(text.strip())
-            records.append(record)
+    try:
+        lines = path.read_text(encoding="utf-8").split("\n")  # the last piece is what follows the last newline
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not UTF-8 text (expected JSONL)") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            if number == len(lines):
+                continue  # an unfinished last line: a run still writing it
+            raise UserError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
+        text = _text(record) if isinstance(record, dict) else ""
+        if not text.strip():
+            raise UserError(f"{path}: line {number} has no 'text' (or PubMedQA 'contexts')")
+        texts.append(text.strip())
+        records.append(record)
     return texts, records
 
 
@@ -102,7 +107,7 @@ def sample(corpus: Corpus, docs: int | None = None, tokens: int | None = None, c
     tokens (as counted by `count`) are reached."""
     order = random.Random(seed).sample(range(len(corpus.texts)), len(corpus.texts))
     if docs is not None:
-        return sorted(order[:docs])
+        return sorted(order[:docs])  # the caller checks docs against the corpus size
     taken, total = [], 0
     for i in order:
         if total >= tokens:
@@ -111,4 +116,6 @@ def sample(corpus: Corpus, docs: int | None = None, tokens: int | None = None, c
         total += count(corpus.texts[i])
     if total < tokens:
         raise UserError(f"{corpus.name} holds {total:,} tokens, fewer than the {tokens:,} asked for; lower --tokens")
+    if len(taken) < 2:
+        raise UserError(f"{tokens:,} tokens are one document of {corpus.name}; diversity needs at least 2: raise --tokens")
     return sorted(taken)

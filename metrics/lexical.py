@@ -39,6 +39,8 @@ def compression_ratio(texts: list[str]) -> float:
 
 def ngram_diversity(texts: list[str], n: int = 4) -> float:
     """Sum over k = 1..n of unique / total k-grams of whitespace tokens: higher = more diverse (max n)."""
+    if len(" ".join(texts).split(" ")) < n:
+        return float("nan")  # no n-gram at all: undefined (the package would divide by zero)
     return float(_diversity().ngram_diversity_score(texts, n))
 
 

@@ -74,8 +74,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError("give at least one corpus (CORPUS or --reference REAL)")
     if not 0 < args.threshold <= 1:
         raise UserError(f"--threshold is a cosine similarity in (0, 1], got {args.threshold}")
-    if args.probe.startswith(("/", ".", "~")) and not Path(args.probe).expanduser().is_dir():
-        raise UserError(f"--probe: no model folder at {args.probe}")
+    if args.probe.startswith(("/", ".", "~")):
+        if not Path(args.probe).expanduser().is_dir():
+            raise UserError(f"--probe: no model folder at {args.probe}")
+        args.probe = str(Path(args.probe).expanduser())
+    if args.docs is not None and args.docs < 2:
+        raise UserError("--docs must be at least 2 (diversity compares documents)")
+    if args.t2v_max_tokens < 2:
+        raise UserError("--t2v-max-tokens must be at least 2 (one token predicts the next)")
     if args.t2v_batches < 2:
         raise UserError("--t2v-batches must be at least 2 (the coefficient compares pairs of batches)")
     return args
@@ -146,11 +152,26 @@ def measure(corpus: Corpus, picked: list[int], args: argparse.Namespace, probe, 
     if probe is not None:
         settings = Task2VecSettings(batches=args.t2v_batches, batch_size=args.t2v_batch_size,
                                     max_tokens=args.t2v_max_tokens, head_steps=args.t2v_steps, seed=args.seed)
-        t2v = timed("task2vec", diversity_coefficient, texts, probe, settings)
+        try:
+            t2v = timed("task2vec", diversity_coefficient, texts, probe, settings)
+        except ValueError as e:
+            raise UserError(f"{corpus.name}: Task2Vec: {e}") from None
         out["task2vec"], out["task2vec_ci95"], out["task2vec_settings"] = t2v["value"], t2v["ci95"], t2v["settings"]
+        out["task2vec_batches"] = t2v["batches"]
     out["seconds"] = seconds
     log(f"{corpus.name}: {len(texts)} documents measured in {sum(seconds.values()):.1f}s")
     return out, vectors
+
+
+def _no_nan(value):
+    """NaN (a metric undefined on this sample) is not JSON: write null."""
+    if isinstance(value, float) and np.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_no_nan(v) for v in value]
+    return value
 
 
 def _fmt(value) -> str:
@@ -198,6 +219,10 @@ def run(args: argparse.Namespace) -> int:
     info["seed"] = args.seed
     probe = None
     if not args.no_task2vec:
+        for name, picked in picks.items():  # fail before minutes of work, not in the middle of them
+            if len(picked) // args.t2v_batch_size < 2:
+                raise UserError(f"{name}: Task2Vec: {len(picked)} documents make fewer than 2 batches of "
+                                f"{args.t2v_batch_size}; lower --t2v-batch-size")
         from metrics.task2vec import Probe
 
         console.log(f"loading the Task2Vec probe ({args.probe})")
@@ -214,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
                            "probe": None if probe is None else args.probe},
               "corpora": results, "seconds": round(time.perf_counter() - started, 1)}
     out.mkdir(parents=True, exist_ok=True)
-    write_atomic(out / "metrics.json", json.dumps(report, indent=2).encode())
+    write_atomic(out / "metrics.json", json.dumps(_no_nan(report), indent=2).encode())
     write_atomic(out / "metrics.md", table(results, info).encode())
     from metrics import plots
 

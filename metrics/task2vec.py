@@ -24,12 +24,19 @@ import torch
 
 @dataclass
 class Task2VecSettings:
-    batches: int = 16  # batch embeddings per corpus (pairs: batches * (batches - 1) / 2)
+    batches: int = 12  # batch embeddings per corpus, at most documents // batch_size (no document in two batches)
     batch_size: int = 8  # documents per batch
     max_tokens: int = 128  # tokens per document (truncated)
-    head_steps: int = 5  # Adam steps on the head before the Fisher is taken
+    head_steps: int = 2  # Adam steps on the head before the Fisher is taken
     lr: float = 1e-4
     seed: int = 0
+
+
+def head_fisher(h: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
+    """Exact Fisher diagonal of a softmax head W [vocab, hidden] over tokens with features h [tokens, hidden]:
+    sum_t E_{y ~ p_t}[(d log p_t,y / dW)^2] = sum_t p_t (1 - p_t) h_t^2, as a [vocab, hidden] matrix."""
+    p = torch.softmax(h @ head.T, dim=-1)
+    return (p * (1 - p)).T @ (h * h)
 
 
 class Probe:
@@ -70,24 +77,19 @@ class Probe:
             loss.backward()
             optimizer.step()
         with torch.no_grad():
-            p = torch.softmax(h @ head.T, dim=-1)
-            fisher = ((p * (1 - p)).T @ (h * h)).reshape(-1)  # [vocab * hidden]
+            fisher = head_fisher(h, head).reshape(-1)
         return (fisher / fisher.norm()).numpy()  # unit length: only directions are compared
 
 
 def batches_of(n_docs: int, settings: Task2VecSettings) -> list[list[int]]:
-    """Document indices per batch: no repeats within a batch; across batches only when the corpus is small."""
-    rng = random.Random(settings.seed)
-    order: list[int] = []
-    out = []
-    for _ in range(settings.batches):
-        if len(order) < settings.batch_size:
-            order = order + rng.sample(range(n_docs), n_docs)
-        batch, order = order[:settings.batch_size], order[settings.batch_size:]
-        if len(set(batch)) < len(batch):  # the reshuffle joined a batch: redraw it whole
-            batch = rng.sample(range(n_docs), min(settings.batch_size, n_docs))
-        out.append(batch)
-    return out
+    """Disjoint batches of documents, as many as asked for and the corpus allows. (Batches that shared
+    documents would look alike and bias the coefficient low on small corpora.)"""
+    count = min(settings.batches, n_docs // settings.batch_size)
+    if count < 2:
+        raise ValueError(f"{n_docs} documents make fewer than 2 batches of {settings.batch_size}; "
+                         "lower --t2v-batch-size")
+    order = random.Random(settings.seed).sample(range(n_docs), n_docs)
+    return [order[i * settings.batch_size:(i + 1) * settings.batch_size] for i in range(count)]
 
 
 def cosine_distances(units: list[np.ndarray]) -> np.ndarray:
@@ -120,6 +122,7 @@ def diversity_coefficient(texts: list[str], probe: Probe, settings: Task2VecSett
     settings = settings or Task2VecSettings()
     if settings.batches < 2:
         raise ValueError("the diversity coefficient needs at least 2 batches")
-    embeddings = [probe.embed([texts[i] for i in batch], settings) for batch in batches_of(len(texts), settings)]
+    batches = batches_of(len(texts), settings)
+    embeddings = [probe.embed([texts[i] for i in batch], settings) for batch in batches]
     return {**coefficient(cosine_distances(embeddings), seed=settings.seed), "probe": probe.name,
-            "settings": asdict(settings)}
+            "batches": len(batches), "settings": asdict(settings)}

@@ -122,6 +122,7 @@ BAD = [
     (["--method", "handwritten"], "invalid choice: 'handwritten'"),
     (["--method", "template-icl"], "needs --seed-docs"),
     (["--method", "template-prior", "--seed-docs", "x.jsonl"], "takes no --seed-docs"),
+    (["--method", "template-prior", "--recall-k", "0"], "--recall-k 0 would make it plain template"),
 ]
 
 
@@ -177,6 +178,9 @@ def test_baseline_run_then_resume_with_another_method_is_refused(tmp_path, capsy
     assert manifest["method"] == "template-prior" and manifest["protocol_success_rate"] is None
     assert set(manifest["llm"]["by_name"]) == {"template-prior"}
     before = (out / "corpus.jsonl").read_bytes()
+    assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume"]) == 2
+    assert "written with --method template-prior" in capsys.readouterr().err
+    (out / "manifest.json").unlink()  # as after a hard kill: the records still say how they were written
     assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume"]) == 2
     assert "written with --method template-prior" in capsys.readouterr().err
     assert (out / "corpus.jsonl").read_bytes() == before

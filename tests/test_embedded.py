@@ -45,7 +45,7 @@ def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
     records = [json.loads(l) for l in (out / "corpus.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["method"] == "template-icl" and len(r["text"]) >= 200 for r in records)
     report = subprocess.run([sys.executable, "-m", "metrics.report", str(out), "--reference", str(data), "--out",
-                             str(tmp_path / "report"), "--t2v-batches", "2", "--t2v-batch-size", "2"],
+                             str(tmp_path / "report"), "--t2v-batches", "2", "--t2v-batch-size", "1"],
                             capture_output=True, text=True, timeout=1200)
     assert report.returncode == 0, report.stderr[-2000:]
     corpora = json.loads((tmp_path / "report" / "metrics.json").read_text())["corpora"]

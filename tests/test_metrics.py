@@ -11,7 +11,7 @@ import pytest
 from metrics import embedding, lexical
 from metrics.corpora import load
 from metrics.report import main
-from metrics.task2vec import Probe, Task2VecSettings, batches_of, coefficient, diversity_coefficient
+from metrics.task2vec import Probe, Task2VecSettings, batches_of, coefficient, diversity_coefficient, head_fisher
 
 FPB = Path(__file__).resolve().parents[2] / "shared" / "data" / "finance" / "fpb.jsonl"
 
@@ -127,10 +127,28 @@ def test_bootstrap_interval_brackets_the_mean():
     assert result["ci95"][0] < result["value"] < result["ci95"][1]
 
 
-def test_batches_never_repeat_a_document_within_a_batch():
-    for n_docs in (5, 8, 13, 100):
-        for batch in batches_of(n_docs, Task2VecSettings(batches=10, batch_size=4)):
-            assert len(batch) == len(set(batch)) == min(4, n_docs)
+def test_batches_are_disjoint_and_capped_by_the_corpus():
+    for n_docs, expected in ((8, 2), (13, 3), (100, 10)):
+        batches = batches_of(n_docs, Task2VecSettings(batches=10, batch_size=4))
+        flat = [i for b in batches for i in b]
+        assert len(batches) == expected and len(flat) == len(set(flat)) and all(len(b) == 4 for b in batches)
+    with pytest.raises(ValueError, match="fewer than 2 batches"):
+        batches_of(7, Task2VecSettings(batch_size=4))
+
+
+def test_head_fisher_is_the_expected_squared_gradient():
+    import torch
+
+    torch.manual_seed(0)
+    h, head = torch.randn(5, 3), torch.randn(7, 3)  # 5 tokens, hidden 3, vocabulary 7
+    expected = torch.zeros_like(head)
+    for t in range(5):
+        p = torch.softmax(h[t] @ head.T, -1).detach()
+        for y in range(7):  # E_{y ~ p}[(d log p_y / dW)^2], by autograd
+            w = head.clone().requires_grad_(True)
+            torch.log_softmax(h[t] @ w.T, -1)[y].backward()
+            expected += p[y] * w.grad ** 2
+    torch.testing.assert_close(head_fisher(h, head), expected)
 
 
 @pytest.fixture(scope="module")
@@ -188,6 +206,14 @@ def test_report_equal_token_samples(tmp_path):
     assert "task2vec" not in corpora["short"]
 
 
+def test_an_unfinished_last_line_is_skipped_but_a_final_line_without_newline_is_kept(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three"}')
+    assert load(str(path)).texts == ["one", "two", "three"]
+    path.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "thr')
+    assert load(str(path)).texts == ["one", "two"]
+
+
 def test_a_run_directory_brings_its_embeddings_and_rejection_rate(tmp_path):
     from memory.embedder import default_embedder
     from memory.store import Memory
@@ -216,6 +242,11 @@ BAD = [
     (["GOOD", "--threshold", "2"], "cosine similarity in (0, 1]"),
     (["GOOD", "--t2v-batches", "1"], "at least 2"),
     (["BROKEN"], "line 2 is not valid JSON"),
+    (["GOOD", "--docs", "1"], "--docs must be at least 2"),
+    (["GOOD", "--tokens", "3"], "diversity needs at least 2"),
+    (["GOOD", "--t2v-max-tokens", "1"], "at least 2 (one token predicts the next)"),
+    (["GOOD", "--t2v-batch-size", "20"], "Task2Vec: 30 documents make fewer than 2 batches of 20"),
+    (["LATIN1"], "not UTF-8"),
     (["NOTEXT"], "line 1 has no 'text'"),
 ]
 
@@ -223,7 +254,8 @@ BAD = [
 @pytest.mark.parametrize("argv,message", BAD)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     files = {"GOOD": write_corpus(tmp_path / "good.jsonl", fpb(30)), "BROKEN": str(tmp_path / "broken.jsonl"),
-             "NOTEXT": str(tmp_path / "notext.jsonl")}
+             "NOTEXT": str(tmp_path / "notext.jsonl"), "LATIN1": str(tmp_path / "latin1.jsonl")}
+    (tmp_path / "latin1.jsonl").write_bytes('{"text": "caf\u00e9 cr\u00e8me"}\n'.encode("latin-1"))
     (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n{broken\n')
     (tmp_path / "notext.jsonl").write_text('{"title": "no text"}\n')
     out = tmp_path / "report"
