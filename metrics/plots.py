@@ -35,8 +35,8 @@ def bars(results: dict, metrics: dict, path: Path) -> None:
                 patch.set_hatch("//")
                 patch.set_edgecolor("white")
         if key == "task2vec":
-            lows = [results[n]["task2vec_ci95"][0] if results[n].get(key) is not None else np.nan for n in names]
-            highs = [results[n]["task2vec_ci95"][1] if results[n].get(key) is not None else np.nan for n in names]
+            cis = [results[n].get("task2vec_ci95") or (np.nan, np.nan) for n in names]
+            lows, highs = [c[0] for c in cis], [c[1] for c in cis]
             err = np.array([np.subtract(heights, lows), np.subtract(highs, heights)])
             ax.errorbar(x, heights, yerr=err, fmt="none", ecolor="black", capsize=3)
         ax.set_title(f"{label} {'↑' if higher else '↓'}", fontsize=9)

@@ -196,8 +196,8 @@ def table(results: dict, sample_info: dict) -> str:
         for n, v in zip(names, values):
             cell = _fmt(v)
             if key == "task2vec" and v is not None:
-                low, high = results[n]["task2vec_ci95"]
-                cell += f" [{low:.3f}, {high:.3f}]"
+                ci = results[n]["task2vec_ci95"]
+                cell += f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else " (2 batches: no interval)"
             cells.append(f"**{cell}**" if best is not None and v == best and not results[n]["reference"] else cell)
         lines.append(f"| {label} {'↑' if higher else '↓'} | " + " | ".join(cells) + " |")
     for key, label in (("documents", "documents"), ("words", "words")):

@@ -106,6 +106,8 @@ def coefficient(distances: np.ndarray, resamples: int = 1000, seed: int = 0) -> 
     """Mean pairwise distance and a 95 % bootstrap interval over batches."""
     n = len(distances)
     upper = distances[np.triu_indices(n, 1)]
+    if n < 3:  # one pair: nothing to resample, no interval
+        return {"value": float(upper.mean()), "ci95": None, "pairs": int(len(upper))}
     rng = np.random.default_rng(seed)
     means = []
     for _ in range(resamples):

@@ -125,6 +125,7 @@ def test_bootstrap_interval_brackets_the_mean():
     d[0, 1:] = d[1:, 0] = 0.9  # one odd batch out
     result = coefficient(d)
     assert result["ci95"][0] < result["value"] < result["ci95"][1]
+    assert coefficient(np.array([[0, 0.4], [0.4, 0]])) == {"value": 0.4, "ci95": None, "pairs": 1}  # one pair
 
 
 def test_batches_are_disjoint_and_capped_by_the_corpus():
