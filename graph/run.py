@@ -20,7 +20,7 @@ from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
-from agents.errors import UserError
+from agents.errors import UserError, exit_code
 from agents.llm import check_server
 from agents.tokens import load_tokenizer
 from graph.configuration import DEFAULT_THRESHOLD, METHODS, Context
@@ -298,11 +298,7 @@ def generate(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return generate(parse_args(argv))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: generate(parse_args(argv)))
 
 
 if __name__ == "__main__":

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.errors import UserError
+from agents.errors import UserError, exit_code
 from graph.configuration import DEFAULT_THRESHOLD
+from graph.run import Parser, positive
 from memory.store import write_atomic
 from metrics.corpora import Corpus, load, sample
 
@@ -35,39 +36,24 @@ METRICS = {
 }
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message: str):
-        raise UserError(message)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="python -m metrics.report", description=__doc__.splitlines()[0])
     p.add_argument("corpora", nargs="*", metavar="CORPUS", help="JSONL file or run directory, optionally NAME=PATH")
     p.add_argument("--reference", action="append", default=[], metavar="REAL", help="real text to compare against (repeatable)")
     p.add_argument("--out", required=True, help="folder for metrics.json, metrics.md and the plots")
     size = p.add_mutually_exclusive_group()
-    size.add_argument("--docs", type=positive_int, help="documents per corpus (default: the smallest corpus)")
-    size.add_argument("--tokens", type=positive_int, help="tokens per corpus instead (embedded tokenizer, whole documents)")
+    size.add_argument("--docs", type=positive(int), help="documents per corpus (default: the smallest corpus)")
+    size.add_argument("--tokens", type=positive(int), help="tokens per corpus instead (embedded tokenizer, whole documents)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--rouge-docs", type=positive_int, default=500, help="documents scored pairwise by ROUGE-L (default 500)")
-    p.add_argument("--embed-docs", type=positive_int, default=2000, help="documents in the embedding metrics (default 2000)")
+    p.add_argument("--rouge-docs", type=positive(int), default=500, help="documents scored pairwise by ROUGE-L (default 500)")
+    p.add_argument("--embed-docs", type=positive(int), default=2000, help="documents in the embedding metrics (default 2000)")
     p.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD, help="near-duplicate similarity (default: the gate's)")
     t2v = p.add_argument_group("Task2Vec")
     t2v.add_argument("--probe", default="embedded", help="causal LM probe: 'embedded' (SmolLM2-135M) or a local path / cached hub id")
     t2v.add_argument("--no-task2vec", action="store_true", help="skip the Task2Vec coefficient (the slow one)")
-    t2v.add_argument("--t2v-batches", type=positive_int, default=12)
-    t2v.add_argument("--t2v-batch-size", type=positive_int, default=8)
-    t2v.add_argument("--t2v-max-tokens", type=positive_int, default=128)
+    t2v.add_argument("--t2v-batches", type=positive(int), default=12)
+    t2v.add_argument("--t2v-batch-size", type=positive(int), default=8)
+    t2v.add_argument("--t2v-max-tokens", type=positive(int), default=128)
     t2v.add_argument("--t2v-steps", type=int, default=2, help="Adam steps on the head per batch (default 2)")
     args = p.parse_args(argv)
     if not args.corpora and not args.reference:
@@ -253,11 +239,7 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    try:
-        return run(parse_args(argv))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

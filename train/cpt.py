@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from agents.errors import UserError
+from agents.errors import UserError, exit_code
 
 # Dense bf16 peaks (FLOP/s) for MFU; others via --peak-flops.
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -101,12 +101,7 @@ def training_texts(args) -> tuple[list[str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    try:
-        args = parse_args(argv)
-        return train(args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return exit_code(lambda: train(parse_args(argv)))
 
 
 def train(args: argparse.Namespace) -> int:
