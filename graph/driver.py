@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from graph import resources as res
 from graph.configuration import Context
 from graph.graph import graph_for
-from memory.store import append_line
+from memory.store import append_line, count_lines
 
 FAILURES = "failures.jsonl"
 
@@ -105,7 +105,7 @@ async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, co
         torch.set_num_threads(1)
     memory, graph = res.memory(ctx), graph_for(method)
     tally.started = time.perf_counter()  # throughput counts generation, not start-up
-    start_index = len(memory) + _lines(memory.rejects_path) + _lines(memory.dir / FAILURES)
+    start_index = len(memory) + count_lines(memory.rejects_path) + count_lines(memory.dir / FAILURES)
     tally.corpus_tokens_before = sum(r.get("tokens", 0) for r in memory.records)
 
     def corpus_tokens() -> int:
@@ -150,10 +150,3 @@ async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, co
                 task.cancel()
             if in_flight:
                 await asyncio.gather(*in_flight, return_exceptions=True)
-
-
-def _lines(path) -> int:
-    if not path.exists():
-        return 0
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)

@@ -75,6 +75,7 @@ def build_graph():
 # What langgraph.json exposes: compiled without a checkpointer, as the dev server requires.
 graph = build_graph()
 
+
 def graph_for(method: str):
     """The compiled graph that writes documents by `method` (the baselines live in graph/baselines.py)."""
     return {"metasynth": graph, "template": baselines.template, "template-prior": baselines.template_prior,

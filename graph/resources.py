@@ -109,7 +109,7 @@ def seed_picker(ctx: Context) -> SeedPicker | None:
     if not ctx.seed_docs:
         return None
     path = str(Path(ctx.seed_docs).resolve())
-    return _cached(("seeds", path, ctx.seed), lambda: SeedPicker(read_seed_docs(path), default_embedder(), ctx.seed))
+    return _cached(("seeds", path, ctx.seed), lambda: SeedPicker(seed_texts(ctx), default_embedder(), ctx.seed))
 
 
 def seed_texts(ctx: Context) -> list[str]:

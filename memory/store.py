@@ -72,6 +72,14 @@ def repair_tail(path: Path) -> int:
         return size - keep
 
 
+def count_lines(path: Path) -> int:
+    """Lines of a JSONL file (0 when it does not exist yet)."""
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for _ in f)
+
+
 def read_jsonl(path: Path, allow_partial_tail: bool = False) -> list[dict]:
     """Every record of a JSONL file; a corrupt line is a user error naming the line.
     With allow_partial_tail, an unfinished last line (no newline) is skipped: repair_tail cuts it."""

@@ -16,6 +16,7 @@ import numpy as np
 
 from agents.errors import UserError
 from memory.embedder import DIM
+from memory.store import count_lines
 
 
 @dataclass
@@ -63,11 +64,6 @@ def read_texts(path: Path) -> tuple[list[str], list[dict]]:
     return texts, records
 
 
-def _lines(path: Path) -> int:
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
-
-
 def load(spec: str, reference: bool = False) -> Corpus:
     """`PATH` or `NAME=PATH`. A run's corpus is named after its directory, other files after their stem."""
     name, sep, path_text = spec.partition("=")
@@ -93,7 +89,7 @@ def _attach_run(corpus: Corpus) -> None:
     if corpus.path.name != "corpus.jsonl":
         return
     if (run / "rejects.jsonl").exists() or (run / "manifest.json").exists():
-        rejected = _lines(run / "rejects.jsonl") if (run / "rejects.jsonl").exists() else 0
+        rejected = count_lines(run / "rejects.jsonl")
         corpus.rejection_rate = rejected / (rejected + len(corpus.texts))
     stored = run / "memory" / "embeddings.f32"
     if stored.exists() and stored.stat().st_size % 4 == 0:

@@ -1,5 +1,3 @@
-import shutil
-
 import pytest
 
 from agents.errors import UserError

@@ -7,7 +7,6 @@ name) and OUT/results.md (base vs adapted, delta per score).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
