@@ -19,11 +19,12 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-import httpx2
+import httpx
 import openai
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 
+from agents.grammar import request_fields
 from agents.llm import api_key
 
 RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
@@ -142,6 +143,7 @@ class Limiter:
 class Endpoint:
     base_url: str
     limiter: Limiter
+    grammar_style: str = ""  # how this server takes a grammar (agents.grammar): "" = it takes none
 
 
 class Router:
@@ -149,10 +151,10 @@ class Router:
 
     def __init__(self, base_urls: list[str], model: str, temperature: float, max_tokens: int, *,
                  max_inflight: int = 32, adaptive: bool = False, timeout: float = 600.0, retries: int = 5,
-                 backoff: float = 0.5, accounting: Accounting | None = None) -> None:
+                 backoff: float = 0.5, accounting: Accounting | None = None, grammar_style: str = "") -> None:
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self.endpoints = [Endpoint(url, Limiter(max_inflight, adaptive)) for url in base_urls]
+        self.endpoints = [Endpoint(url, Limiter(max_inflight, adaptive), grammar_style) for url in base_urls]
         self.accounting = accounting or Accounting()
         self._clients: dict[str, ChatOpenAI] = {}
 
@@ -161,25 +163,40 @@ class Router:
             self._clients[endpoint.base_url] = ChatOpenAI(
                 base_url=endpoint.base_url, model=self.model, api_key=api_key(), temperature=self.temperature,
                 max_tokens=self.max_tokens,
-                extra_body={"max_tokens": self.max_tokens},  # llama.cpp ignores max_completion_tokens
+                extra_body=self.extra_body(),
                 # An httpx Timeout (unhashable) gives this client its own connection pool, bound to the
                 # running event loop, instead of langchain's process-wide cached one.
-                timeout=httpx2.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
                 max_retries=0,  # retries are ours: counted, jittered, and they may change endpoint
             )
         return self._clients[endpoint.base_url]
 
+    def extra_body(self, endpoint: Endpoint | None = None, grammar: str = "") -> dict:
+        """Fields beyond the OpenAI API. A per-call extra_body replaces the client's, so calls that
+        add a grammar send the whole dict again."""
+        fields = {"max_tokens": self.max_tokens}  # llama.cpp ignores max_completion_tokens
+        if endpoint is not None:
+            fields.update(request_fields(endpoint.grammar_style, grammar))
+        return fields
+
+    @property
+    def constrained(self) -> bool:
+        """Whether a grammar passed to `call` reaches the server (every replica takes one)."""
+        return all(e.grammar_style for e in self.endpoints)
+
     def pick(self) -> Endpoint:
         return min(self.endpoints, key=lambda e: (e.limiter.load, random.random()))
 
-    async def call(self, messages: list, role: str) -> AIMessage:
+    async def call(self, messages: list, role: str, grammar: str = "") -> AIMessage:
+        """One chat completion, constrained by `grammar` (GBNF) where the endpoint takes one."""
         last = "no attempt"
         for attempt in range(self.retries + 1):
             endpoint = self.pick()
             async with endpoint.limiter:
                 start = time.perf_counter()
                 try:
-                    reply = await self.client(endpoint).ainvoke(messages)
+                    extra = self.extra_body(endpoint, grammar) if grammar and endpoint.grammar_style else None
+                    reply = await self.client(endpoint).ainvoke(messages, **({"extra_body": extra} if extra else {}))
                     if not reply.text.strip():
                         raise EmptyReply()
                 except (*RETRYABLE, EmptyReply) as e:

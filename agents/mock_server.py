@@ -43,9 +43,22 @@ def _prose(topic: str, sentences: int = 8) -> str:
     return " ".join(out)
 
 
+def _offered(conversation: str, label: str) -> str:
+    match = re.search(rf"^{label}: ([^;\n]+)", conversation, re.MULTILINE)
+    return match[1].strip() if match else "general"
+
+
 def reply_for(messages: list[dict]) -> str:
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     conversation = "\n".join(str(m["content"]) for m in messages if m["role"] != "system")
+    if "brief" in system and "Conductor" in system:  # the structured protocol's brief: the first option offered
+        keywords = re.search(r"Keywords: (.*)", conversation)
+        topic = keywords[1].strip() if keywords else "the topic"
+        return (f"Category: {_offered(conversation, 'Categories')}\nGenre: {_offered(conversation, 'Genres')}\n"
+                f"Audience: {_offered(conversation, 'Audiences')}\nExpert: Senior Analyst\nEntity: Mock Holdings\n"
+                f"Angle: What {topic[:120]} means in practice (attempt {conversation.count('too close') + 1}).\n")
+    if "Verdict:" in (messages[-1]["content"] if messages else ""):
+        return "Verdict: keep\nFix: None needed.\n"
     if "Conductor" in system:
         seed = re.search(r"Seed: (.*)", conversation)
         topic = seed[1].strip() if seed else "the topic"

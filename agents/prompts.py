@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from agents import grammar
 from agents.errors import UserError
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -26,11 +27,28 @@ REQUIRED: dict[str, set[str]] = {
     "protocol_error.md": set(),
     "last_round.md": set(),
     "too_similar.md": {"similarity", "summary"},
-    "fallback.md": {"seeds", "avoid"},
+    "fallback.md": {"seeds"},
+    # The structured protocol (graph/structured.py): a grammar-bounded brief, then experts write and review.
+    "structured/conductor.md": set(),
+    "structured/task.md": {"seed"},
+    "structured/seed_keywords.md": {"keywords"},
+    "structured/seed_document.md": {"document"},
+    "structured/brief_error.md": {"error"},
+    "structured/write.md": {"expert", "angle"},
+    "structured/review.md": {"draft"},
+    "structured/rewrite.md": {"instruction", "draft", "fix"},
+    "structured/too_similar.md": {"summary"},
+    "structured/summary.md": set(),
     # The baselines (graph/baselines.py): one fixed prompt, optionally preceded by context.
     "templates/plain.md": {"keywords"},
     "templates/prior.md": {"documents"},
     "templates/icl.md": {"examples"},
+}
+# grammar file -> rules filled in per request (agents/grammar.py checks the rest at load time).
+GRAMMARS: dict[str, set[str]] = {
+    "brief.gbnf": {"category", "genre", "audience"},
+    "review.gbnf": set(),
+    "conductor.gbnf": set(),
 }
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
@@ -119,8 +137,10 @@ def load_prompts(domain: str, override: str | Path | None = None, inline: dict[s
     folder = Path(override) if override else None
     if folder is not None and not folder.is_dir():
         raise UserError(f"prompts folder not found: {folder}")
-    texts = {name: _read(name, folder)[1] for name in REQUIRED}
+    texts = {name: _read(name, folder)[1] for name in (*REQUIRED, *GRAMMARS)}
     texts.update({k: v for k, v in (inline or {}).items() if v})
+    for name, provided in GRAMMARS.items():  # a bad grammar can crash llama.cpp's server: refuse it here
+        grammar.check(texts[name], str(_read(name, folder)[0]), provided)
     for name, needed in REQUIRED.items():
         missing = sorted(n for n in needed if "{" + n + "}" not in texts[name])
         if missing:

@@ -99,6 +99,17 @@ def parse_final(after_mark: str) -> FinalAnswer | None:
     return FinalAnswer(text=text, summary=first_sentence(summary), category=category.lower()[:60], guessed=tuple(guessed))
 
 
+def document_text(reply: str) -> str | None:
+    """A writer's reply as a corpus document: chat preambles, wrapping quotes and fences removed;
+    None when too short to be one."""
+    text = reply.strip()
+    quoted = QUOTED.match(text)
+    if quoted:
+        text = quoted["body"]
+    text = PREAMBLE.sub("", text.strip().strip('"').strip("`")).strip()
+    return text if len(text) >= MIN_DOCUMENT_CHARS else None
+
+
 def parse_turn(reply: str, max_calls: int = 4) -> Turn:
     """Classify a conductor reply. A usable final answer wins over expert calls in the same reply."""
     mark = FINAL_MARK.search(reply)

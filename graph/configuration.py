@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, fields
 # Chosen by measurement on real text vs light paraphrases: docs/novelty-threshold.md.
 DEFAULT_THRESHOLD = 0.85
 
+PROTOCOLS = ("auto", "text", "structured")
+
 # How documents are written: the conductor loop, or a template baseline (graph/baselines.py).
 METHODS = ("metasynth", "template", "template-prior", "template-icl")
 
@@ -42,6 +44,14 @@ class Context:
     index: str = _f("auto", "Novelty index: 'flat' (exact), 'hnsw' (approximate), or 'auto' (exact, then HNSW past 1M documents).")
     max_revisions: int = _f(2, "Times a too-similar draft is sent back before it goes to rejects.jsonl.")
     max_protocol_errors: int = _f(3, "Malformed conductor turns before the fallback (one expert writes the document).")
+    protocol: str = _f("auto", "Conductor protocol: 'text' (the paper's free-text turns, for strong models), 'structured' "
+                       "(a grammar-bounded brief, then experts write and review: for small models), or 'auto' "
+                       "(structured on the embedded model, text on a served one).")
+    constrain: str = _f("auto", "Grammar-constrained protocol turns: 'auto' sends each turn's grammar in the form the server "
+                        "takes (llama.cpp 'grammar', vLLM 'structured_outputs'; none to a server of unknown kind), 'off' never.")
+    choices: int = _f(4, "Structured protocol: options the memory offers the conductor for category, genre and audience "
+                      "(the least covered so far).")
+    reviews: int = _f(1, "Structured protocol: reviews of a draft by a fresh expert, each of which may ask for one rewrite; 0 skips review.")
     max_experts_per_turn: int = _f(4, "Expert calls honoured per conductor turn (the rest are dropped).")
     tokenizer: str = _f("embedded", "Tokenizer that counts document tokens: 'embedded' (SmolLM2) or a local path.")
     seed: int = _f(0, "Random seed; document i of a run uses seed + i.")

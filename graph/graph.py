@@ -1,4 +1,6 @@
-"""Builds the MetaSynth document graph (one document per run).
+"""Builds the MetaSynth document graph (one document per run), for either conductor protocol.
+
+The free-text protocol of the paper (`protocol: text`):
 
     seed -> recall -> conductor --(expert calls)--> expert x N (parallel, Send) -> relay -> conductor
                          |------(malformed turn)--> protocol_error -> conductor
@@ -6,6 +8,12 @@
                          '------(final answer)--> gate --(novel)--> END (committed)
                                                        --(too similar, budget left)--> revise -> conductor | fallback
                                                        '--(budget spent / no document)--> reject -> END
+
+The structured protocol for small models (`protocol: structured`, graph/structured.py):
+
+    seed -> offer -> plan --(brief)--> write -> review --(keep)--> gate     (gate as above; too similar ->
+                        |                            '--(revise)--> rewrite -> gate    replan -> plan)
+                        '--(unusable brief: again; errors / round cap)--> fallback -> gate
 """
 
 from __future__ import annotations
@@ -14,7 +22,8 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from graph import baselines, nodes
+from graph import baselines, nodes, structured
+from graph import resources as res
 from graph.configuration import Context
 from graph.state import DocInput, DocState, ExpertTask
 
@@ -30,12 +39,17 @@ def after_conductor(state: DocState, runtime: Runtime[Context]):
     return "protocol_error"
 
 
+def after_seed(state: DocState, runtime: Runtime[Context]) -> str:
+    return "offer" if res.protocol(runtime.context) == "structured" else "recall"
+
+
 def after_gate(state: DocState, runtime: Runtime[Context]) -> str:
     verdict = state.get("verdict", {})
     if verdict.get("accepted"):
         return END
     if state.get("draft") and state.get("revisions", 0) < runtime.context.max_revisions:
-        return "revise"
+        structured_draft = state.get("protocol") == "structured" and state.get("source") == "conductor"
+        return "replan" if structured_draft else "revise"
     return "reject"
 
 
@@ -57,16 +71,28 @@ def build_graph():
     builder.add_node("gate", nodes.gate)
     builder.add_node("revise", nodes.revise)
     builder.add_node("reject", nodes.reject)
+    builder.add_node("offer", structured.offer)
+    builder.add_node("plan", structured.plan)
+    builder.add_node("write", structured.write)
+    builder.add_node("review", structured.review)
+    builder.add_node("rewrite", structured.rewrite)
+    builder.add_node("replan", structured.replan)
 
     builder.add_edge(START, "seed")
-    builder.add_edge("seed", "recall")
+    builder.add_conditional_edges("seed", after_seed, ["recall", "offer"])
+    builder.add_edge("offer", "plan")
+    builder.add_conditional_edges("plan", structured.after_plan, ["write", "plan", "fallback"])
+    builder.add_conditional_edges("write", structured.after_write, ["review", "gate"])
+    builder.add_conditional_edges("review", structured.after_review, ["rewrite", "gate"])
+    builder.add_conditional_edges("rewrite", structured.after_rewrite, ["review", "gate"])
+    builder.add_edge("replan", "plan")
     builder.add_edge("recall", "conductor")
     builder.add_conditional_edges("conductor", after_conductor, ["expert", "gate", "fallback", "protocol_error"])
     builder.add_edge("expert", "relay")
     builder.add_edge("relay", "conductor")
     builder.add_edge("protocol_error", "conductor")
     builder.add_edge("fallback", "gate")
-    builder.add_conditional_edges("gate", after_gate, [END, "revise", "reject"])
+    builder.add_conditional_edges("gate", after_gate, [END, "revise", "replan", "reject"])
     builder.add_conditional_edges("revise", after_revise, ["conductor", "fallback"])
     builder.add_edge("reject", END)
     return builder.compile(name="MetaSynth")

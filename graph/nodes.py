@@ -23,10 +23,10 @@ SEED_DOC_CHARS = 2000  # how much of a real seed document the conductor sees
 
 
 # -- helpers ---------------------------------------------------------------------------------------
-async def ask(router, messages: list, role: str) -> tuple[AIMessage, dict]:
+async def ask(router, messages: list, role: str, grammar: str = "") -> tuple[AIMessage, dict]:
     """One LLM call (retried, capped, accounted by the router) and its usage for the document's state."""
     start = time.perf_counter()
-    reply = await router.call(messages, role)
+    reply = await router.call(messages, role, grammar)
     meta = reply.usage_metadata or {}
     return reply, {role: {"calls": 1, "prompt_tokens": meta.get("input_tokens", 0),
                           "completion_tokens": meta.get("output_tokens", 0),
@@ -73,6 +73,7 @@ def new_record(ctx: Context, state: dict, draft: dict, method: str, ended: str) 
         "experts": state.get("experts", []), "rounds": state.get("round", 0), "revisions": state.get("revisions", 0),
         "protocol_errors": state.get("protocol_errors", 0), "guessed": draft.get("guessed", []),
         "ended": ended, "fallback_reason": state.get("fallback_reason") or None,
+        "protocol": state.get("protocol"), "brief": state.get("brief"), "reviews": state.get("reviews") or [],
         "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": prompts.hash,
         "tokens": count_tokens(draft["text"], ctx.tokenizer),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -111,7 +112,7 @@ async def recall(state: DocState, runtime: Runtime[Context]) -> dict:
         recall=recall_text or "(none yet: this is the first document)",
     )
     system = prompts.render("conductor.md", domain=prompts.domain.name, description=prompts.domain.description)
-    return {"messages": [SystemMessage(system), _round_message(ctx, {}, task)], "round": 0,
+    return {"messages": [SystemMessage(system), _round_message(ctx, {}, task)], "round": 0, "protocol": "text",
             "protocol_errors": 0, "revisions": 0, "experts": [], "source": "conductor"}
 
 
@@ -119,7 +120,8 @@ async def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
     """One conductor turn: consult experts, finish, or break the protocol."""
     ctx = runtime.context
     try:
-        reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor")
+        reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor",
+                                 res.prompts(ctx).texts["conductor.gbnf"])
     except openai.BadRequestError as e:  # typically the conversation outgrew the model's context
         return {"round": ctx.max_rounds, "calls": [], "draft": None, "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
     turn = parse_turn(reply.text, ctx.max_experts_per_turn)
@@ -159,12 +161,10 @@ async def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
     """The documented way out for a conductor that cannot keep the protocol: one expert writes the document."""
     ctx = runtime.context
     prompts = res.prompts(ctx)
-    avoid = [r.get("summary", "") for _, r in await _recalled(ctx, state)]
-    if state.get("verdict", {}).get("near_summary"):
-        avoid.insert(0, state["verdict"]["near_summary"])
     name = prompts.domain.fallback_expert
+    # Fresh eyes, as for every expert: no prior documents (a small model copies what it is shown).
     instruction = prompts.render("fallback.md", domain=prompts.domain.name, description=prompts.domain.description,
-                                 seeds=_seed_text(state), avoid="\n".join(f"- {a}" for a in avoid) or "(none)")
+                                 seeds=_seed_text(state))
     reply, usage = await ask(res.expert_router(ctx), _expert_messages(ctx, name, instruction), f"fallback:{name}")
     final = parse_final(reply.text)
     reason = state.get("fallback_reason") or (

@@ -14,7 +14,7 @@ import numpy as np
 
 from agents import embedded
 from agents.calls import Accounting, Router
-from agents.llm import check_server
+from agents.llm import check_server, grammar_style
 from agents.tokens import load_tokenizer
 from agents.prompts import PromptSet, load_prompts
 from graph.configuration import Context
@@ -50,11 +50,32 @@ def urls(value: str) -> list[str]:
 def _resolve(base_url: str, model: str) -> tuple[list[str], str]:
     """Endpoints and model name; no base URL means the embedded server (started once per process)."""
     if not base_url:
-        return [embedded.shared_server().base_url], model or embedded.MODEL_NAME
+        name = embedded.model_name(model)
+        return [embedded.shared_server(name).base_url], name
     if not model:
         served = _cached(("models", base_url), lambda: check_server(urls(base_url)[0]))
         model = served[0] if served else "default"
     return urls(base_url), model
+
+
+def _grammar_style(ctx: Context, endpoint: str) -> str:
+    if ctx.constrain == "off":
+        return ""
+    return _cached(("grammar-style", endpoint), lambda: grammar_style(endpoint))
+
+
+def grammar_styles(ctx: Context) -> dict[str, list[str]]:
+    """How each role's servers take the protocol grammars ("none": unconstrained), for the manifest."""
+    return {role: sorted({_grammar_style(ctx, url) or "none" for url in urls(base)})
+            for role, base in (("conductor", ctx.base_url), ("expert", ctx.expert_base_url or ctx.base_url))}
+
+
+def protocol(ctx: Context) -> str:
+    """The conductor protocol of this run: 'auto' is structured on the embedded model (a 135M model
+    cannot keep the free-text protocol: docs/protocol.md), text on a served one."""
+    if ctx.protocol != "auto":
+        return ctx.protocol
+    return "structured" if not ctx.base_url or ctx.model in embedded.MODELS else "text"
 
 
 def _loop_id() -> int:
@@ -76,8 +97,11 @@ def _router(ctx: Context, role: str, base_url: str, model: str, temperature: flo
 
     def build() -> Router:
         endpoints, name = _resolve(base_url, model)
-        return Router(endpoints, name, temperature, max_tokens, max_inflight=ctx.max_inflight, adaptive=ctx.adaptive,
-                      timeout=ctx.request_timeout, retries=ctx.max_retries, accounting=accounting(ctx))
+        router = Router(endpoints, name, temperature, max_tokens, max_inflight=ctx.max_inflight, adaptive=ctx.adaptive,
+                        timeout=ctx.request_timeout, retries=ctx.max_retries, accounting=accounting(ctx))
+        for endpoint in router.endpoints:
+            endpoint.grammar_style = _grammar_style(ctx, endpoint.base_url)
+        return router
 
     return _cached(key, build)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from agents.errors import UserError, exit_code
 from agents.llm import check_server
 from agents.tokens import load_tokenizer
-from graph.configuration import DEFAULT_THRESHOLD, METHODS, Context
+from graph.configuration import DEFAULT_THRESHOLD, METHODS, PROTOCOLS, Context
 from graph.seeds import read_seed_docs
 from memory.store import read_jsonl, repair_tail, write_atomic
 
@@ -63,7 +63,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     budget.add_argument("--max-failures", type=int, default=10, help="failed documents tolerated before the run stops (default 10)")
     server = p.add_argument_group("servers")
     server.add_argument("--base-url", action="append", help="OpenAI-compatible /v1 URL; repeat for replicas (default: embedded SmolLM2)")
-    server.add_argument("--model", help="model name on that server (default: the first it serves)")
+    server.add_argument("--model", help="model name on that server (default: the first it serves); without --base-url, "
+                        "embedded:NAME picks an embedded model (smollm2-135m-instruct, default; qwen2.5-coder-0.5b-instruct, "
+                        "qwen2.5-coder-1.5b-instruct: docs/protocol.md)")
     server.add_argument("--expert-base-url", action="append", help="separate server(s) for the experts")
     server.add_argument("--expert-model", help="separate model for the experts")
     server.add_argument("--concurrency", type=positive(int), default=1, help="documents in flight (default 1)")
@@ -83,6 +85,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop.add_argument("--max-rounds", type=positive(int), default=15, help="conductor turns per document (default 15)")
     loop.add_argument("--max-revisions", type=int, default=2, help="too-similar revisions before rejection (default 2)")
     loop.add_argument("--max-protocol-errors", type=positive(int), default=3, help="malformed turns before the fallback (default 3)")
+    loop.add_argument("--protocol", choices=PROTOCOLS, default="auto",
+                      help="conductor protocol: text (the paper's, for strong models), structured (grammar-bounded brief, "
+                           "for small models), auto (structured on the embedded model, text on a served one; default)")
+    loop.add_argument("--constrain", choices=["auto", "off"], default="auto",
+                      help="send each protocol turn's grammar (prompts/*.gbnf) in the form the server takes (default auto)")
+    loop.add_argument("--choices", type=positive(int), default=4,
+                      help="structured: least-covered categories, genres and audiences offered per document (default 4)")
+    loop.add_argument("--reviews", type=int, default=1, help="structured: reviews of each draft, each may ask for a rewrite (default 1)")
     loop.add_argument("--max-tokens", type=positive(int), default=768, help="conductor completion tokens per turn")
     loop.add_argument("--expert-max-tokens", type=positive(int), default=512, help="expert completion tokens per reply")
     loop.add_argument("--temperature", type=float, default=0.8)
@@ -98,8 +108,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         args.docs = 5
     if args.threshold > 1:
         raise UserError(f"--threshold is a cosine similarity in (0, 1], got {args.threshold}")
-    if min(args.recall_k, args.max_revisions, args.max_retries, args.max_failures) < 0:
-        raise UserError("--recall-k, --max-revisions, --max-retries and --max-failures cannot be negative")
+    if min(args.recall_k, args.max_revisions, args.max_retries, args.max_failures, args.reviews) < 0:
+        raise UserError("--recall-k, --max-revisions, --max-retries, --max-failures and --reviews cannot be negative")
     if min(args.price_prompt, args.price_completion) < 0:
         raise UserError("prices cannot be negative")
     if args.method == "template-icl" and not args.seed_docs:
@@ -108,6 +118,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--method {args.method} shows --recall-k documents in its prompt; --recall-k 0 would make it plain template")
     if args.method in ("template", "template-prior") and args.seed_docs:
         raise UserError(f"--method {args.method} takes no --seed-docs (its prompt has keywords only)")
+    if not args.base_url:  # the embedded server: --model picks one of the models shipped in PyPI packages
+        from agents.embedded import gguf, model_name
+
+        if args.model and not args.model.startswith("embedded"):
+            raise UserError(f"--model {args.model} needs --base-url (without one, --model takes embedded:NAME)")
+        args.model = model_name(args.model or "")
+        gguf(args.model)  # not installed: one line with the pip command, before anything starts
     if args.expert_model and not (args.base_url or args.expert_base_url):
         raise UserError("--expert-model needs --base-url or --expert-base-url (the embedded server has one model)")
     if args.expert_base_url and not args.base_url:
@@ -125,6 +142,8 @@ def context_from(args: argparse.Namespace) -> Context:
         max_retries=args.max_retries, keywords=args.keywords, recall_k=args.recall_k, threshold=args.threshold, index=args.index,
         max_rounds=args.max_rounds, max_revisions=args.max_revisions, max_protocol_errors=args.max_protocol_errors,
         seed=args.seed, seed_docs=args.seed_docs or "", prompts_dir=args.prompts or "", tokenizer=args.tokenizer,
+        protocol=args.protocol if args.protocol != "auto" else ("text" if args.base_url else "structured"),
+        constrain=args.constrain, choices=args.choices, reviews=args.reviews,
     )
 
 
@@ -253,11 +272,11 @@ def generate(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _terminate)
     with ExitStack() as stack:
         if not ctx.base_url:
-            from agents.embedded import MODEL_NAME, EmbeddedServer
+            from agents.embedded import EmbeddedServer
 
-            console.log("starting the embedded model server (SmolLM2-135M-Instruct, llama.cpp)")
-            server = stack.enter_context(EmbeddedServer(log_path=out / "server.log"))
-            ctx = replace(ctx, base_url=server.base_url, model=MODEL_NAME)
+            console.log(f"starting the embedded model server ({ctx.model}, llama.cpp)")
+            server = stack.enter_context(EmbeddedServer(log_path=out / "server.log", model=ctx.model))
+            ctx = replace(ctx, base_url=server.base_url)
         if args.overwrite:
             clear_run_dir(out)
         for note in repair_run_dir(out):
@@ -275,13 +294,16 @@ def generate(args: argparse.Namespace) -> int:
             console.log("interrupted: committed documents are safe; continue with --resume")
         finally:
             stats = summarize(tally, res.accounting(ctx).summary(), memory, args)
+            if args.method == "metasynth":
+                stats["protocol"] = ctx.protocol
+                stats["grammar"] = res.grammar_styles(ctx)
             memory.save_index()
             write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency, args.method)
     run = stats["this_run"]
     if args.method == "metasynth":
         print(f"{out}: {stats['documents_in_corpus']} documents ({run['final']} by the conductor, {run['fallback']} by the "
-              f"fallback, {run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; protocol success "
-              f"{stats['protocol_success_rate']}; revisions {stats['revisions']}", file=sys.stderr)
+              f"fallback, {run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; {ctx.protocol} "
+              f"protocol, success {stats['protocol_success_rate']}; revisions {stats['revisions']}", file=sys.stderr)
     else:
         print(f"{out}: {stats['documents_in_corpus']} documents by {args.method} ({run['rejected']} unusable replies, "
               f"{run['failed']} failed) in {stats['wall_seconds']}s", file=sys.stderr)

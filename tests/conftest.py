@@ -21,11 +21,13 @@ class ScriptedChat(FakeChatModel):
 
     respond: Callable[[list[BaseMessage]], str]
     seen: list = []
+    extra: list = []  # the extra_body of each call (grammars), in the order of `seen`
     lock: object = None
 
     def _call(self, messages, stop=None, run_manager=None, **kwargs) -> str:
         with self.lock:
             self.seen.append(list(messages))
+            self.extra.append(kwargs.get("extra_body"))
         return self.respond(messages)
 
     async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
@@ -33,7 +35,7 @@ class ScriptedChat(FakeChatModel):
 
 
 def scripted(respond) -> ScriptedChat:
-    return ScriptedChat(respond=respond, seen=[], lock=threading.Lock())
+    return ScriptedChat(respond=respond, seen=[], extra=[], lock=threading.Lock())
 
 
 @pytest.fixture
@@ -50,8 +52,9 @@ def stub_models(monkeypatch):
     def install(conductor_fn, expert_fn=lambda messages: "Expert text about the topic."):
         conductor, expert = scripted(conductor_fn), scripted(expert_fn)
         # The real Router (caps, retries, accounting) with the fake model behind it.
-        routers = {"conductor": Router(["stub://c"], "stub-conductor", 0.0, 64, backoff=0.0),
-                   "expert": Router(["stub://e"], "stub-expert", 0.0, 64, backoff=0.0)}
+        # The stub endpoints take grammars as llama.cpp does, so tests see what would be sent.
+        routers = {"conductor": Router(["stub://c"], "stub-conductor", 0.0, 64, backoff=0.0, grammar_style="llama.cpp"),
+                   "expert": Router(["stub://e"], "stub-expert", 0.0, 64, backoff=0.0, grammar_style="llama.cpp")}
         routers["conductor"].client = lambda endpoint: conductor
         routers["expert"].client = lambda endpoint: expert
         monkeypatch.setattr(resources, "conductor_router", lambda ctx, loop=None: routers["conductor"])

@@ -206,3 +206,30 @@ def test_a_real_process_prints_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["error: unknown domain 'nope' (available: biomedicine, finance)"]
+
+
+def test_structured_protocol_over_http_against_the_mock_server(tmp_path, mock_url):
+    """The structured protocol end to end through the real client; the mock is a server of unknown
+    kind, so no grammar is sent (the manifest says so) and the parser is the check."""
+    out = tmp_path / "run"
+    assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--protocol", "structured", "--quiet"]) == 0
+    records = lines(out / "corpus.jsonl")
+    assert len(records) == 3 and all(REQUIRED <= r.keys() for r in records)
+    assert all(r["protocol"] == "structured" and r["ended"] == "final" for r in records)
+    assert all(r["experts"] == ["Senior Analyst", "Reviewer"] and r["brief"]["entity"] == "Mock Holdings" for r in records)
+    assert len({r["genre"] for r in records}) == 3  # the memory offers genres not yet used
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["protocol"] == "structured" and manifest["protocol_success_rate"] == 1.0
+    assert manifest["grammar"] == {"conductor": ["none"], "expert": ["none"]}
+    assert manifest["config"]["protocol"] == "structured" and manifest["config"]["reviews"] == 1
+
+
+def test_an_invalid_user_grammar_is_one_line_and_nothing_is_written(tmp_path, capsys):
+    prompts = tmp_path / "prompts"
+    prompts.mkdir()
+    (prompts / "review.gbnf").write_text('# a user edit\nroot ::= "Verdict: " verdict\nverdict ::= "keep" | \n')
+    out = tmp_path / "run"
+    assert main(["--prompts", str(prompts), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"error: {prompts / 'review.gbnf'}:3: empty alternative" in err
+    assert not out.exists()

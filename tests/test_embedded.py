@@ -15,20 +15,24 @@ def llama_servers() -> set[str]:
     return {line.split()[0] for line in ps.splitlines() if "llama_cpp.server" in line}
 
 
-def test_two_documents_on_the_embedded_model(tmp_path):
+def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_path):
+    """The default run (structured protocol, grammar-constrained turns): every document is planned by
+    the conductor and written by the experts it named, none by the fallback."""
     before = llama_servers()
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", "2", "--out", str(out),
-                           "--max-rounds", "4", "--max-tokens", "256", "--expert-max-tokens", "384"],
-                          capture_output=True, text=True, timeout=1200)
+    done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", "3", "--out", str(out),
+                           "--expert-max-tokens", "384", "--quiet"], capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(l) for l in (out / "corpus.jsonl").read_text().splitlines()]
-    assert len(records) == 2
+    assert len(records) == 3
     for record in records:
-        assert record["model"] == "smollm2-135m-instruct" and record["ended"] in ("final", "fallback")
-        assert len(record["text"]) >= 200 and record["tokens"] > 40 and record["experts"]
+        assert record["model"] == "smollm2-135m-instruct" and record["ended"] == "final"
+        assert record["protocol"] == "structured" and record["brief"]["expert"] == record["experts"][0]
+        assert len(record["text"]) >= 200 and record["tokens"] > 40
         assert record["nearest_similarity"] is None or record["nearest_similarity"] < 0.85
+    assert len({r["genre"] for r in records}) == 3  # the memory offered each document genres not yet used
     manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["protocol_success_rate"] == 1.0 and manifest["grammar"]["conductor"] == ["llama.cpp"]
     assert manifest["llm"]["by_role"]["conductor"]["completion_tokens"] > 0  # real token usage from the server
     assert "OPENAI_API_KEY" not in (out / "manifest.json").read_text()
     assert not llama_servers() - before  # the server this run started is gone (no orphan)

@@ -1,0 +1,77 @@
+"""Protocol success, wall time and tokens per document for each conductor protocol, with and without
+grammars, against the template baseline, on one model (the embedded default unless --model).
+
+    .venv/bin/python -m benchmarks.protocols [--docs 5] [--model embedded:qwen2.5-coder-0.5b]
+        [--configs structured text structured-off text-off template] [--out runs/bench-protocols]
+
+Each configuration is a real `graph.run` into its own directory (same seeds), read back from its
+manifest and corpus. Prints one row per configuration; the last column is wall time per document
+relative to `template` when it is in the list.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+CONFIGS = {
+    "structured": ["--protocol", "structured"],
+    "structured-off": ["--protocol", "structured", "--constrain", "off"],
+    "structured-noreview": ["--protocol", "structured", "--reviews", "0"],
+    "text": ["--protocol", "text"],
+    "text-off": ["--protocol", "text", "--constrain", "off"],
+    "template": ["--method", "template"],
+}
+
+
+def run(name: str, docs: int, out: Path, extra: list[str]) -> dict:
+    target = out / name
+    command = [sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", str(docs), "--max-attempts",
+               str(docs), "--out", str(target), "--overwrite", "--quiet", *CONFIGS[name], *extra]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
+    manifest = json.loads((target / "manifest.json").read_text())
+    records = [json.loads(line) for line in (target / "corpus.jsonl").read_text().splitlines()] if (target / "corpus.jsonl").exists() else []
+    roles = manifest["llm"]["by_role"]
+    tried = manifest["this_run"]["tried"] or 1
+    return {
+        "config": name, "tried": manifest["this_run"]["tried"], "final": manifest["this_run"]["final"],
+        "fallback": manifest["this_run"].get("fallback", 0), "rejected": manifest["this_run"]["rejected"],
+        "success": manifest.get("protocol_success_rate"), "grammar": manifest.get("grammar", {}).get("conductor"),
+        "s_per_doc": manifest["wall_seconds"] / tried,
+        "prompt_tok_per_doc": sum(r["prompt_tokens"] for r in roles.values()) / tried,
+        "completion_tok_per_doc": sum(r["completion_tokens"] for r in roles.values()) / tried,
+        "calls_per_doc": sum(r["calls"] for r in roles.values()) / tried,
+        "corpus_tokens_per_doc": sum(r["tokens"] for r in records) / max(1, len(records)),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=5)
+    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=["structured", "structured-off", "text", "text-off", "template"])
+    parser.add_argument("--model", help="e.g. embedded:qwen2.5-coder-0.5b (default: the embedded default)")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-protocols"))
+    args = parser.parse_args()
+    extra = ["--model", args.model] if args.model else []
+    rows = []
+    for name in args.configs:
+        rows.append(run(name, args.docs, args.out, extra))
+        print(json.dumps(rows[-1]), flush=True)
+    base = next((r["s_per_doc"] for r in rows if r["config"] == "template"), None)
+    print(f"\n{'config':<20} {'success':>7} {'final/tried':>11} {'s/doc':>7} {'x tmpl':>6} {'prompt/doc':>10} "
+          f"{'compl/doc':>9} {'calls/doc':>9} {'doc tokens':>10}  grammar")
+    for r in rows:
+        ratio = f"{r['s_per_doc'] / base:.2f}" if base else "-"
+        success = "-" if r["success"] is None else f"{r['success']:.2f}"
+        print(f"{r['config']:<20} {success:>7} {r['final']:>5}/{r['tried']:<5} {r['s_per_doc']:>7.1f} {ratio:>6} "
+              f"{r['prompt_tok_per_doc']:>10.0f} {r['completion_tok_per_doc']:>9.0f} {r['calls_per_doc']:>9.1f} "
+              f"{r['corpus_tokens_per_doc']:>10.0f}  {r['grammar']}")
+
+
+if __name__ == "__main__":
+    main()

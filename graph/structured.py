@@ -1,0 +1,177 @@
+"""The structured protocol: a conductor protocol a small model can keep.
+
+    offer -> plan --(usable brief)--> write -> review --(keep)--> gate
+                 |                                  '--(revise)--> rewrite -> gate
+                 |--(unusable brief)--> plan (told why)
+                 '--(errors / round cap)--> fallback -> gate
+
+- offer: the memory's view for the conductor, and only for it: counts of the categories, genres and
+  audiences the corpus has, the nearest earlier documents, and the least-covered options offered
+  for this document (the grammar admits only those).
+- plan: the conductor fills a six-line brief (category, genre, audience, the writer's persona, a
+  named entity, an angle), one grammar-bounded turn (prompts/brief.gbnf).
+- write / review / rewrite: experts with fresh eyes. The writer sees the instruction rendered from
+  the brief (prompts/structured/write.md), never the corpus; the reviewer sees that draft and the
+  brief's genre, audience and entity, and answers keep or one fix (prompts/review.gbnf).
+The brief and the reviews land in the record, so a user can see why the corpus is diverse.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+from langgraph.runtime import Runtime
+
+from agents import grammar
+from agents.brief import BriefError, parse_brief, parse_review
+from agents.protocol import document_text
+from graph import resources as res
+from graph.configuration import Context
+from graph.nodes import SEED_DOC_CHARS, _recalled, ask
+from graph.state import DocState
+
+FIELDS = {"category": "categories", "genre": "genres", "audience": "audiences"}  # brief field -> Domain list
+DRAFT_CHARS = 4000  # of a draft shown to the reviewer and the rewriter
+
+
+def least_covered(values: list[str], counts: Counter, k: int, rng: random.Random) -> list[str]:
+    """The k values the corpus has least of; ties in a seeded random order (a stable sort of a shuffle)."""
+    shuffled = list(values)
+    rng.shuffle(shuffled)
+    return sorted(shuffled, key=lambda v: counts[v])[:k]
+
+
+def _coverage(counts: dict[str, Counter]) -> str:
+    lines = [f"- {name}: " + ", ".join(f"{v} ({n})" for v, n in c.most_common(5)) for name, c in counts.items() if c]
+    return "\n".join(lines) or "(nothing yet)"
+
+
+def _writer_messages(ctx: Context, text: str) -> list:
+    """Fresh eyes: the expert system prompt and one instruction, nothing of the corpus or the conductor."""
+    return [SystemMessage(res.prompts(ctx).render("expert.md")), HumanMessage(text)]
+
+
+# -- nodes -----------------------------------------------------------------------------------------
+async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
+    """Open the conductor's brief: what the corpus holds, what is nearest, what it may choose."""
+    ctx = runtime.context
+    prompts, memory = res.prompts(ctx), res.memory(ctx)
+    domain = prompts.domain
+    counts = {field: Counter(r.get(field) for r in memory.records if r.get(field)) for field in FIELDS}
+    rng = random.Random(f"{ctx.seed}:offer:{state.get('index', 0)}:{len(memory)}")
+    options = {field: least_covered(getattr(domain, attr), counts[field], ctx.choices, rng) for field, attr in FIELDS.items()}
+    near = await _recalled(ctx, state)
+    if state.get("seed_doc"):
+        seed = prompts.render("structured/seed_document.md", document=state["seed_doc"][:SEED_DOC_CHARS])
+    else:
+        seed = prompts.render("structured/seed_keywords.md", keywords=", ".join(state.get("seeds", [])))
+    task = prompts.render(
+        "structured/task.md", domain=domain.name, seed=seed, corpus_size=len(memory),
+        coverage=_coverage({"categories": counts["category"], "genres": counts["genre"], "audiences": counts["audience"]}),
+        recall="\n".join(f"- {r.get('summary', '')}" for _, r in near) or "(none yet: this is the first document)",
+        categories="; ".join(options["category"]), genres="; ".join(options["genre"]),
+        audiences="; ".join(options["audience"]),
+    )
+    system = prompts.render("structured/conductor.md", domain=domain.name, description=domain.description)
+    return {"messages": [SystemMessage(system), HumanMessage(task)], "options": options, "protocol": "structured",
+            "round": 0, "protocol_errors": 0, "revisions": 0, "experts": [], "reviews": [], "source": "conductor",
+            "brief": None}
+
+
+async def plan(state: DocState, runtime: Runtime[Context]) -> dict:
+    """One conductor turn: the brief, constrained by the grammar of the options offered."""
+    ctx = runtime.context
+    prompts = res.prompts(ctx)
+    options = state["options"]
+    rules = grammar.render(prompts.texts["brief.gbnf"], options)
+    reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor", rules)
+    update = {"messages": [reply], "round": state.get("round", 0) + 1, "usage": usage, "draft": None}
+    try:
+        brief = parse_brief(reply.text, options)
+    except BriefError as e:
+        note = prompts.render("structured/brief_error.md", error=str(e))
+        return {**update, "messages": [reply, HumanMessage(note)], "brief": None,
+                "protocol_errors": state.get("protocol_errors", 0) + 1}
+    keywords = ", ".join(state.get("seeds", [])) or brief.category
+    instruction = prompts.render("structured/write.md", domain=prompts.domain.name, keywords=keywords, **brief.as_dict())
+    return {**update, "brief": brief.as_dict(), "instruction": instruction, "genre": brief.genre,
+            "audience": brief.audience}
+
+
+async def write(state: DocState, runtime: Runtime[Context]) -> dict:
+    """The writer the conductor named drafts the document from the instruction alone."""
+    ctx = runtime.context
+    name = state["brief"]["expert"]
+    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, state["instruction"]), f"expert:{name}")
+    return {"draft": _draft(ctx, state, reply.text), "source": "conductor", "usage": usage,
+            "experts": state.get("experts", []) + [name]}
+
+
+async def review(state: DocState, runtime: Runtime[Context]) -> dict:
+    """A second expert, fresh eyes too, reads the draft against the brief: keep, or one fix."""
+    ctx = runtime.context
+    prompts = res.prompts(ctx)
+    brief = state["brief"]
+    text = prompts.render("structured/review.md", domain=prompts.domain.name, draft=state["draft"]["text"][:DRAFT_CHARS],
+                          genre=brief["genre"], audience=brief["audience"], entity=brief["entity"])
+    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), "expert:Reviewer",
+                             prompts.texts["review.gbnf"])
+    verdict = parse_review(reply.text)
+    return {"reviews": state.get("reviews", []) + [{"verdict": "keep" if verdict.keep else "revise", "fix": verdict.fix}],
+            "usage": usage, "experts": state.get("experts", []) + ["Reviewer"]}
+
+
+async def rewrite(state: DocState, runtime: Runtime[Context]) -> dict:
+    """The writer rewrites its draft with the reviewer's fix; an unusable rewrite keeps the draft."""
+    ctx = runtime.context
+    prompts = res.prompts(ctx)
+    name = state["brief"]["expert"]
+    text = prompts.render("structured/rewrite.md", instruction=state["instruction"], fix=state["reviews"][-1]["fix"],
+                          draft=state["draft"]["text"][:DRAFT_CHARS])
+    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{name}")
+    return {"draft": _draft(ctx, state, reply.text) or state["draft"], "usage": usage,
+            "experts": state.get("experts", []) + [name]}
+
+
+def replan(state: DocState, runtime: Runtime[Context]) -> dict:
+    """A draft too close to the corpus: the conductor writes a new brief, told what it collided with."""
+    ctx = runtime.context
+    verdict = state["verdict"]
+    note = res.prompts(ctx).render("structured/too_similar.md", similarity=f"{verdict['similarity']:.3f}",
+                                   threshold=f"{ctx.threshold:.2f}", summary=verdict["near_summary"])
+    last = state["messages"][-1]
+    messages = [HumanMessage(note)] if isinstance(last, AIMessage) else []
+    return {"messages": messages, "revisions": state.get("revisions", 0) + 1, "reviews": []}
+
+
+def _draft(ctx: Context, state: DocState, reply: str) -> dict | None:
+    text = document_text(reply)
+    if text is None:
+        return None
+    brief = state["brief"]
+    summary = res.prompts(ctx).render("structured/summary.md", **brief).strip()
+    return {"text": text, "summary": summary, "category": brief["category"], "guessed": []}
+
+
+# -- routing ---------------------------------------------------------------------------------------
+def after_plan(state: DocState, runtime: Runtime[Context]) -> str:
+    ctx = runtime.context
+    if state.get("brief"):
+        return "write"
+    if state.get("protocol_errors", 0) >= ctx.max_protocol_errors or state.get("round", 0) >= ctx.max_rounds:
+        return "fallback"
+    return "plan"
+
+
+def after_write(state: DocState, runtime: Runtime[Context]) -> str:
+    return "review" if state.get("draft") and len(state.get("reviews", [])) < runtime.context.reviews else "gate"
+
+
+def after_review(state: DocState, runtime: Runtime[Context]) -> str:
+    return "gate" if state["reviews"][-1]["verdict"] == "keep" else "rewrite"
+
+
+def after_rewrite(state: DocState, runtime: Runtime[Context]) -> str:
+    return after_write(state, runtime)

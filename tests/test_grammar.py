@@ -1,0 +1,131 @@
+"""Grammars: the portable-subset check, rendering, the fields each server takes, and the real parsers."""
+
+import asyncio
+
+import pytest
+from conftest import scripted
+
+from agents import grammar
+from agents.calls import Router
+from agents.grammar import GrammarError, check, render, request_fields, vllm_style
+from agents.prompts import GRAMMARS, PROMPTS_DIR, load_prompts
+
+FINANCE = load_prompts("finance")
+
+
+def shipped(name: str) -> str:
+    """A shipped grammar as it is sent: the brief's choice rules filled with real domain options."""
+    domain = FINANCE.domain
+    return render(FINANCE.texts[name], {"category": domain.categories[:4], "genre": domain.genres[:4],
+                                        "audience": domain.audiences[:4]} if name == "brief.gbnf" else {})
+
+
+BAD = [
+    # (grammar, line of the error, words of the message)
+    ('root ::= "a" | ', 1, "empty alternative"),
+    ('root ::= "a"\nother ::= ( | "b")', 2, "empty alternative"),
+    ('root ::= [a\\-z]', 1, "unsupported escape \\-"),
+    ('root ::= "x"{1,5000}', 1, "over 2000"),
+    ('root ::= "x"{5,2}', 1, "below the minimum"),
+    ('root ::= item\nitem ::= missing-rule', 2, "'missing-rule' is used but never defined"),
+    ('start ::= "a"', None, "no 'root"),
+    ('root: "a" | "b"', 1, "expected '::='"),
+    ('"just a string"', 1, "expected a rule name"),
+    ('root ::= "a"\nmy_rule ::= "b"', 2, "expected '::='"),
+    ('root ::= "unterminated', 1, "unterminated string"),
+    ('root ::= [abc', 1, "unterminated character class"),
+    ('root ::= ("a" "b"', 1, "expected ')'"),
+    ('root ::= "a"\nroot ::= "b"', 2, "defined twice"),
+    ('root ::= "\\q"', 1, "unsupported escape"),
+    ('# only a comment\n', None, "no 'name ::= ...' rule"),
+]
+
+
+@pytest.mark.parametrize("text,line,words", BAD)
+def test_a_bad_grammar_is_refused_naming_the_line(text, line, words):
+    with pytest.raises(GrammarError) as e:
+        check(text, "my.gbnf")
+    message = str(e.value)
+    assert words in message and "\n" not in message
+    assert message.startswith(f"my.gbnf:{line}: " if line else "my.gbnf: ")
+
+
+def test_shipped_grammars_pass_and_multiline_rules_are_gbnf():
+    for name, provided in GRAMMARS.items():
+        check(FINANCE.texts[name], name, provided)
+        check(shipped(name), name)
+    check('root ::= a |\n  b\na ::= ("x"\n  | "y")+ [^\\n\\"]? .\nb ::= "\\x41\\u00e9"{2} [0-9]{1,}', "multi")
+
+
+def test_render_adds_only_undefined_rules_and_escapes_literals():
+    text = render('root ::= category " " genre\ngenre ::= "pinned"', {"category": ['say "hi"', "a\\b"], "genre": ["x"]})
+    assert 'category ::= "say \\"hi\\"" | "a\\\\b"' in text and text.count("genre ::=") == 1
+    check(text, "rendered")
+    assert check(render("root ::= category", {"category": []}), "free")  # no options: any short phrase
+
+
+def test_prompt_loading_refuses_an_invalid_user_grammar(tmp_path):
+    (tmp_path / "brief.gbnf").write_text((PROMPTS_DIR / "brief.gbnf").read_text().replace("{1,14}", "{1,9999}"))
+    with pytest.raises(GrammarError, match=r"brief.gbnf:\d+: repetition count over 2000"):
+        load_prompts("finance", tmp_path)
+
+
+def test_request_fields_per_server():
+    g = 'root ::= "a"'
+    assert request_fields("llama.cpp", g) == {"grammar": g}
+    assert request_fields("vllm", g) == {"structured_outputs": {"grammar": g}}
+    assert request_fields("vllm-guided", g) == {"guided_grammar": g}
+    assert request_fields("", g) == {} and request_fields("vllm", "") == {}
+    assert [vllm_style(v) for v in ("0.12.0", "0.10.2", "0.10.1.1", "0.6.3", "0.5.0", "1.0.0rc1")] == \
+        ["vllm", "vllm", "vllm-guided", "vllm-guided", "", "vllm"]
+
+
+def test_router_merges_the_grammar_into_the_clients_extra_body():
+    chat = scripted(lambda m: "ok")
+    for style, expected in (("llama.cpp", {"max_tokens": 99, "grammar": "G"}), ("", None)):
+        router = Router(["stub://x"], "m", 0.0, 99, grammar_style=style)
+        router.client = lambda endpoint: chat
+        asyncio.run(router.call([], "conductor", "G"))
+        assert chat.extra[-1] == expected
+        assert router.constrained is bool(style)
+    asyncio.run(router.call([], "conductor"))
+    assert chat.extra[-1] is None
+
+
+def test_shipped_grammars_parse_in_llama_cpp():
+    """llama.cpp's own grammar parser (inside llama-cpp-python) accepts every shipped grammar and
+    refuses an invalid one; it needs a vocabulary, so the embedded model's is loaded (vocab only)."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from agents.tokens import embedded_gguf
+
+    llama_cpp.llama_backend_init()
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True
+    model = llama_cpp.llama_model_load_from_file(str(embedded_gguf()).encode(), params)
+    assert model
+    vocab = llama_cpp.llama_model_get_vocab(model)
+    try:
+        def parses(text: str) -> bool:
+            sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode(), b"root")
+            if sampler:
+                llama_cpp.llama_sampler_free(sampler)
+            return bool(sampler)
+
+        for name in GRAMMARS:
+            assert parses(shipped(name)), name
+        assert not parses('root ::= "a" | undefined-rule')
+    finally:
+        llama_cpp.llama_model_free(model)
+
+
+def test_shipped_grammars_compile_in_xgrammar():
+    """vLLM's grammar engine compiles every shipped grammar (skipped where xgrammar is not installed)."""
+    xgr = pytest.importorskip("xgrammar")
+    for name in GRAMMARS:
+        xgr.Grammar.from_ebnf(shipped(name))
+    with pytest.raises(Exception):
+        xgr.Grammar.from_ebnf('root ::= "a" | undefined-rule')
+
+
+def test_literal_round_trip():
+    assert grammar.literal('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
