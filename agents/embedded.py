@@ -75,7 +75,8 @@ def gguf(name: str = MODEL_NAME) -> Path:
     parts = []
     for i in range(1, spec.parts + 1):
         found = importlib.util.find_spec(f"{spec.package.replace('-', '_')}{i}")
-        path = Path(found.submodule_search_locations[0]) / "data" / f"part{i:02d}.bin" if found and found.submodule_search_locations else None
+        folders = (found.submodule_search_locations or []) if found else []
+        path = Path(folders[0]) / "data" / f"part{i:02d}.bin" if folders else None
         if path is None or not path.is_file():
             raise UserError(f"embedded model {name} is not installed: {spec.install_command()}")
         parts.append(path)

@@ -8,6 +8,7 @@ never appears in reprs, logs or manifests.
 from __future__ import annotations
 
 import os
+
 import httpx
 from pydantic import SecretStr
 
@@ -29,7 +30,8 @@ def check_server(base_url: str, model: str | None = None, timeout: float = 10.0)
     if response.status_code in (401, 403):
         raise UserError(f"the LLM server at {base_url} refused the API key (HTTP {response.status_code}); set OPENAI_API_KEY")
     if response.status_code != 200:
-        raise UserError(f"the LLM server at {base_url} answered HTTP {response.status_code} to GET /models; is it an OpenAI-compatible /v1 URL?")
+        raise UserError(f"the LLM server at {base_url} answered HTTP {response.status_code} to GET /models; "
+                        "is it an OpenAI-compatible /v1 URL?")
     try:
         served = [m["id"] for m in response.json().get("data", [])]
     except (ValueError, KeyError, TypeError, AttributeError):

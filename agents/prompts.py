@@ -46,7 +46,7 @@ REQUIRED: dict[str, set[str]] = {
 }
 # grammar file -> rules filled in per request (agents/grammar.py checks the rest at load time).
 GRAMMARS: dict[str, set[str]] = {
-    "brief.gbnf": {"category", "genre", "audience"},
+    "brief.gbnf": {"category", "genre", "audience", "keyword"},
     "review.gbnf": set(),
     "conductor.gbnf": set(),
 }

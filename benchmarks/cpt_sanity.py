@@ -28,10 +28,11 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=300, help="held-out sentences for perplexity")
     parser.add_argument("--lr", type=float, default=5e-5)
     args = parser.parse_args()
-    sentences = [json.loads(l)["text"] for l in open(args.fpb)]
+    sentences = [json.loads(line)["text"] for line in open(args.fpb)]
     dev, test = sentences[::10], [s for i, s in enumerate(sentences) if i % 10][: args.held_out]
     _, tokenizer = load("embedded")
-    count = lambda texts: sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
+    def count(texts):
+        return sum(len(tokenizer(t, add_special_tokens=False)["input_ids"]) + 1 for t in texts)
     budget = count(dev)
     generated, used = [], 0
     for line in open(args.generated):

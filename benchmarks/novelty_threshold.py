@@ -26,8 +26,8 @@ from memory.embedder import default_embedder
 
 
 def load(data: Path, n: int, rng: random.Random) -> dict[str, list[str]]:
-    fpb = [json.loads(l)["text"] for l in open(data / "finance" / "fpb.jsonl")]
-    pubmed = [" ".join(json.loads(l)["contexts"]) for l in open(data / "biomed" / "pubmedqa_pqal.jsonl")]
+    fpb = [json.loads(line)["text"] for line in open(data / "finance" / "fpb.jsonl")]
+    pubmed = [" ".join(json.loads(line)["contexts"]) for line in open(data / "biomed" / "pubmedqa_pqal.jsonl")]
     return {name: rng.sample(sorted(set(texts)), min(n, len(set(texts)))) for name, texts in
             (("finance (FPB sentences)", fpb), ("biomedicine (PubMedQA abstracts)", pubmed))}
 

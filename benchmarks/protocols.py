@@ -35,7 +35,8 @@ def run(name: str, docs: int, out: Path, extra: list[str]) -> dict:
     if done.returncode not in (0, 1):
         raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
     manifest = json.loads((target / "manifest.json").read_text())
-    records = [json.loads(line) for line in (target / "corpus.jsonl").read_text().splitlines()] if (target / "corpus.jsonl").exists() else []
+    corpus = target / "corpus.jsonl"
+    records = [json.loads(line) for line in corpus.read_text().splitlines()] if corpus.exists() else []
     roles = manifest["llm"]["by_role"]
     tried = manifest["this_run"]["tried"] or 1
     return {

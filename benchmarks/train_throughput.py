@@ -24,7 +24,7 @@ def packed(corpus: Path, seq_len: int, steps: int, out: Path) -> float:
     assert cpt(["--corpus", str(corpus), "--out", str(out), "--seq-len", str(seq_len), "--batch-size", "1",
                 "--max-steps", str(steps), "--log-every", "2", "--save-every", "100000", "--held-out", "0",
                 "--lr", "2e-5"]) == 0
-    rows = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines() if "tokens_per_s" in l]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "tokens_per_s" in line]
     return sum(r["tokens_per_s"] for r in rows[1:]) / len(rows[1:])  # windows of 2 steps, first one skipped
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=512)
     args = parser.parse_args()
     torch.manual_seed(0)
-    texts = [json.loads(l)["text"] for l in open(args.data)][: args.docs]
+    texts = [json.loads(line)["text"] for line in open(args.data)][: args.docs]
     from train.models import load
 
     _, tokenizer = load("embedded")

@@ -123,7 +123,8 @@ async def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
         reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor",
                                  res.prompts(ctx).texts["conductor.gbnf"])
     except openai.BadRequestError as e:  # typically the conversation outgrew the model's context
-        return {"round": ctx.max_rounds, "calls": [], "draft": None, "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
+        return {"round": ctx.max_rounds, "calls": [], "draft": None,
+                "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
     turn = parse_turn(reply.text, ctx.max_experts_per_turn)
     update = {"messages": [reply], "round": state.get("round", 0) + 1, "usage": usage,
               "calls": [{"name": c.name, "instruction": c.instruction} for c in turn.calls], "draft": None}

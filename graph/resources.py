@@ -15,8 +15,8 @@ import numpy as np
 from agents import embedded
 from agents.calls import Accounting, Router
 from agents.llm import check_server, grammar_style
-from agents.tokens import load_tokenizer
 from agents.prompts import PromptSet, load_prompts
+from agents.tokens import load_tokenizer
 from graph.configuration import Context
 from graph.seeds import SeedPicker, read_seed_docs
 from memory.embedder import default_embedder

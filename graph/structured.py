@@ -85,7 +85,7 @@ async def plan(state: DocState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     prompts = res.prompts(ctx)
     options = state["options"]
-    rules = grammar.render(prompts.texts["brief.gbnf"], options)
+    rules = grammar.render(prompts.texts["brief.gbnf"], {**options, "keyword": state.get("seeds", [])})
     reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor", rules)
     update = {"messages": [reply], "round": state.get("round", 0) + 1, "usage": usage, "draft": None}
     try:

@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     results, vectors = {}, {}
     for corpus in corpora:
         results[corpus.name], vectors[corpus.name] = measure(corpus, picks[corpus.name], args, probe, console.log)
-    report = {"sample": info, "metrics": {k: {"label": l, "higher_is_more_diverse": h} for k, (l, h) in METRICS.items()},
+    report = {"sample": info, "metrics": {k: {"label": label, "higher_is_more_diverse": h} for k, (label, h) in METRICS.items()},
               "settings": {"rouge_docs": args.rouge_docs, "embed_docs": args.embed_docs, "threshold": args.threshold,
                            "probe": None if probe is None else args.probe},
               "corpora": results, "seconds": round(time.perf_counter() - started, 1)}

@@ -15,7 +15,7 @@ from graph.seeds import sample_seeds
 
 def corpus(ctx):
     path = resources.run_dir(ctx) / "corpus.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def by_keywords(messages):

@@ -30,7 +30,7 @@ def fresh_resources():
 
 
 def lines(path):
-    return [json.loads(l) for l in path.read_text().splitlines()]
+    return [json.loads(line) for line in path.read_text().splitlines()]
 
 
 def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
@@ -68,8 +68,8 @@ def test_token_budget_stops_once_the_corpus_holds_enough_tokens(tmp_path, mock_u
 
 
 def test_export_formats_load_back(tmp_path, mock_url):
-    from datasets import load_from_disk
     import pyarrow.parquet as pq
+    from datasets import load_from_disk
 
     from graph.export import main as export
 

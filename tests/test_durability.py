@@ -16,7 +16,7 @@ DIM = 384
 
 
 def records(out):
-    return [json.loads(l) for l in (out / "corpus.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
 
 
 def test_faulty_server_still_yields_every_document(tmp_path):
@@ -40,7 +40,7 @@ def test_a_document_whose_calls_keep_failing_is_recorded_and_the_run_goes_on(tmp
         code = main(["--docs", "2", "--out", str(out), "--base-url", url, "--max-retries", "1",
                      "--max-failures", "3", "--quiet"])
     assert code == 1  # past --max-failures
-    failures = [json.loads(l) for l in (out / "failures.jsonl").read_text().splitlines()]
+    failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert len(failures) == 4 and all("InternalServerError after 1 retries" in f["error"] for f in failures)
     assert "more than --max-failures 3" in capsys.readouterr().err
     assert not (out / "corpus.jsonl").exists()

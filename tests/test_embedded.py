@@ -23,7 +23,7 @@ def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_
     done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", "3", "--out", str(out),
                            "--expert-max-tokens", "384", "--quiet"], capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
-    records = [json.loads(l) for l in (out / "corpus.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
     assert len(records) == 3
     for record in records:
         assert record["model"] == "smollm2-135m-instruct" and record["ended"] == "final"
@@ -46,7 +46,7 @@ def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
                            "--docs", "3", "--out", str(out), "--expert-max-tokens", "256", "--quiet"],
                           capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
-    records = [json.loads(l) for l in (out / "corpus.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(r["method"] == "template-icl" and len(r["text"]) >= 200 for r in records)
     report = subprocess.run([sys.executable, "-m", "metrics.report", str(out), "--reference", str(data), "--out",
                              str(tmp_path / "report"), "--t2v-batches", "2", "--t2v-batch-size", "1"],

@@ -17,7 +17,7 @@ def shipped(name: str) -> str:
     """A shipped grammar as it is sent: the brief's choice rules filled with real domain options."""
     domain = FINANCE.domain
     return render(FINANCE.texts[name], {"category": domain.categories[:4], "genre": domain.genres[:4],
-                                        "audience": domain.audiences[:4]} if name == "brief.gbnf" else {})
+                                        "audience": domain.audiences[:4], "keyword": domain.keywords[:4]} if name == "brief.gbnf" else {})
 
 
 BAD = [
@@ -65,7 +65,7 @@ def test_render_adds_only_undefined_rules_and_escapes_literals():
 
 
 def test_prompt_loading_refuses_an_invalid_user_grammar(tmp_path):
-    (tmp_path / "brief.gbnf").write_text((PROMPTS_DIR / "brief.gbnf").read_text().replace("{1,14}", "{1,9999}"))
+    (tmp_path / "brief.gbnf").write_text((PROMPTS_DIR / "brief.gbnf").read_text().replace("{2,14}", "{2,9999}"))
     with pytest.raises(GrammarError, match=r"brief.gbnf:\d+: repetition count over 2000"):
         load_prompts("finance", tmp_path)
 

@@ -18,7 +18,7 @@ def text_of(messages):
 
 def corpus(ctx):
     path = resources.run_dir(ctx) / "corpus.jsonl"
-    return [json.loads(l) for l in path.read_text().splitlines()] if path.exists() else []
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def expert_echo(messages):
@@ -134,7 +134,7 @@ def test_draft_still_too_similar_past_the_budget_goes_to_rejects(ctx, stub_model
     assert len(conductor.seen) == 3  # the first draft and two revisions
     assert state["ended"] == "rejected"
     assert len(corpus(ctx)) == 1
-    [reject] = [json.loads(l) for l in (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()]
+    [reject] = [json.loads(line) for line in (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()]
     assert reject["reason"] == "too similar" and reject["nearest_similarity"] >= ctx.threshold
     assert reject["nearest_id"] == "finance-000000" and reject["revisions"] == 2
 

@@ -27,7 +27,7 @@ def fill(memory, embedder, texts=TEXTS):
 def test_admit_commits_with_sequential_ids_and_similarity(tmp_path, embedder):
     memory = Memory(tmp_path, embedder, id_prefix="finance")
     fill(memory, embedder)
-    lines = [json.loads(l) for l in (tmp_path / "corpus.jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in (tmp_path / "corpus.jsonl").read_text().splitlines()]
     assert [r["id"] for r in lines] == ["finance-000000", "finance-000001", "finance-000002"]
     assert lines[0]["nearest_similarity"] is None and 0 < lines[1]["nearest_similarity"] < 0.99
 

@@ -7,7 +7,8 @@ DOC = "The central bank raised its policy rate by 50 basis points. " * 6
 CASES = [
     # (reply, kind, expert names or final category)
     ('Expert Financial Analyst:\n"""\nExplain deposit betas.\n"""', "experts", ["Financial Analyst"]),
-    ('Plan first.\n\nExpert Analyst:\n"""\nA\n"""\n\nExpert Risk Manager (Basel):\n"""\nB\n"""', "experts", ["Analyst", "Risk Manager (Basel)"]),
+    ('Plan first.\n\nExpert Analyst:\n"""\nA\n"""\n\nExpert Risk Manager (Basel):\n"""\nB\n"""', "experts",
+     ["Analyst", "Risk Manager (Basel)"]),
     ('**Expert Editor**:\n"""\nTighten the draft.\n"""', "experts", ["Editor"]),
     ("Expert Statistician:\n```\nCheck the hazard ratio.\n```", "experts", ["Statistician"]),
     ('Expert Editor:\n"""\nunterminated instruction runs to the end', "experts", ["Editor"]),

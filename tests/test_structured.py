@@ -34,8 +34,8 @@ def brief_from_offer(messages, entity="Northwind Bank", angle=None):
     """A conductor that takes the last option offered for each field and an entity of the seed."""
     seed = re.search(r"Keywords: (.+)", text_of(messages))[1]
     return (f"Category: {offered(messages, 'Categories')[-1]}\nGenre: {offered(messages, 'Genres')[-1]}\n"
-            f"Audience: {offered(messages, 'Audiences')[-1]}\nExpert: Credit Risk Officer\nEntity: {entity}\n"
-            f"Angle: {angle or 'How ' + seed + ' changes lending decisions.'}\n")
+            f"Audience: {offered(messages, 'Audiences')[-1]}\nAngle: {angle or seed + ' changes lending decisions.'}\n"
+            f"Entity: {entity}\nExpert: Credit Risk Officer\n")
 
 
 def expert_fn(messages):
@@ -117,7 +117,8 @@ def test_the_memory_offers_the_least_covered_options(sctx, stub_models):
 def test_an_unusable_brief_is_explained_then_the_next_is_used(sctx, stub_models):
     def conductor_fn(messages):
         if len(messages) == 2:
-            return "Category: astrology\nGenre: FAQ\nAudience: retirees\nExpert: Writer Person\nEntity: X Corp\nAngle: Something long enough here."
+            return ("Category: astrology\nGenre: FAQ\nAudience: retirees\nExpert: Writer Person\nEntity: X Corp\n"
+                    "Angle: Something long enough here.")
         return brief_from_offer(messages)
 
     conductor, _ = stub_models(conductor_fn, expert_fn)
@@ -184,7 +185,8 @@ def test_a_too_similar_draft_sends_the_conductor_back_for_a_new_brief(sctx, stub
 
 
 def test_parse_brief_accepts_options_case_insensitively_and_refuses_the_rest():
-    reply = "Category: Banking\nGenre: faq\nAudience: retirees\nExpert: Pension Adviser\nEntity: Acme Pension Fund\nAngle: Why the funding gap widened in 2022.\n"
+    reply = ("Category: Banking\nGenre: faq\nAudience: retirees\nExpert: Pension Adviser\nEntity: Acme Pension Fund\n"
+             "Angle: Why the funding gap widened in 2022.\n")
     brief = parse_brief(reply, OPTIONS)
     assert (brief.category, brief.genre, brief.expert) == ("banking", "FAQ", "Pension Adviser")
     with pytest.raises(BriefError, match="missing line"):

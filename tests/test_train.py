@@ -26,7 +26,7 @@ def corpus(tmp_path):
 
 
 def metrics(out):
-    return [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
 COMMON = ["--seq-len", "64", "--batch-size", "2", "--lr", "3e-4", "--warmup", "0", "--log-every", "1",

@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", required=True, help="output folder: checkpoints/, final/, metrics.jsonl, tensorboard")
     p.add_argument("--seq-len", type=positive(int), help="block length (default 4096 on GPU, 512 on CPU)")
     p.add_argument("--batch-size", type=positive(int), default=1, help="blocks per device per micro-step (default 1)")
-    p.add_argument("--tokens-per-step", type=positive(int), help="tokens per optimizer step; sets gradient accumulation (default one micro-batch)")
+    p.add_argument("--tokens-per-step", type=positive(int),
+                   help="tokens per optimizer step; sets gradient accumulation (default one micro-batch)")
     p.add_argument("--max-steps", type=positive(int), help="optimizer steps (default: one pass over the corpus)")
     p.add_argument("--tokens", type=positive(int), help="train on this many tokens (sets --max-steps)")
     p.add_argument("--lr", type=positive(float), default=2e-5)

@@ -87,11 +87,7 @@ def prompt(task: Task, dev: list[Example], example: Example, seed: int) -> str:
 
 
 def weighted_f1(gold: list[str], predicted: list[str], labels: tuple[str, ...]) -> float:
-    total, score = len(gold), 0.0
-    for label in labels:
-        tp = sum(g == p == label for g, p in zip(gold, predicted))
-        fp = sum(p == label != g for g, p in zip(gold, predicted))
-        fn = sum(g == label != p for g, p in zip(gold, predicted))
-        f1 = 2 * tp / (2 * tp + fp + fn) if tp else 0.0
-        score += f1 * sum(g == label for g in gold) / total
-    return score
+    """F1 per label, weighted by the label's support in `gold` (AdaptLLM's FPB metric)."""
+    from sklearn.metrics import f1_score
+
+    return float(f1_score(gold, predicted, labels=list(labels), average="weighted", zero_division=0))

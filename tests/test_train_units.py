@@ -1,0 +1,61 @@
+"""Packing, the learning-rate schedule and the FPB metric, on known answers (no model)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from train.cpt import lr_at
+from train.data import collate, pack
+from train.tasks import weighted_f1
+
+
+class CharTokenizer:
+    """One token per character: document lengths are exact."""
+
+    eos_token_id = 0
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [[ord(c) for c in t] for t in texts]}
+
+
+def test_pack_restarts_positions_only_at_document_starts_and_block_starts():
+    # Documents of 4 and 10 tokens (+ EOS each: 5 and 11) in blocks of 8: the second document starts
+    # at stream offset 5 and runs on through block 2, which must count on from 0 without a restart.
+    blocks = pack(["abcd", "efghijklmn"], CharTokenizer(), 8, boundaries=True)
+    assert len(blocks) == 2 and blocks[0]["input_ids"].dtype == np.int32
+    assert blocks[0]["position_ids"].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
+    assert blocks[1]["position_ids"].tolist() == [0, 1, 2, 3, 4, 5, 6, 7]
+    # A document that starts exactly at a block boundary, and one whose start falls inside block 2.
+    blocks = pack(["abcdefg", "hij", "klmnopqrstu"], CharTokenizer(), 8, boundaries=True)
+    assert blocks[1]["position_ids"].tolist() == [0, 1, 2, 3, 0, 1, 2, 3]
+    assert collate(blocks)["position_ids"].dtype.is_floating_point is False
+
+
+def test_pack_drops_the_tail_and_refuses_too_little_text():
+    blocks = pack(["abcdefghij"], CharTokenizer(), 4)  # 11 tokens -> 2 blocks, 3 dropped
+    assert [b["input_ids"].tolist() for b in blocks] == [[97, 98, 99, 100], [101, 102, 103, 104]]
+    assert pack(["ab"], CharTokenizer(), 8, required=False) == []
+    with pytest.raises(Exception, match="fewer than one block"):
+        pack(["ab"], CharTokenizer(), 8)
+
+
+def test_lr_schedule_warms_up_linearly_then_decays_by_cosine_to_the_floor():
+    lr, total, warmup, floor = 1e-3, 100, 10, 0.1
+    assert lr_at(0, total, warmup, lr, floor) == pytest.approx(1e-4)
+    assert lr_at(9, total, warmup, lr, floor) == pytest.approx(lr)
+    assert lr_at(10, total, warmup, lr, floor) == pytest.approx(lr)
+    assert lr_at(55, total, warmup, lr, floor) == pytest.approx(lr * (floor + (1 - floor) * 0.5))
+    assert lr_at(100, total, warmup, lr, floor) == pytest.approx(lr * floor)
+    assert lr_at(500, total, warmup, lr, floor) == pytest.approx(lr * floor)
+    decay = [lr_at(s, total, warmup, lr, floor) for s in range(10, 101)]
+    assert all(a >= b for a, b in zip(decay, decay[1:]))
+
+
+def test_weighted_f1_known_answer():
+    gold = ["positive", "positive", "neutral", "negative"]
+    predicted = ["positive", "neutral", "neutral", "positive"]
+    # positive: P 1/2, R 1/2 -> 0.5 (support 2); neutral: P 1/2, R 1 -> 2/3 (1); negative: 0 (1)
+    assert weighted_f1(gold, predicted, ("positive", "neutral", "negative")) == pytest.approx((2 * 0.5 + 2 / 3) / 4)
+    assert weighted_f1(gold, gold, ("positive", "neutral", "negative")) == 1.0
+    assert math.isclose(weighted_f1(["a"], ["b"], ("a", "b")), 0.0)
