@@ -39,6 +39,8 @@ def dev_server(tmp_path):
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
+        else:
+            pytest.fail(f"langgraph dev did not answer /ok in time: {(tmp_path / 'dev.log').read_text()[-2000:]}")
         yield url
     finally:
         os.killpg(process.pid, 15)
