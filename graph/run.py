@@ -142,8 +142,7 @@ def context_from(args: argparse.Namespace) -> Context:
         max_retries=args.max_retries, keywords=args.keywords, recall_k=args.recall_k, threshold=args.threshold, index=args.index,
         max_rounds=args.max_rounds, max_revisions=args.max_revisions, max_protocol_errors=args.max_protocol_errors,
         seed=args.seed, seed_docs=args.seed_docs or "", prompts_dir=args.prompts or "", tokenizer=args.tokenizer,
-        protocol=args.protocol if args.protocol != "auto" else ("text" if args.base_url else "structured"),
-        constrain=args.constrain, choices=args.choices, reviews=args.reviews,
+        protocol=args.protocol, constrain=args.constrain, choices=args.choices, reviews=args.reviews,
     )
 
 
@@ -254,6 +253,7 @@ def generate(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     ctx = context_from(args)
+    ctx = replace(ctx, protocol=res.protocol(ctx))  # 'auto' resolved once, so the manifest says which ran
     prompts = res.prompts(ctx)  # validates every prompt file and the domain before anything else
     if ctx.seed_docs:
         read_seed_docs(ctx.seed_docs)
