@@ -41,6 +41,7 @@ GRAMMARS: dict[str, set[str]] = {
     "instruct/check.gbnf": set(),
 }
 VOCABULARY = "instruct/types.yaml"
+INSTRUCTIONS = "instructions.jsonl"  # an instruction run's committed records
 MIN_INSTRUCTION_CHARS = 15
 MIN_RESPONSE_CHARS = 20
 
@@ -151,6 +152,13 @@ def parse_check(reply: str) -> tuple[bool, str]:
 def parse_response(reply: str) -> str | None:
     text = reply.strip()
     return text if len(text) >= MIN_RESPONSE_CHARS else None
+
+
+def as_chat(record: dict) -> dict:
+    """An instruction record as fine-tuning tools read it: `messages` first, the metadata after
+    (`text`, the copy of the instruction the novelty memory embeds, is left out)."""
+    messages = [{"role": "user", "content": record["instruction"]}, {"role": "assistant", "content": record["response"]}]
+    return {"messages": messages, **{k: v for k, v in record.items() if k != "text"}}
 
 
 # -- complexity ------------------------------------------------------------------------------------

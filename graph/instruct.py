@@ -85,6 +85,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError("--out must not be the source run directory (the instruction memory is its own)")
     args.domain = args.domain or _source_domain(args.corpus, args.sources)
     args.instructions = args.instructions or len(args.sources)
+    args.method = METHOD  # graph.run.summarize reads it
     if not args.base_url:
         from agents.embedded import gguf, model_name
 

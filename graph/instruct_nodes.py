@@ -21,6 +21,7 @@ from agents import grammar
 from agents.brief import BriefError
 from agents.errors import UserError
 from agents.instruction import (
+    INSTRUCTIONS,
     InstructPrompts,
     complexity,
     load_instruct_prompts,
@@ -39,7 +40,6 @@ from graph.structured import _writer_messages, least_covered
 from memory.embedder import default_embedder
 from memory.store import CORPUS, Memory, read_jsonl
 
-INSTRUCTIONS = "instructions.jsonl"
 METHOD = "metasynth-instruct"
 
 

@@ -209,6 +209,9 @@ def test_parsers_and_the_complexity_measure():
 
 
 # -- the CLI against the mock server (real HTTP, a real subprocess) -------------------------------------
+DOCUMENT_REPLY = mock.reply_for
+
+
 def mock_reply(messages: list[dict]) -> str:
     """The mock server's replies to the instruction protocol (no grammar: the parsers are the check)."""
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
@@ -232,7 +235,7 @@ def mock_reply(messages: list[dict]) -> str:
         return f"Added: {move}\nInstruction: {current} In your answer, {move}.\n"
     if "Answerable:" in last:
         return "Answerable: yes\nReason: It is in the text.\n"
-    return mock.reply_for(messages)
+    return DOCUMENT_REPLY(messages)
 
 
 @pytest.fixture
