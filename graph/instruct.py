@@ -17,15 +17,13 @@ import signal
 import sys
 from collections import Counter
 from contextlib import ExitStack
-from dataclasses import replace
 from pathlib import Path
 
 from agents.errors import UserError, exit_code
-from agents.llm import check_server
 from graph.configuration import DEFAULT_THRESHOLD
 from graph.instruct_nodes import INSTRUCTIONS, METHOD, read_sources, source_path
 from graph.instruct_state import DEFAULT_PARAPHRASE_THRESHOLD, InstructContext
-from graph.run import Parser, positive, summarize, write_manifest
+from graph.run import Parser, positive, serve, summarize, write_manifest
 from memory.store import MEMORY_DIR, REJECTS, read_jsonl, repair_tail
 
 FAILURES = "failures.jsonl"
@@ -179,20 +177,11 @@ def generate(args: argparse.Namespace) -> int:
     prompts = nodes.prompts(ctx)  # validates every prompt file, grammar and the domain before anything else
     out = Path(ctx.out_dir)
     prepare_run_dir(out, args.resume, args.overwrite)
-    for url in args.base_url or []:
-        check_server(url, ctx.model)
-    for url in args.expert_base_url or []:
-        check_server(url, ctx.expert_model or None)
     budget = Budget(docs=args.instructions, max_failures=args.max_failures, max_attempts=args.max_attempts or 3 * args.instructions)
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, _terminate)
     with ExitStack() as stack:
-        if not ctx.base_url:
-            from agents.embedded import EmbeddedServer
-
-            console.log(f"starting the embedded model server ({ctx.model}, llama.cpp)")
-            server = stack.enter_context(EmbeddedServer(log_path=out / "server.log", model=ctx.model))
-            ctx = replace(ctx, base_url=server.base_url)
+        ctx = serve(stack, ctx, args, out, console)
         if args.overwrite:
             clear_run_dir(out)
         for name in (INSTRUCTIONS, REJECTS, FAILURES):

@@ -320,11 +320,8 @@ async def reject(state: InstructState, runtime: Runtime[InstructContext]) -> dic
 # -- routing -----------------------------------------------------------------------------------------
 def after_plan(state: InstructState, runtime: Runtime[InstructContext]) -> str:
     ctx = runtime.context
-    if state.get("plan"):
-        return "derive"
-    if state.get("protocol_errors", 0) >= ctx.max_protocol_errors or state.get("round", 0) >= ctx.max_rounds:
-        return "fallback"
-    return "plan"
+    spent = state.get("protocol_errors", 0) >= ctx.max_protocol_errors or state.get("round", 0) >= ctx.max_rounds
+    return "derive" if state.get("plan") else "fallback" if spent else "plan"
 
 
 def _next_step(state: InstructState, runtime: Runtime[InstructContext]) -> str:

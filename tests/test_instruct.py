@@ -275,6 +275,14 @@ def test_cli_writes_a_set_a_manifest_and_refuses_to_overwrite(tmp_path, source, 
     dataset = load_from_disk(str(tmp_path / "hf"))
     assert len(dataset) == 6 and dataset[0]["messages"][1]["content"] == lines[0]["response"]
 
+    # metrics.report reads an instruction set (the run, or its chat export): the instructions are the texts.
+    from metrics.corpora import load
+
+    measured = load(str(out))
+    assert measured.name == "set" and measured.texts == [r["instruction"] for r in lines]
+    assert measured.embeddings.shape == (6, 384) and measured.rejection_rate == 0
+    assert load(str(tmp_path / "chat.jsonl")).texts == measured.texts
+
 
 def test_sigkill_at_random_moments_then_resume(tmp_path, source, instruct_server):
     out, target = tmp_path / "set", 12
