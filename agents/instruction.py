@@ -149,6 +149,15 @@ def parse_check(reply: str) -> tuple[bool, str]:
     return found.get("answerable", "").lower().startswith("yes"), found.get("reason", "")
 
 
+# Words of the task itself: an instruction that uses them talks about the task instead of asking something
+# (Evol-Instruct's elimination step drops rewrites that copy "given prompt", "rewritten prompt" likewise).
+_META = re.compile(r"\b(?:instructions?|rewrit\w*|the (?:document|text|passage|article))\b", re.IGNORECASE)
+
+
+def meta_text(instruction: str) -> bool:
+    return bool(_META.search(instruction))
+
+
 def parse_response(reply: str) -> str | None:
     text = reply.strip()
     return text if len(text) >= MIN_RESPONSE_CHARS else None

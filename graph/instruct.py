@@ -22,7 +22,7 @@ from pathlib import Path
 from agents.errors import UserError, exit_code
 from graph.configuration import DEFAULT_THRESHOLD
 from graph.instruct_nodes import INSTRUCTIONS, METHOD, read_sources, source_path
-from graph.instruct_state import DEFAULT_PARAPHRASE_THRESHOLD, InstructContext
+from graph.instruct_state import DEFAULT_DRIFT_THRESHOLD, DEFAULT_PARAPHRASE_THRESHOLD, InstructContext
 from graph.run import Parser, positive, serve, summarize, write_manifest
 from memory.store import MEMORY_DIR, REJECTS, read_jsonl, repair_tail
 
@@ -55,6 +55,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop.add_argument("--evolve-rounds", type=int, default=2, help="evolution steps per instruction (default 2)")
     loop.add_argument("--paraphrase-threshold", type=positive(float), default=DEFAULT_PARAPHRASE_THRESHOLD,
                       help=f"a step this similar to the previous version is rejected (default {DEFAULT_PARAPHRASE_THRESHOLD})")
+    loop.add_argument("--drift-threshold", type=float, default=DEFAULT_DRIFT_THRESHOLD,
+                      help=f"a step less similar than this to the previous version is rejected (default {DEFAULT_DRIFT_THRESHOLD})")
     loop.add_argument("--threshold", type=positive(float), default=DEFAULT_THRESHOLD,
                       help=f"novelty gate over instructions: max cosine similarity (default {DEFAULT_THRESHOLD})")
     loop.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto", help="novelty index kind (default auto)")
@@ -73,8 +75,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     group.add_argument("--overwrite", action="store_true", help="delete an existing instruction run's files first")
     p.add_argument("--quiet", action="store_true", help="log lines only, no live progress display")
     args = p.parse_args(argv)
-    if not 0 < args.threshold <= 1 or not 0 < args.paraphrase_threshold <= 1:
-        raise UserError("--threshold and --paraphrase-threshold are cosine similarities in (0, 1]")
+    if not 0 < args.threshold <= 1 or not 0 < args.paraphrase_threshold <= 1 or not 0 <= args.drift_threshold < args.paraphrase_threshold:
+        raise UserError("--threshold and --paraphrase-threshold are cosine similarities in (0, 1]; --drift-threshold in "
+                        "[0, --paraphrase-threshold)")
     if min(args.evolve_rounds, args.recall_k, args.max_revisions, args.max_retries, args.max_failures) < 0:
         raise UserError("--evolve-rounds, --recall-k, --max-revisions, --max-retries and --max-failures cannot be negative")
     args.sources = read_sources(args.corpus)  # an unreadable corpus is bad input, reported before anything starts
@@ -113,7 +116,7 @@ def context_from(args: argparse.Namespace) -> InstructContext:
         recall_k=args.recall_k, threshold=args.threshold, index=args.index, max_revisions=args.max_revisions,
         max_protocol_errors=args.max_protocol_errors, seed=args.seed, prompts_dir=args.prompts or "",
         constrain=args.constrain, choices=args.choices, evolve_rounds=args.evolve_rounds,
-        paraphrase_threshold=args.paraphrase_threshold, protocol="structured",
+        paraphrase_threshold=args.paraphrase_threshold, drift_threshold=args.drift_threshold, protocol="structured",
     )
 
 
@@ -149,8 +152,7 @@ def clear_run_dir(out: Path) -> None:
 def evolution_stats(results: list[dict]) -> dict:
     """Evolution steps accepted and rejected (and why) over this run's instructions, and the gate's refusals."""
     steps = [e for r in results for e in (r.get("evolution") or [])[1:]]
-    why = Counter("paraphrase" if e["why"].startswith("a paraphrase") else "not answerable" if e["why"].startswith("not answerable")
-                  else "no instruction" for e in steps if not e["accepted"])
+    why = Counter(e["check"] for e in steps if not e["accepted"])
     kept = [r for r in results if r.get("ended") in ("final", "fallback")]
     return {"steps_accepted": sum(e["accepted"] for e in steps), "steps_rejected": sum(not e["accepted"] for e in steps),
             "steps_rejected_by_reason": dict(why),

@@ -25,6 +25,7 @@ from agents.instruction import (
     InstructPrompts,
     complexity,
     load_instruct_prompts,
+    meta_text,
     parse_check,
     parse_evolved,
     parse_instruction,
@@ -128,11 +129,14 @@ def instruction_record(ctx: InstructContext, state: InstructState, ended: str) -
     }
 
 
-def _version(state: InstructState, step: dict, accepted: bool, why: str) -> dict:
-    """Close an evolution step: record it; an accepted one becomes the current instruction."""
-    evolution = state.get("evolution", [])
+def _version(state: InstructState, step: dict, check: str, why: str) -> dict:
+    """Close an evolution step with the check that decided it (`answerable` accepts it; `paraphrase`,
+    `drift`, `meta-text`, `no instruction`, `not answerable` reject it): record it; an accepted one
+    becomes the current instruction."""
+    evolution, accepted = state.get("evolution", []), check == "answerable"
     entry = {"version": len(evolution), "move": step["move"], "expert": step["expert"], "instruction": step.get("instruction"),
-             "added": step.get("added", ""), "similarity": step.get("similarity"), "accepted": accepted, "why": why}
+             "added": step.get("added", ""), "similarity": step.get("similarity"), "accepted": accepted, "check": check,
+             "why": why}
     return {"evolution": evolution + [entry], "step": None,
             "instruction": step["instruction"] if accepted else state["instruction"]}
 
@@ -201,6 +205,7 @@ async def derive(state: InstructState, runtime: Runtime[InstructContext]) -> dic
     instruction = parse_instruction(reply.text)
     version = {"version": 0, "move": "derive", "expert": chosen["expert"], "instruction": instruction or reply.text.strip()[:500],
                "added": f"{chosen['type']} on {chosen['focus']}", "similarity": None, "accepted": instruction is not None,
+               "check": "derived" if instruction else "no instruction",
                "why": "derived from the document" if instruction else "no instruction in the reply"}
     update = {"instruction": instruction, "evolution": [version], "usage": usage,
               "experts": state.get("experts", []) + [chosen["expert"]]}
@@ -249,13 +254,18 @@ async def distinct(state: InstructState, runtime: Runtime[InstructContext]) -> d
     """No model: a step whose instruction is a paraphrase of the previous version is rejected."""
     ctx, step = runtime.context, state["step"]
     if not step.get("instruction"):
-        return _version(state, step, False, "no instruction in the reply")
+        return _version(state, step, "no instruction", "no instruction in the reply")
     before, after = await asyncio.to_thread(default_embedder().encode, [state["instruction"], step["instruction"]])
     similarity = float(before @ after)
     step = {**step, "similarity": round(similarity, 4)}
     if similarity >= ctx.paraphrase_threshold:
-        return _version(state, step, False, f"a paraphrase of the previous version (similarity {similarity:.3f} >= "
-                                            f"{ctx.paraphrase_threshold:.2f})")
+        return _version(state, step, "paraphrase", f"a paraphrase of the previous version (similarity {similarity:.3f} >= "
+                                                   f"{ctx.paraphrase_threshold:.2f})")
+    if similarity < ctx.drift_threshold:
+        return _version(state, step, "drift", f"another instruction, not an evolution of the previous version (similarity "
+                                              f"{similarity:.3f} < {ctx.drift_threshold:.2f})")
+    if meta_text(step["instruction"]) and not meta_text(state["instruction"]):
+        return _version(state, step, "meta-text", "talks about the task (instruction, rewrite, the document) instead of asking")
     return {"step": step}
 
 
@@ -267,7 +277,8 @@ async def check(state: InstructState, runtime: Runtime[InstructContext]) -> dict
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), "expert:Checker", p.texts["instruct/check.gbnf"])
     answerable, reason = parse_check(reply.text)
     why = (reason or "answerable") if answerable else f"not answerable from the document: {reason or 'no reason given'}"
-    return {**_version(state, step, answerable, why), "usage": usage, "experts": state.get("experts", []) + ["Checker"]}
+    return {**_version(state, step, "answerable" if answerable else "not answerable", why), "usage": usage,
+            "experts": state.get("experts", []) + ["Checker"]}
 
 
 async def answer(state: InstructState, runtime: Runtime[InstructContext]) -> dict:

@@ -14,6 +14,8 @@ from graph.state import merge_usage
 # An evolution step whose instruction is this similar to the previous version is a paraphrase, not an
 # evolution (all-MiniLM-L6-v2 cosine; docs/instruct.md has the measured similarities of kept steps).
 DEFAULT_PARAPHRASE_THRESHOLD = 0.97
+# One this far from the previous version is another instruction, not an evolution of it.
+DEFAULT_DRIFT_THRESHOLD = 0.5
 
 
 @dataclass(kw_only=True)
@@ -25,6 +27,8 @@ class InstructContext(Context):
     evolve_rounds: int = _f(2, "Evolution steps per instruction (each accepted or rejected).")
     paraphrase_threshold: float = _f(DEFAULT_PARAPHRASE_THRESHOLD,
                                      "Evolution steps at least this similar to the previous version are rejected as paraphrases.")
+    drift_threshold: float = _f(DEFAULT_DRIFT_THRESHOLD,
+                                "Evolution steps less similar than this to the previous version are rejected as drift.")
     document_chars: int = _f(3000, "Characters of the source document shown to the conductor and the experts.")
 
 

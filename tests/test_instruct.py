@@ -141,6 +141,20 @@ def test_a_paraphrase_step_and_an_unanswerable_step_are_rejected_and_recorded(ic
     assert evolution_stats([record])["steps_rejected_by_reason"] == {"paraphrase": 1, "not answerable": 1}
 
 
+def test_drifting_and_meta_text_steps_are_rejected(ictx, stub_models):
+    def evolve(current, n):
+        if n == 1:  # another instruction altogether
+            return "Added: a new topic\nInstruction: Describe the history of the Roman aqueducts and how they were built.\n"
+        return f"Added: a rewrite\nInstruction: {current} Rewrite this instruction so that it is longer and harder.\n"
+
+    stub_models(conductor_fn, experts(evolve))
+    run_doc(graph, {"index": 0}, ictx)
+    [record] = records(ictx)
+    assert [e["check"] for e in record["evolution"]] == ["derived", "drift", "meta-text"]
+    assert record["evolution"][1]["similarity"] < 0.5 and record["complexity"]["steps"] == 0
+    assert evolution_stats([record])["steps_rejected_by_reason"] == {"drift": 1, "meta-text": 1}
+
+
 def test_the_gate_sends_a_near_duplicate_instruction_back_then_rejects_it(ictx, stub_models):
     # Every document gets the same derived instruction (up to one word): the second is a near-duplicate.
     same = experts(derive="Explain how the reported lending figures changed and why.")
@@ -231,7 +245,7 @@ def mock_reply(messages: list[dict]) -> str:
         return f"Instruction: {mock._prose(focus, 2)} What does this imply?\n"
     if "Rewrite the instruction" in last:
         current = re.search(r'Here is an instruction about it:\n"(.+)"', last)[1]
-        move = re.search(r"make it more complex: (.+?)\. Keep", last)[1]
+        move = re.search(r"make it more complex: (.+?)\. Keep", last)[1].replace("the document", "the source")
         return f"Added: {move}\nInstruction: {current} In your answer, {move}.\n"
     if "Answerable:" in last:
         return "Answerable: yes\nReason: It is in the text.\n"
