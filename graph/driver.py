@@ -96,14 +96,16 @@ class Display:
 
 
 async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, console: Console, live: bool,
-                method: str = "metasynth") -> None:
+                method: str = "metasynth", graph=None, memory=None) -> None:
     """Generate until the budget is met (or attempts/failures run out). Mutates `tally` as it goes,
-    so an interrupted run still reports what it did."""
+    so an interrupted run still reports what it did. `graph` and `memory` default to the method's
+    document graph and the run's corpus memory (graph.instruct passes its own)."""
     if concurrency > 1:
         # Embedding is the run's main CPU cost (measured 49 ms one thread vs 63 ms CPU on two for a
         # 180-token document): one thread is cheaper per document and leaves a core to the event loop.
         torch.set_num_threads(1)
-    memory, graph = res.memory(ctx), graph_for(method)
+    memory = res.memory(ctx) if memory is None else memory  # (an empty Memory is falsy)
+    graph = graph or graph_for(method)
     tally.started = time.perf_counter()  # throughput counts generation, not start-up
     start_index = len(memory) + count_lines(memory.rejects_path) + count_lines(memory.dir / FAILURES)
     tally.corpus_tokens_before = sum(r.get("tokens", 0) for r in memory.records)

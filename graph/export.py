@@ -5,6 +5,8 @@ parquet one parquet file with every metadata column
 jsonl   the committed documents, one per line (no partial line, whatever state the run is in)
 
 Nested metadata (lists of seeds and experts) stays as list columns. The output is never overwritten.
+An instruction run (graph.instruct: instructions.jsonl) exports in chat form: a `messages` column
+(user: the instruction, assistant: the response) beside its metadata, which fine-tuning tools read.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import sys
 from pathlib import Path
 
 from agents.errors import UserError
+from agents.instruction import INSTRUCTIONS, as_chat
 from memory.store import read_jsonl, write_atomic
 
 
@@ -24,11 +27,15 @@ def load(run_dir: Path):
     disable_progress_bars()
 
     corpus = run_dir / "corpus.jsonl"
+    if not corpus.exists() and (run_dir / INSTRUCTIONS).exists():
+        corpus = run_dir / INSTRUCTIONS
     if not corpus.exists():
         raise UserError(f"no corpus.jsonl in {run_dir}")
     records = read_jsonl(corpus, allow_partial_tail=True)
     if not records:
         raise UserError(f"{corpus} holds no documents")
+    if corpus.name == INSTRUCTIONS:
+        records = [as_chat(r) for r in records]
     # One schema for all rows: a key missing from some rows becomes None there.
     keys = list(dict.fromkeys(k for r in records for k in r))
     return records, Dataset.from_list([{k: r.get(k) for k in keys} for r in records])

@@ -245,6 +245,22 @@ def _terminate(signum, frame):  # SIGTERM ends a run like Ctrl-C: committed work
     raise KeyboardInterrupt
 
 
+def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, console) -> Context:
+    """Check the servers given (a bad one ends the run in one line), or start the embedded one for the
+    length of `stack` (its log in out/server.log); the Context with the base URL to use."""
+    for url in args.base_url or []:
+        check_server(url, ctx.model)
+    for url in args.expert_base_url or []:
+        check_server(url, ctx.expert_model or None)
+    if ctx.base_url:
+        return ctx
+    from agents.embedded import EmbeddedServer
+
+    console.log(f"starting the embedded model server ({ctx.model}, llama.cpp)")
+    server = stack.enter_context(EmbeddedServer(log_path=out / "server.log", model=ctx.model))
+    return replace(ctx, base_url=server.base_url)
+
+
 def generate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -261,22 +277,13 @@ def generate(args: argparse.Namespace) -> int:
         load_tokenizer(args.tokenizer)  # a tokenizer that cannot load offline is bad input
     out = Path(ctx.out_dir)
     prepare_run_dir(out, args.resume, args.overwrite, args.method)
-    for url in args.base_url or []:
-        check_server(url, ctx.model)
-    for url in args.expert_base_url or []:
-        check_server(url, ctx.expert_model or None)
 
     budget = Budget(docs=args.docs, tokens=args.tokens, max_failures=args.max_failures,
                     max_attempts=args.max_attempts or (3 * args.docs if args.docs else None))
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, _terminate)
     with ExitStack() as stack:
-        if not ctx.base_url:
-            from agents.embedded import EmbeddedServer
-
-            console.log(f"starting the embedded model server ({ctx.model}, llama.cpp)")
-            server = stack.enter_context(EmbeddedServer(log_path=out / "server.log", model=ctx.model))
-            ctx = replace(ctx, base_url=server.base_url)
+        ctx = serve(stack, ctx, args, out, console)
         if args.overwrite:
             clear_run_dir(out)
         for note in repair_run_dir(out):

@@ -1,7 +1,8 @@
 """Corpora to compare: read, label, sample to equal size, and what a run directory adds.
 
 A corpus is a JSONL file with a `text` per line, or PubMedQA's shape (`contexts` list plus
-`long_answer`, joined into the abstract). A `corpus.jsonl` inside a run directory also brings the
+`long_answer`, joined into the abstract), or an instruction set (graph.instruct's `instructions.jsonl`
+or its chat export): there the instruction is the text measured. A `corpus.jsonl` inside a run directory also brings the
 run's own embeddings (memory/embeddings.f32, same order) and its rejection rate (rejects.jsonl).
 """
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from agents.errors import UserError
+from agents.instruction import INSTRUCTIONS
 from memory.embedder import DIM
 from memory.store import count_lines
 
@@ -36,6 +38,10 @@ def _text(record: dict) -> str:
         return record["text"]
     if isinstance(record.get("contexts"), list):  # PubMedQA: the abstract is its contexts and conclusion
         return " ".join([*map(str, record["contexts"]), str(record.get("long_answer") or "")]).strip()
+    if isinstance(record.get("instruction"), str):
+        return record["instruction"]
+    if isinstance(record.get("messages"), list):  # a chat export: the user's turns are the instruction
+        return "\n".join(str(m.get("content", "")) for m in record["messages"] if isinstance(m, dict) and m.get("role") == "user")
     return ""
 
 
@@ -71,13 +77,13 @@ def load(spec: str, reference: bool = False) -> Corpus:
         name, path_text = "", spec
     path = Path(path_text)
     if path.is_dir():
-        path = path / "corpus.jsonl"
+        path = path / "corpus.jsonl" if (path / "corpus.jsonl").exists() or not (path / INSTRUCTIONS).exists() else path / INSTRUCTIONS
     if not path.is_file():
         raise UserError(f"corpus not found: {path_text}")
     texts, records = read_texts(path)
     if len(texts) < 2:
         raise UserError(f"{path}: {len(texts)} document(s); diversity needs at least 2")
-    name = name or (path.parent.name if path.name == "corpus.jsonl" else path.stem)
+    name = name or (path.parent.name if path.name in ("corpus.jsonl", INSTRUCTIONS) else path.stem)
     corpus = Corpus(name=name, path=path, texts=texts, reference=reference)
     corpus.method = next((r.get("method") for r in records if r.get("method")), None)
     _attach_run(corpus)
@@ -86,7 +92,7 @@ def load(spec: str, reference: bool = False) -> Corpus:
 
 def _attach_run(corpus: Corpus) -> None:
     run = corpus.path.parent
-    if corpus.path.name != "corpus.jsonl":
+    if corpus.path.name not in ("corpus.jsonl", INSTRUCTIONS):  # an instruction run has its own memory/
         return
     if (run / "rejects.jsonl").exists() or (run / "manifest.json").exists():
         rejected = count_lines(run / "rejects.jsonl")

@@ -38,7 +38,8 @@ METRICS = {
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="python -m metrics.report", description=__doc__.splitlines()[0])
-    p.add_argument("corpora", nargs="*", metavar="CORPUS", help="JSONL file or run directory, optionally NAME=PATH")
+    p.add_argument("corpora", nargs="*", metavar="CORPUS",
+                   help="JSONL file or run directory (an instruction set too: its instructions are measured), optionally NAME=PATH")
     p.add_argument("--reference", action="append", default=[], metavar="REAL", help="real text to compare against (repeatable)")
     p.add_argument("--out", required=True, help="folder for metrics.json, metrics.md and the plots")
     size = p.add_mutually_exclusive_group()

@@ -52,7 +52,7 @@ def test_studio_runs_one_document_and_exposes_its_trace(dev_server, tmp_path):
 
     client = get_sync_client(url=dev_server)
     graphs = {a["graph_id"] for a in client.assistants.search()}
-    assert graphs == {"metasynth", "template", "template-prior", "template-icl"}
+    assert graphs == {"metasynth", "template", "template-prior", "template-icl", "metasynth-instruct"}
     with MockServer() as mock_url:
         thread = client.threads.create()
         context = {"base_url": mock_url, "model": "mock-conductor", "out_dir": str(tmp_path / "run"), "domain": "finance"}

@@ -1,0 +1,230 @@
+"""`python -m graph.instruct --corpus runs/finance --out runs/finance-instruct`: MetaSynth-Instruct.
+
+For each source document the conductor plans an instruction, a fresh-eyes expert derives it, it is
+evolved over --evolve-rounds checked steps, answered from the document, and gated for novelty
+against the instructions already made (graph/instruct_graph.py). Same run directory conventions as
+`graph.run`: append + fsync, --resume after any stop, a manifest, progress; bad input ends in one
+line on stderr and exit code 2, before anything on disk is touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import sys
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+from agents.errors import UserError, exit_code
+from graph.configuration import DEFAULT_THRESHOLD
+from graph.instruct_nodes import INSTRUCTIONS, METHOD, read_sources, source_path
+from graph.instruct_state import DEFAULT_DRIFT_THRESHOLD, DEFAULT_PARAPHRASE_THRESHOLD, InstructContext
+from graph.run import Parser, positive, serve, summarize, write_manifest
+from memory.store import MEMORY_DIR, REJECTS, read_jsonl, repair_tail
+
+FAILURES = "failures.jsonl"
+RUN_FILES = (INSTRUCTIONS, REJECTS, FAILURES, "manifest.json", MEMORY_DIR, "server.log")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = Parser(prog="python -m graph.instruct", description=__doc__.splitlines()[0])
+    p.add_argument("--corpus", required=True, help="source: a run directory (its corpus.jsonl) or a JSONL file with 'text'")
+    p.add_argument("--out", help="run directory (default: <corpus>-instruct)")
+    p.add_argument("--domain", help="prompts/domains/<domain>.yaml (default: the source run's domain, else finance)")
+    budget = p.add_argument_group("budget")
+    budget.add_argument("--instructions", "--docs", dest="instructions", type=positive(int),
+                        help="instructions the set should hold (default: one per source document)")
+    budget.add_argument("--max-attempts", type=positive(int), help="instructions tried at most (default 3 x --instructions)")
+    budget.add_argument("--max-failures", type=int, default=10, help="failed instructions tolerated (default 10)")
+    server = p.add_argument_group("servers (as graph.run)")
+    server.add_argument("--base-url", action="append", help="OpenAI-compatible /v1 URL; repeat for replicas (default: embedded)")
+    server.add_argument("--model", help="model on that server; without --base-url, embedded:NAME")
+    server.add_argument("--expert-base-url", action="append", help="separate server(s) for the experts")
+    server.add_argument("--expert-model", help="separate model for the experts")
+    server.add_argument("--concurrency", type=positive(int), default=1, help="instructions in flight (default 1)")
+    server.add_argument("--max-inflight", type=positive(int), default=32, help="requests in flight per endpoint")
+    server.add_argument("--request-timeout", type=positive(float), default=600.0, help="seconds per LLM request")
+    server.add_argument("--max-retries", type=int, default=5, help="retries per LLM call (default 5)")
+    server.add_argument("--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens")
+    server.add_argument("--price-completion", type=float, default=0.0, help="USD per 1M completion tokens")
+    loop = p.add_argument_group("the loop")
+    loop.add_argument("--evolve-rounds", type=int, default=2, help="evolution steps per instruction (default 2)")
+    loop.add_argument("--paraphrase-threshold", type=positive(float), default=DEFAULT_PARAPHRASE_THRESHOLD,
+                      help=f"a step this similar to the previous version is rejected (default {DEFAULT_PARAPHRASE_THRESHOLD})")
+    loop.add_argument("--drift-threshold", type=float, default=DEFAULT_DRIFT_THRESHOLD,
+                      help=f"a step less similar than this to the previous version is rejected (default {DEFAULT_DRIFT_THRESHOLD})")
+    loop.add_argument("--threshold", type=positive(float), default=DEFAULT_THRESHOLD,
+                      help=f"novelty gate over instructions: max cosine similarity (default {DEFAULT_THRESHOLD})")
+    loop.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto", help="novelty index kind (default auto)")
+    loop.add_argument("--choices", type=positive(int), default=4, help="least-covered instruction types offered (default 4)")
+    loop.add_argument("--recall-k", type=int, default=5, help="nearest instructions shown to the conductor (default 5)")
+    loop.add_argument("--max-revisions", type=int, default=2, help="too-similar replans before rejection (default 2)")
+    loop.add_argument("--max-protocol-errors", type=positive(int), default=3, help="unusable plans before the fallback")
+    loop.add_argument("--constrain", choices=["auto", "off"], default="auto", help="grammar-constrained turns (default auto)")
+    loop.add_argument("--max-tokens", type=positive(int), default=256, help="conductor completion tokens per turn")
+    loop.add_argument("--expert-max-tokens", type=positive(int), default=512, help="expert completion tokens per reply")
+    loop.add_argument("--temperature", type=float, default=0.8)
+    loop.add_argument("--prompts", help="folder of prompt files overriding prompts/ (instruct/*.md, instruct/*.gbnf ...)")
+    loop.add_argument("--seed", type=int, default=0, help="random seed")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="continue an existing instruction run")
+    group.add_argument("--overwrite", action="store_true", help="delete an existing instruction run's files first")
+    p.add_argument("--quiet", action="store_true", help="log lines only, no live progress display")
+    args = p.parse_args(argv)
+    if not 0 < args.threshold <= 1 or not 0 < args.paraphrase_threshold <= 1 or not 0 <= args.drift_threshold < args.paraphrase_threshold:
+        raise UserError("--threshold and --paraphrase-threshold are cosine similarities in (0, 1]; --drift-threshold in "
+                        "[0, --paraphrase-threshold)")
+    if min(args.evolve_rounds, args.recall_k, args.max_revisions, args.max_retries, args.max_failures) < 0:
+        raise UserError("--evolve-rounds, --recall-k, --max-revisions, --max-retries and --max-failures cannot be negative")
+    args.sources = read_sources(args.corpus)  # an unreadable corpus is bad input, reported before anything starts
+    args.out = args.out or f"{str(args.corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
+    if Path(args.out).resolve() == source_path(args.corpus).resolve().parent and Path(args.corpus).is_dir():
+        raise UserError("--out must not be the source run directory (the instruction memory is its own)")
+    args.domain = args.domain or _source_domain(args.corpus, args.sources)
+    args.instructions = args.instructions or len(args.sources)
+    args.method = METHOD  # graph.run.summarize reads it
+    if not args.base_url:
+        from agents.embedded import gguf, model_name
+
+        if args.model and not args.model.startswith("embedded"):
+            raise UserError(f"--model {args.model} needs --base-url (without one, --model takes embedded:NAME)")
+        args.model = model_name(args.model or "")
+        gguf(args.model)
+    if (args.expert_model or args.expert_base_url) and not args.base_url:
+        raise UserError("--expert-model and --expert-base-url need --base-url (the embedded server serves both roles)")
+    return args
+
+
+def _source_domain(corpus: str, records: list[dict]) -> str:
+    """The source run's domain: its manifest's, else its records' (a domain name is also its file name)."""
+    try:
+        return json.loads((source_path(corpus).parent / "manifest.json").read_text())["config"]["domain"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(records[0].get("domain") or "finance")
+
+
+def context_from(args: argparse.Namespace) -> InstructContext:
+    return InstructContext(
+        domain=args.domain, out_dir=str(Path(args.out)), corpus=str(args.corpus), base_url=",".join(args.base_url or []),
+        model=args.model or "", expert_base_url=",".join(args.expert_base_url or []), expert_model=args.expert_model or "",
+        temperature=args.temperature, max_tokens=args.max_tokens, expert_max_tokens=args.expert_max_tokens,
+        max_inflight=args.max_inflight, request_timeout=args.request_timeout, max_retries=args.max_retries,
+        recall_k=args.recall_k, threshold=args.threshold, index=args.index, max_revisions=args.max_revisions,
+        max_protocol_errors=args.max_protocol_errors, seed=args.seed, prompts_dir=args.prompts or "",
+        constrain=args.constrain, choices=args.choices, evolve_rounds=args.evolve_rounds,
+        paraphrase_threshold=args.paraphrase_threshold, drift_threshold=args.drift_threshold, protocol="structured",
+    )
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to clobber a run; check the directory is writable; validate a set to resume."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    existing = (out / INSTRUCTIONS).exists()
+    if existing and not (resume or overwrite):
+        raise UserError(f"{out} already holds instructions; pass --resume to continue it or --overwrite to replace it")
+    if resume and not existing:
+        raise UserError(f"--resume: no {INSTRUCTIONS} in {out}")
+    if resume:
+        read_jsonl(out / INSTRUCTIONS, allow_partial_tail=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / ".write-test").write_text("")
+        (out / ".write-test").unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror}") from None
+
+
+def clear_run_dir(out: Path) -> None:
+    import shutil
+
+    for path in (out / name for name in RUN_FILES):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def evolution_stats(results: list[dict]) -> dict:
+    """Evolution steps accepted and rejected (and why) over this run's instructions, and the gate's refusals."""
+    steps = [e for r in results for e in (r.get("evolution") or [])[1:]]
+    why = Counter(e["check"] for e in steps if not e["accepted"])
+    kept = [r for r in results if r.get("ended") in ("final", "fallback")]
+    return {"steps_accepted": sum(e["accepted"] for e in steps), "steps_rejected": sum(not e["accepted"] for e in steps),
+            "steps_rejected_by_reason": dict(why),
+            "gate_rejections": sum(r.get("revisions", 0) for r in results)
+            + sum(r.get("reason") == "too similar" for r in results),
+            "mean_complexity_score": round(sum(r["complexity"]["score"] for r in kept) / len(kept), 2) if kept else None,
+            "mean_accepted_steps": round(sum(r["complexity"]["steps"] for r in kept) / len(kept), 2) if kept else None}
+
+
+def _terminate(signum, frame):  # SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written
+    raise KeyboardInterrupt
+
+
+def generate(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from graph import instruct_nodes as nodes
+    from graph import resources as res
+    from graph.driver import Budget, Tally, drive
+    from graph.instruct_graph import graph
+
+    console = Console(stderr=True)
+    ctx = context_from(args)
+    prompts = nodes.prompts(ctx)  # validates every prompt file, grammar and the domain before anything else
+    out = Path(ctx.out_dir)
+    prepare_run_dir(out, args.resume, args.overwrite)
+    budget = Budget(docs=args.instructions, max_failures=args.max_failures, max_attempts=args.max_attempts or 3 * args.instructions)
+    tally, interrupted = Tally(), False
+    signal.signal(signal.SIGTERM, _terminate)
+    with ExitStack() as stack:
+        ctx = serve(stack, ctx, args, out, console)
+        if args.overwrite:
+            clear_run_dir(out)
+        for name in (INSTRUCTIONS, REJECTS, FAILURES):
+            if dropped := repair_tail(out / name):
+                console.log(f"{name}: dropped {dropped} bytes of an unfinished line")
+        res.clear()
+        memory = nodes.memory(ctx)
+        console.log(f"{prompts.domain.name} instructions from {len(args.sources)} documents ({args.corpus}): {len(memory)} in "
+                    f"{out}, target {args.instructions}, {args.evolve_rounds} evolution rounds, {args.concurrency} in flight")
+        try:
+            asyncio.run(drive(ctx, budget, args.concurrency, tally, console, live=console.is_terminal and not args.quiet,
+                              method=METHOD, graph=graph, memory=memory))
+        except KeyboardInterrupt:
+            interrupted = True
+            console.log("interrupted: committed instructions are safe; continue with --resume")
+        finally:
+            stats = summarize(tally, res.accounting(ctx).summary(), memory, args)
+            stats = {"instructions_in_set": stats.pop("documents_in_corpus"), "source": str(args.corpus),
+                     "source_documents": len(args.sources), **evolution_stats(tally.results), **stats,
+                     "grammar": res.grammar_styles(ctx)}
+            memory.save_index()
+            write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency, METHOD)
+    run = stats["this_run"]
+    print(f"{out}: {stats['instructions_in_set']} instructions ({run['final']} planned by the conductor, {run['fallback']} by "
+          f"the fallback, {run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; evolution steps "
+          f"{stats['steps_accepted']} accepted, {stats['steps_rejected']} rejected {stats['steps_rejected_by_reason']}; "
+          f"gate rejections {stats['gate_rejections']}", file=sys.stderr)
+    if interrupted:
+        return 130
+    if tally.failures > args.max_failures:
+        print(f"error: {tally.failures} instructions failed (more than --max-failures {args.max_failures}); "
+              f"see {out / FAILURES}", file=sys.stderr)
+        return 1
+    return 0 if len(memory) >= args.instructions else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return exit_code(lambda: generate(parse_args(argv)))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

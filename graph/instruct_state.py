@@ -1,0 +1,57 @@
+"""Settings and state of one instruction's run through the MetaSynth-Instruct graph (graph/instruct_graph.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any, TypedDict
+
+from langchain_core.messages import AnyMessage
+from langgraph.graph.message import add_messages
+
+from graph.configuration import Context, _f
+from graph.state import merge_usage
+
+# An evolution step whose instruction is this similar to the previous version is a paraphrase, not an
+# evolution (all-MiniLM-L6-v2 cosine; docs/instruct.md has the measured similarities of kept steps).
+DEFAULT_PARAPHRASE_THRESHOLD = 0.97
+# One this far from the previous version is another instruction, not an evolution of it.
+DEFAULT_DRIFT_THRESHOLD = 0.5
+
+
+@dataclass(kw_only=True)
+class InstructContext(Context):
+    """The document graph's settings (servers, models, gate threshold, grammars, seed ...) plus these.
+    `out_dir` is the instruction run's directory; `threshold` gates instructions against instructions."""
+
+    corpus: str = _f("", "Source run directory (its corpus.jsonl) or a corpus JSONL file the instructions are derived from.")
+    evolve_rounds: int = _f(2, "Evolution steps per instruction (each accepted or rejected).")
+    paraphrase_threshold: float = _f(DEFAULT_PARAPHRASE_THRESHOLD,
+                                     "Evolution steps at least this similar to the previous version are rejected as paraphrases.")
+    drift_threshold: float = _f(DEFAULT_DRIFT_THRESHOLD,
+                                "Evolution steps less similar than this to the previous version are rejected as drift.")
+    document_chars: int = _f(3000, "Characters of the source document shown to the conductor and the experts.")
+
+
+class InstructInput(TypedDict, total=False):
+    index: int  # position of the instruction in the run (picks the source document)
+
+
+class InstructState(TypedDict, total=False):
+    index: int
+    source: dict  # the source document: {id, text, category, summary}
+    types: list[str]  # instruction types offered (least covered first)
+    messages: Annotated[list[AnyMessage], add_messages]  # the conductor's conversation only
+    round: int  # conductor turns taken
+    protocol_errors: int
+    revisions: int  # times the gate sent an instruction back
+    origin: str  # "conductor" or "fallback": who planned it
+    plan: dict | None  # {type, focus, expert}
+    instruction: str | None  # the current (last accepted) version
+    evolution: list[dict]  # every version, accepted or rejected, with what it added and why
+    step: dict | None  # the evolution step in progress: {move, expert, instruction, added}
+    response: str | None
+    experts: list[str]  # names consulted, in order
+    verdict: dict  # novelty-gate outcome
+    result: dict  # the committed or rejected record
+    ended: str  # "final" | "fallback" | "rejected"
+    usage: Annotated[dict[str, Any], merge_usage]

@@ -1,0 +1,81 @@
+"""train.sft: the loss is on the response tokens only (chat template of the embedded SmolLM2, a tiny Mistral)."""
+
+import json
+
+import pytest
+
+from train.models import tiny_mistral
+from train.sft import IGNORE, collate, encode, read_chats
+from train.sft import main as sft
+
+INSTRUCTION = "Explain why Northwind Bank cut its dividend in 2023, in two sentences."
+RESPONSE = "Loan losses rose sharply. The bank kept capital to meet its buffer."
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    return tiny_mistral(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(model_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(model_dir))
+
+
+def chat(instruction=INSTRUCTION, response=RESPONSE):
+    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": response}]
+
+
+def test_prompt_tokens_are_masked_and_response_tokens_are_labelled(tokenizer):
+    example = encode(chat(), tokenizer, 1024)
+    ids, labels = example["input_ids"], example["labels"]
+    prompt = tokenizer.apply_chat_template(chat()[:1], add_generation_prompt=True, tokenize=False)
+    n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    assert labels[:n_prompt] == [IGNORE] * n_prompt  # system prompt, instruction, assistant header: no loss
+    assert labels[n_prompt:] == ids[n_prompt:] and n_prompt < len(ids)
+    trained = tokenizer.decode([t for t in labels if t != IGNORE])
+    assert trained.startswith(RESPONSE) and INSTRUCTION not in trained and "user" not in trained
+    # Cut at max_len inside the response: what is left of it is still trained; inside the prompt: dropped.
+    assert encode(chat(), tokenizer, n_prompt + 2)["labels"][-2:] == ids[n_prompt:n_prompt + 2]
+    assert encode(chat(), tokenizer, n_prompt) is None
+
+
+def test_the_training_loss_is_the_response_tokens_loss_only(model_dir, tokenizer):
+    """The loss train.sft minimises equals cross-entropy over the response tokens alone, and differs
+    from the loss over every token: a prompt token trained on would change it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    examples = [encode(chat(), tokenizer, 1024), encode(chat("What is a covenant?", "A promise in a loan contract."), tokenizer, 1024)]
+    batch = collate(examples, tokenizer.eos_token_id)
+    with torch.no_grad():
+        loss = model(**batch).loss.item()
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    log_probs = torch.log_softmax(logits[:, :-1].float(), -1)
+    targets = batch["input_ids"][:, 1:]
+    token_loss = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    response = batch["labels"][:, 1:] != IGNORE
+    real = batch["attention_mask"][:, 1:].bool()
+    assert loss == pytest.approx(token_loss[response].mean().item(), rel=1e-4)
+    assert abs(loss - token_loss[real].mean().item()) > 1e-3
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()  # padding is never trained
+
+
+def test_sft_end_to_end_on_an_instruction_run(tmp_path, model_dir):
+    run = tmp_path / "set"
+    run.mkdir()
+    records = [{"instruction": f"{INSTRUCTION} ({i})", "response": RESPONSE, "text": INSTRUCTION} for i in range(4)]
+    (run / "instructions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert read_chats(run) == [chat(r["instruction"]) for r in records]
+    out = tmp_path / "sft"
+    assert sft(["--data", str(run), "--model", str(model_dir), "--out", str(out), "--max-steps", "3", "--batch-size", "2",
+                "--lr", "1e-3", "--log-every", "1"]) == 0
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["examples"] == 4 and config["prompt_tokens"] > config["response_tokens"] > 0
+    losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 3 and (out / "final" / "config.json").exists()
+    assert sft(["--data", str(run), "--model", str(model_dir), "--out", str(out)]) == 2  # never overwritten
