@@ -14,6 +14,9 @@ RESPONSE = "Loan losses rose sharply. The bank kept capital to meet its buffer."
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
+    import torch
+
+    torch.manual_seed(0)
     return tiny_mistral(tmp_path_factory.mktemp("tiny"))
 
 
@@ -48,8 +51,9 @@ def test_the_training_loss_is_the_response_tokens_loss_only(model_dir, tokenizer
     import torch
     from transformers import AutoModelForCausalLM
 
-    torch.manual_seed(0)
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    with torch.no_grad():  # sharpen the random model's logits: per-token losses then differ by whole units
+        model.lm_head.weight.mul_(200)
     examples = [encode(chat(), tokenizer, 1024), encode(chat("What is a covenant?", "A promise in a loan contract."), tokenizer, 1024)]
     batch = collate(examples, tokenizer.eos_token_id)
     with torch.no_grad():
@@ -60,8 +64,10 @@ def test_the_training_loss_is_the_response_tokens_loss_only(model_dir, tokenizer
     token_loss = -log_probs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
     response = batch["labels"][:, 1:] != IGNORE
     real = batch["attention_mask"][:, 1:].bool()
-    assert loss == pytest.approx(token_loss[response].mean().item(), rel=1e-4)
-    assert abs(loss - token_loss[real].mean().item()) > 1e-3
+    response_only, everything = token_loss[response].mean().item(), token_loss[real].mean().item()
+    assert loss == pytest.approx(response_only, rel=1e-5)
+    # Training on the prompt too would give `everything`, which the assertion above tells apart:
+    assert abs(response_only - everything) > 1e-3 * loss
     assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()  # padding is never trained
 
 
