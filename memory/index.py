@@ -23,7 +23,7 @@ import faiss
 import numpy as np
 
 KINDS = ("auto", "flat", "hnsw", "ivf")
-AUTO_IVF_AFTER = 20_000
+AUTO_IVF_AFTER = 10_000
 IVF_MIN = 1_000
 NPROBE = 16
 TRAIN_PER_CELL = 64

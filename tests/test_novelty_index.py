@@ -36,6 +36,14 @@ def admit_all(memory, vectors, threshold=0.99):
         assert memory.admit({"text": f"doc {len(memory)}"}, v, threshold).accepted, i
 
 
+def saved_run(path, vectors, kind):
+    """A run directory holding `vectors` under `--index kind`, its index saved; returns (memory, index.json)."""
+    memory = Memory(path, StubEmbedder(), index=kind)
+    admit_all(memory, vectors)
+    memory.save_index()
+    return memory, json.loads((path / "memory" / "index.json").read_text())
+
+
 @pytest.fixture
 def small_switch(monkeypatch):
     monkeypatch.setattr(indexes, "AUTO_IVF_AFTER", 100)
@@ -60,10 +68,7 @@ def test_auto_is_exact_then_ivf_and_retrains_as_the_corpus_grows(tmp_path, small
 def test_ivf_index_persists_and_resumes(tmp_path, small_switch):
     rng = np.random.default_rng(1)
     vectors = clustered(300, rng)
-    memory = Memory(tmp_path, StubEmbedder(), index="ivf")
-    admit_all(memory, vectors)
-    memory.save_index()
-    meta = json.loads((tmp_path / "memory" / "index.json").read_text())
+    memory, meta = saved_run(tmp_path, vectors, "ivf")
     assert meta["kind"] == "ivf" and meta["count"] == 300
     again = Memory(tmp_path, StubEmbedder(), index="ivf")
     assert indexes.kind_of(again.index) == "ivf" and again.index.ntotal == 300
@@ -76,10 +81,7 @@ def test_an_old_run_directory_with_a_flat_index_resumes_under_auto(tmp_path, sma
     """Before memory/index.py: a flat index.faiss and an index.json with kind 'flat'. It must still load."""
     rng = np.random.default_rng(2)
     vectors = clustered(150, rng)
-    memory = Memory(tmp_path, StubEmbedder(), index="flat")
-    admit_all(memory, vectors)
-    memory.save_index()
-    assert json.loads((tmp_path / "memory" / "index.json").read_text())["kind"] == "flat"
+    assert saved_run(tmp_path, vectors, "flat")[1]["kind"] == "flat"
     resumed = Memory(tmp_path, StubEmbedder())  # auto: 150 documents are past the (patched) switch
     assert indexes.kind_of(resumed.index) == "ivf" and resumed.index.ntotal == 150
     assert resumed.nearest(vectors[42], 1)[0][1]["text"] == "doc 42"
