@@ -9,10 +9,10 @@ Kinds (`--index`):
   auto  exact search below AUTO_IVF_AFTER documents, IVF from there (docs/novelty-index.md has the numbers).
 
 IVF training: nlist = ivf_nlist(n) cells (about 4*sqrt(n), a power of two, >= 39 training points per cell),
-trained on at most TRAIN_PER_CELL points per cell sampled from the stored embeddings. The index is retrained
-from the stored embeddings (embeddings.f32) when the corpus has grown so that ivf_nlist(n) is at least twice
-the trained nlist, i.e. about every 4x growth: a one-off pause inside the commit, seconds at 100k and
-about a minute at 1M on 2 cores.
+trained on at most TRAIN_PER_CELL points per cell sampled from the stored embeddings. The index is rebuilt
+and retrained from the stored embeddings (embeddings.f32) each time ivf_nlist(n) doubles (at 10k, 20k, 40k,
+132k, 525k, 2.1M documents): a one-off pause inside the commit, ~13 s at 100k and ~3 min at 1M on one
+loaded core (docs/novelty-index.md).
 """
 
 from __future__ import annotations
