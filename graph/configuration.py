@@ -41,7 +41,7 @@ class Context:
     recall_k: int = _f(5, "Prior documents recalled into the conductor's first message (baselines: recent documents or real examples in the prompt).")
     threshold: float = _f(DEFAULT_THRESHOLD, "Novelty gate: cosine similarity to the nearest committed document at or above which a draft is sent back.")
     max_rounds: int = _f(15, "Conductor turns per document (each expert round and each protocol error costs one).")
-    index: str = _f("auto", "Novelty index: 'flat' (exact), 'hnsw' (approximate), or 'auto' (exact, then HNSW past 1M documents).")
+    index: str = _f("auto", "Novelty index: 'flat' (exact), 'ivf' or 'hnsw' (approximate), or 'auto' (exact, then IVF past 10k documents).")
     max_revisions: int = _f(2, "Times a too-similar draft is sent back before it goes to rejects.jsonl.")
     max_protocol_errors: int = _f(3, "Malformed conductor turns before the fallback (one expert writes the document).")
     protocol: str = _f("auto", "Conductor protocol: 'text' (the paper's free-text turns, for strong models), 'structured' "

@@ -78,8 +78,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     loop = p.add_argument_group("the loop")
     loop.add_argument("--threshold", type=positive(float), default=DEFAULT_THRESHOLD,
                       help=f"novelty gate: max cosine similarity to any committed document (default {DEFAULT_THRESHOLD})")
-    loop.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto",
-                      help="novelty index: exact, HNSW, or exact then HNSW past 1M documents (default auto)")
+    loop.add_argument("--index", choices=["auto", "flat", "ivf", "hnsw"], default="auto",
+                      help="novelty index: exact, IVF, HNSW, or exact then IVF past 10k documents (default auto)")
     loop.add_argument("--keywords", type=positive(int), default=4, help="seed keywords per document (default 4)")
     loop.add_argument("--recall-k", type=int, default=5, help="prior documents shown to the conductor (default 5)")
     loop.add_argument("--max-rounds", type=positive(int), default=15, help="conductor turns per document (default 15)")

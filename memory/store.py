@@ -22,11 +22,9 @@ import faiss
 import numpy as np
 
 from agents.errors import UserError
+from memory import index as indexes
 
 CORPUS, REJECTS = "corpus.jsonl", "rejects.jsonl"
-# Exact search until this many documents, then HNSW: docs/novelty-latency.md has the numbers.
-HNSW_AFTER = 1_000_000
-HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 256
 MEMORY_DIR, EMBEDDINGS, INDEX, INDEX_META = "memory", "embeddings.f32", "index.faiss", "index.json"
 
 
@@ -112,8 +110,8 @@ class Memory:
     """The committed documents of one run, their embeddings and a FAISS inner-product index."""
 
     def __init__(self, run_dir: str | Path, embedder, id_prefix: str = "doc", index: str = "auto") -> None:
-        if index not in ("auto", "flat", "hnsw"):
-            raise UserError(f"unknown index kind {index!r} (auto, flat, hnsw)")
+        if index not in indexes.KINDS:
+            raise UserError(f"unknown index kind {index!r} ({', '.join(indexes.KINDS)})")
         self.dir = Path(run_dir)
         self.embedder = embedder
         self.dim = embedder.dim
@@ -124,23 +122,15 @@ class Memory:
         self.index = self._new_index(0)
         self._load()
 
-    def _wants_hnsw(self, n: int) -> bool:
-        return self.kind == "hnsw" or (self.kind == "auto" and n >= HNSW_AFTER)
-
-    def _new_index(self, n: int):
-        if not self._wants_hnsw(n):
-            return faiss.IndexFlatIP(self.dim)
-        index = faiss.IndexHNSWFlat(self.dim, HNSW_M, faiss.METRIC_INNER_PRODUCT)
-        index.hnsw.efConstruction, index.hnsw.efSearch = HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH
-        return index
+    def _new_index(self, n: int, vectors: np.ndarray | None = None):
+        """The index `--index` wants for n documents (memory/index.py), holding `vectors`."""
+        vectors = np.zeros((0, self.dim), dtype=np.float32) if vectors is None else vectors
+        return indexes.build(indexes.wanted(self.kind, n), self.dim, vectors)
 
     def _switch_if_due(self) -> None:
-        """Past HNSW_AFTER documents, rebuild the index as HNSW from the stored embeddings (once)."""
-        if isinstance(self.index, faiss.IndexFlatIP) and self._wants_hnsw(self.index.ntotal):
-            vectors = self._stored_embeddings(len(self.records))
-            index = self._new_index(len(vectors))
-            index.add(vectors)
-            self.index = index
+        """Rebuild from the stored embeddings when the corpus outgrew the index (flat -> IVF, IVF retrain)."""
+        if not indexes.fits(self.index, self.kind, self.index.ntotal):
+            self.index = self._new_index(len(self.records), self._stored_embeddings(len(self.records)))
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -165,9 +155,7 @@ class Memory:
             if n:
                 self.dir.joinpath(MEMORY_DIR).mkdir(parents=True, exist_ok=True)
                 write_atomic(self._mem(EMBEDDINGS), vectors.tobytes())
-        self.index = self._stored_index(n) or self._new_index(n)
-        if self.index.ntotal == 0 and n:
-            self.index.add(vectors)
+        self.index = self._stored_index(n) or self._new_index(n, vectors)
 
     def _stored_embeddings(self, n: int) -> np.ndarray:
         path = self._mem(EMBEDDINGS)
@@ -191,7 +179,7 @@ class Memory:
         except (ValueError, RuntimeError, OSError):
             return None  # a damaged index is only a cache: rebuild it
         matches = meta.get("count") == n and index.ntotal == n and index.d == self.dim
-        return index if matches and isinstance(index, faiss.IndexHNSWFlat) == self._wants_hnsw(n) else None
+        return index if matches and indexes.fits(index, self.kind, n) else None
 
     # -- queries -------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -244,5 +232,5 @@ class Memory:
             self.dir.joinpath(MEMORY_DIR).mkdir(parents=True, exist_ok=True)
             write_atomic(self._mem(INDEX), faiss.serialize_index(self.index).tobytes())
             meta = {"count": len(self.records), "dim": self.dim, "metric": "inner_product_on_l2_normalised",
-                    "kind": "hnsw" if isinstance(self.index, faiss.IndexHNSWFlat) else "flat"}
+                    "kind": indexes.kind_of(self.index)}
             write_atomic(self._mem(INDEX_META), json.dumps(meta).encode())

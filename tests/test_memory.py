@@ -80,20 +80,15 @@ def test_rejects_never_enter_the_corpus(tmp_path, embedder):
     assert json.loads((tmp_path / "rejects.jsonl").read_text())["nearest_similarity"] == 0.97
 
 
-def test_hnsw_index_is_used_past_the_switch_and_survives_a_reload(tmp_path, embedder, monkeypatch):
+def test_hnsw_index_by_flag_survives_a_reload(tmp_path, embedder):
     import faiss
 
-    from memory import store
-
-    monkeypatch.setattr(store, "HNSW_AFTER", 2)
-    memory = Memory(tmp_path, embedder)
-    fill(memory, embedder, TEXTS[:1])
-    assert isinstance(memory.index, faiss.IndexFlatIP)
-    fill(memory, embedder, TEXTS[1:])
+    memory = Memory(tmp_path, embedder, index="hnsw")
+    fill(memory, embedder)
     assert isinstance(memory.index, faiss.IndexHNSWFlat) and memory.index.ntotal == 3
     probe = embedder.encode(["statin trial in old patients"])[0]
     assert memory.nearest(probe, 1)[0][1]["text"] == TEXTS[1]
     memory.save_index()
-    again = Memory(tmp_path, embedder)
+    again = Memory(tmp_path, embedder, index="hnsw")
     assert isinstance(again.index, faiss.IndexHNSWFlat) and again.nearest(probe, 1)[0][1]["text"] == TEXTS[1]
     assert isinstance(Memory(tmp_path, embedder, index="flat").index, faiss.IndexFlatIP)  # by flag
