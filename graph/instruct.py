@@ -127,9 +127,7 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
     existing = (out / INSTRUCTIONS).exists()
     if existing and not (resume or overwrite):
         raise UserError(f"{out} already holds instructions; pass --resume to continue it or --overwrite to replace it")
-    if resume and not existing:
-        raise UserError(f"--resume: no {INSTRUCTIONS} in {out}")
-    if resume:
+    if resume and existing:  # nothing committed yet (a first run killed early): --resume simply starts
         read_jsonl(out / INSTRUCTIONS, allow_partial_tail=True)
     try:
         out.mkdir(parents=True, exist_ok=True)

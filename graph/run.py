@@ -154,9 +154,7 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool, method: str = "met
     existing = out.is_dir() and (out / "corpus.jsonl").exists()
     if existing and not (resume or overwrite):
         raise UserError(f"{out} already holds a corpus; pass --resume to continue it or --overwrite to replace it")
-    if resume and not existing:
-        raise UserError(f"--resume: no corpus.jsonl in {out}")
-    if resume:
+    if resume and existing:  # nothing committed yet (a first run killed early): --resume simply starts
         read_jsonl(out / "corpus.jsonl", allow_partial_tail=True)  # corruption is reported before anything starts
         written_by = _written_method(out)
         if written_by != method:

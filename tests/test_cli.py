@@ -59,6 +59,14 @@ def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
     assert len({r["text"] for r in records}) == 5
 
 
+def test_resume_of_a_run_killed_before_its_first_commit_starts_it(tmp_path, mock_url):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "server.log").write_text("a first run was killed here before it committed anything\n")
+    assert main(["--docs", "2", "--out", str(out), "--base-url", mock_url, "--resume", "--quiet"]) == 0
+    assert len((out / "corpus.jsonl").read_text().splitlines()) == 2
+
+
 def test_token_budget_stops_once_the_corpus_holds_enough_tokens(tmp_path, mock_url):
     out = tmp_path / "run"
     assert main(["--tokens", "1000", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
@@ -111,7 +119,6 @@ BAD = [
     (["--prompts", "/nonexistent/prompts"], "prompts folder not found"),
     (["--seed-docs", "/nonexistent.jsonl"], "seed documents file not found"),
     (["--base-url", "UNREACHABLE"], "cannot reach the LLM server"),
-    (["--resume"], "no corpus.jsonl"),
     (["--bogus-flag"], "unrecognized arguments"),
     (["--tokens", "0"], "must be positive"),
     (["--concurrency", "-4"], "must be positive"),

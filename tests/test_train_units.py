@@ -59,3 +59,16 @@ def test_weighted_f1_known_answer():
     assert weighted_f1(gold, predicted, ("positive", "neutral", "negative")) == pytest.approx((2 * 0.5 + 2 / 3) / 4)
     assert weighted_f1(gold, gold, ("positive", "neutral", "negative")) == 1.0
     assert math.isclose(weighted_f1(["a"], ["b"], ("a", "b")), 0.0)
+
+
+def test_a_training_output_folder_is_named_as_such_not_as_a_tokenizer_problem(tmp_path):
+    from agents.errors import UserError
+    from train.models import resolve
+
+    (tmp_path / "ckpt" / "final").mkdir(parents=True)
+    (tmp_path / "ckpt" / "final" / "config.json").write_text("{}")
+    with pytest.raises(UserError, match=r"training output folder; the model is .*final"):
+        resolve(str(tmp_path / "ckpt"))
+    with pytest.raises(UserError, match="not a model folder"):
+        resolve(str(tmp_path))
+    assert resolve(str(tmp_path / "ckpt" / "final")) == str(tmp_path / "ckpt" / "final")

@@ -46,6 +46,11 @@ def resolve(name: str) -> str:
     if name == EMBEDDED:
         return str(embedded_checkpoint())
     if Path(name).exists():
+        folder = Path(name)
+        if folder.is_dir() and not (folder / "config.json").exists():
+            if (folder / "final" / "config.json").exists():  # a training output folder, not the model in it
+                raise UserError(f"{name} is a training output folder; the model is {folder / 'final'}")
+            raise UserError(f"{name} is not a model folder (no config.json)")
         return name
     if os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
         raise UserError(f"model {name!r} is neither a local folder nor a hub id")
