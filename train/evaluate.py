@@ -58,6 +58,14 @@ def perplexity(model, tokenizer, path: str, limit: int | None, max_len: int) -> 
     return math.exp(nll / count)
 
 
+def _progress():
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("eta"), TimeRemainingColumn(), console=Console(stderr=True))
+
+
 def score(name: str, args) -> dict:
     from train.models import load
     from train.tasks import load_task, prompt, weighted_f1
@@ -71,9 +79,12 @@ def score(name: str, args) -> dict:
         task, dev, test = load_task(task_name, args.task_file.get(task_name))
         test = test[: args.limit] if args.limit else test
         predicted = []
-        for example in test:
-            losses = option_losses(model, tokenizer, prompt(task, dev, example, args.seed), task.options, args.max_len)
-            predicted.append(task.options[losses.index(min(losses))])
+        with _progress() as bar:  # the full tasks take over an hour on CPU: show the count and an estimate
+            job = bar.add_task(f"{name}: {task.name}", total=len(test))
+            for example in test:
+                losses = option_losses(model, tokenizer, prompt(task, dev, example, args.seed), task.options, args.max_len)
+                predicted.append(task.options[losses.index(min(losses))])
+                bar.advance(job)
         gold = [e.answer for e in test]
         accuracy = sum(g == p for g, p in zip(gold, predicted)) / len(gold)
         results[f"{task.name}_accuracy"] = round(accuracy, 4)
@@ -105,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default="fpb,pubmedqa", help="comma-separated: fpb, pubmedqa (empty for none)")
     p.add_argument("--task-file", action="append", default=[], help="NAME=PATH (or NAME=hf:dataset[:split]) to override a task's data")
     p.add_argument("--perplexity", help="held-out real text, JSONL with a 'text' field")
-    p.add_argument("--limit", type=positive(int), help="examples (and perplexity documents) per task, for quick runs")
+    p.add_argument("--limit", type=positive(int), help="examples (and perplexity documents) per task; on CPU the full tasks take hours (the progress bar shows the estimate)")
     p.add_argument("--max-len", type=positive(int), default=2048)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
