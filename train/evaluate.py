@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tasks", default="fpb,pubmedqa", help="comma-separated: fpb, pubmedqa (empty for none)")
     p.add_argument("--task-file", action="append", default=[], help="NAME=PATH (or NAME=hf:dataset[:split]) to override a task's data")
     p.add_argument("--perplexity", help="held-out real text, JSONL with a 'text' field")
-    p.add_argument("--limit", type=positive(int), help="examples (and perplexity documents) per task; on CPU the full tasks take hours (the progress bar shows the estimate)")
+    p.add_argument("--limit", type=positive(int),
+                   help="examples (and perplexity documents) per task; on CPU the full tasks take hours (see the estimate)")
     p.add_argument("--max-len", type=positive(int), default=2048)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
