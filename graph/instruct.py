@@ -20,10 +20,11 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from agents.errors import UserError, exit_code
+from core.cli import Parser, positive
 from graph.configuration import DEFAULT_THRESHOLD
 from graph.instruct_nodes import INSTRUCTIONS, METHOD, read_sources, source_path
 from graph.instruct_state import DEFAULT_DRIFT_THRESHOLD, DEFAULT_PARAPHRASE_THRESHOLD, InstructContext
-from graph.run import Parser, positive, serve, summarize, write_manifest
+from graph.session import serve, summarize, terminate, write_manifest
 from memory.store import MEMORY_DIR, REJECTS, read_jsonl, repair_tail
 
 FAILURES = "failures.jsonl"
@@ -160,10 +161,6 @@ def evolution_stats(results: list[dict]) -> dict:
             "mean_accepted_steps": round(sum(r["complexity"]["steps"] for r in kept) / len(kept), 2) if kept else None}
 
 
-def _terminate(signum, frame):  # SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written
-    raise KeyboardInterrupt
-
-
 def generate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -179,7 +176,7 @@ def generate(args: argparse.Namespace) -> int:
     prepare_run_dir(out, args.resume, args.overwrite)
     budget = Budget(docs=args.instructions, max_failures=args.max_failures, max_attempts=args.max_attempts or 3 * args.instructions)
     tally, interrupted = Tally(), False
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
         ctx = serve(stack, ctx, args, out, console)
         if args.overwrite:

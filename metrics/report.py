@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from agents.errors import UserError, exit_code
+from core.cli import Parser, positive
 from graph.configuration import DEFAULT_THRESHOLD
-from graph.run import Parser, positive
 from memory.store import write_atomic
 from metrics.corpora import Corpus, load, sample
 

@@ -26,7 +26,7 @@ PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G":
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from graph.run import Parser, positive
+    from core.cli import Parser, positive
 
     p = Parser(prog="python -m train.cpt", description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True, help="corpus.jsonl ({'text': ...} per line)")

@@ -107,7 +107,7 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from graph.run import Parser, positive
+    from core.cli import Parser, positive
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     p = Parser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])

@@ -27,7 +27,7 @@ IGNORE = -100  # the label that PyTorch's cross-entropy (and so every HF causal 
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from graph.run import Parser, positive
+    from core.cli import Parser, positive
 
     p = Parser(prog="python -m train.sft", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="an instruction run directory, its instructions.jsonl, or a chat JSONL "

@@ -1,0 +1,1 @@
+"""The bottom layer every package may import: command-line helpers (errors stay in agents/errors.py)."""

@@ -1,0 +1,86 @@
+"""What the generation commands (graph.run, graph.instruct) share around a run: the servers, the
+run's summary and its manifest, and SIGTERM handled like Ctrl-C."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from contextlib import ExitStack
+from dataclasses import replace
+from importlib import metadata
+from pathlib import Path
+
+from agents.llm import check_server
+from graph.configuration import Context
+from memory.store import write_atomic
+
+PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "faiss-cpu", "sentence-transformers",
+            "transformers", "llama-cpp-python", "torch")
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict:
+    wall = time.perf_counter() - tally.started
+    tried = len(tally.results)
+    ended = {k: tally.count(k) for k in ("final", "fallback", "rejected", "failed")}
+    roles = accounting["by_role"]
+    prompt = sum(r["prompt_tokens"] for r in roles.values())
+    completion = sum(r["completion_tokens"] for r in roles.values())
+    calls = sum(r["calls"] for r in roles.values())
+    return {
+        "documents_in_corpus": len(memory), "corpus_tokens": sum(r.get("tokens", 0) for r in memory.records),
+        "this_run": {"tried": tried, **ended},
+        # Only the conductor keeps (or breaks) a protocol; a baseline's documents all end "final".
+        "protocol_success_rate": round(ended["final"] / tried, 3) if tried and args.method == "metasynth" else None,
+        "rejection_rate": round(ended["rejected"] / tried, 3) if tried else None,
+        "revisions": sum(r.get("revisions", 0) for r in tally.results),
+        "protocol_errors": sum(r.get("protocol_errors", 0) for r in tally.results),
+        "corpus_tokens_this_run": tally.corpus_tokens,
+        "llm": {"calls": calls, "prompt_tokens": prompt, "completion_tokens": completion,
+                "calls_per_second": round(calls / wall, 2) if wall else None,
+                # What a user pays in agent overhead: corpus tokens per generated token (different
+                # tokenizers when the server's model is not the --tokenizer; same for the embedded model).
+                "corpus_over_generated_tokens": round(tally.corpus_tokens / completion, 3) if completion else None,
+                "cost_usd": round((prompt * args.price_prompt + completion * args.price_completion) / 1e6, 4),
+                **accounting},
+        "corpus_tokens_per_second": round(tally.corpus_tokens / wall, 1) if wall else None,
+        "wall_seconds": round(wall, 1),
+    }
+
+
+def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: bool, concurrency: int,
+                   method: str = "metasynth") -> None:
+    manifest = {"method": method, "config": {**ctx.as_dict(), "concurrency": concurrency}, "prompt_hash": prompts.hash,
+                "versions": versions(), "interrupted": interrupted, **stats}
+    write_atomic(out / "manifest.json", json.dumps(manifest, indent=2).encode())
+
+
+def terminate(signum, frame) -> None:  # SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written
+    raise KeyboardInterrupt
+
+
+def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, console) -> Context:
+    """Check the servers given (a bad one ends the run in one line), or start the embedded one for the
+    length of `stack` (its log in out/server.log); the Context with the base URL to use."""
+    for url in args.base_url or []:
+        check_server(url, ctx.model)
+    for url in args.expert_base_url or []:
+        check_server(url, ctx.expert_model or None)
+    if ctx.base_url:
+        return ctx
+    from agents.embedded import EmbeddedServer
+
+    console.log(f"starting the embedded model server ({ctx.model}, llama.cpp)")
+    server = stack.enter_context(EmbeddedServer(log_path=out / "server.log", model=ctx.model))
+    return replace(ctx, base_url=server.base_url)
