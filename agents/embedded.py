@@ -25,8 +25,8 @@ from pathlib import Path
 
 import httpx
 
-from agents.errors import UserError
 from agents.tokens import CACHE, embedded_gguf
+from core.errors import UserError
 
 MODEL_NAME = "smollm2-135m-instruct"  # the default
 CONTEXT = 8192  # SmolLM2's trained context (the Qwen models take more; 8k is what a document needs)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from agents.errors import UserError
+from core.errors import UserError
 
 MAX_REPEAT = 2000
 _NAME = re.compile(r"[A-Za-z0-9-]+")

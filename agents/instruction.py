@@ -17,8 +17,8 @@ import yaml
 
 from agents import grammar
 from agents.brief import _PERSONA, BriefError, _fields, _pick
-from agents.errors import UserError
 from agents.prompts import PromptSet, _read, fill, load_prompts
+from core.errors import UserError
 
 # file name -> placeholders it must contain
 REQUIRED: dict[str, set[str]] = {
@@ -41,7 +41,6 @@ GRAMMARS: dict[str, set[str]] = {
     "instruct/check.gbnf": set(),
 }
 VOCABULARY = "instruct/types.yaml"
-INSTRUCTIONS = "instructions.jsonl"  # an instruction run's committed records
 MIN_INSTRUCTION_CHARS = 15
 MIN_RESPONSE_CHARS = 20
 

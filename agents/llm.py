@@ -12,7 +12,7 @@ import os
 import httpx
 from pydantic import SecretStr
 
-from agents.errors import UserError
+from core.errors import UserError
 
 
 def api_key() -> SecretStr:

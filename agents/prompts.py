@@ -15,7 +15,7 @@ from pathlib import Path
 import yaml
 
 from agents import grammar
-from agents.errors import UserError
+from core.errors import UserError
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 

@@ -7,7 +7,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
-from agents.errors import UserError
+from core.errors import UserError
 
 EMBEDDED = "embedded"
 CACHE = Path(os.environ.get("METASYNTH_CACHE", Path.home() / ".cache" / "metasynth"))

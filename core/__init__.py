@@ -1,1 +1,2 @@
-"""The bottom layer every package may import: command-line helpers (errors stay in agents/errors.py)."""
+"""The bottom layer every package may import: user errors, command-line helpers, JSONL files and the
+names of a run directory's files."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from agents.errors import UserError
+from core.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):

@@ -21,7 +21,7 @@ from langgraph.runtime import Runtime
 from agents.protocol import parse_final
 from graph import resources as res
 from graph.configuration import Context
-from graph.nodes import ask, embed, new_record
+from graph.nodes import ask, embed, make_record
 from graph.seeds import sample_seeds
 from graph.state import DocInput, TemplateState
 
@@ -91,15 +91,14 @@ async def commit(state: TemplateState, runtime: Runtime[Context]) -> dict:
     memory = res.memory(ctx)
     draft = state.get("draft")
     if not draft:
-        record = {"domain": res.prompts(ctx).domain.name, "method": state["method"], "ended": "rejected",
-                  "reason": "no document", "seeds": state.get("seeds", []),
-                  "text": state["messages"][-1].text if state.get("messages") else ""}
+        reply = state["messages"][-1].text if state.get("messages") else ""
+        record = make_record(ctx, state, "rejected", {"text": reply}, state["method"], reason="no document")
         await asyncio.to_thread(memory.reject, record)
         return {"result": record, "ended": "rejected"}
     vector = await embed(draft["text"])
     if "category" in draft["guessed"]:
         draft = {**draft, "category": res.category_of(ctx, vector)}
-    record = new_record(ctx, {**state, "round": 1}, draft, method=state["method"], ended="final")
+    record = make_record(ctx, {**state, "round": 1}, "final", draft, state["method"])
     verdict = await asyncio.to_thread(memory.admit, record, vector, math.inf)  # no gate: always admitted
     return {"result": verdict.record, "ended": "final"}
 

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-# Chosen by measurement on real text vs light paraphrases: docs/novelty-threshold.md.
-DEFAULT_THRESHOLD = 0.85
+from memory.store import DEFAULT_THRESHOLD
 
 PROTOCOLS = ("auto", "text", "structured")
 

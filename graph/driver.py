@@ -18,12 +18,10 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from core.jsonl import append_line, count_lines
 from graph import resources as res
 from graph.configuration import Context
 from graph.graph import graph_for
-from memory.store import append_line, count_lines
-
-FAILURES = "failures.jsonl"
 
 
 @dataclass
@@ -107,7 +105,7 @@ async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, co
     memory = res.memory(ctx) if memory is None else memory  # (an empty Memory is falsy)
     graph = graph or graph_for(method)
     tally.started = time.perf_counter()  # throughput counts generation, not start-up
-    start_index = len(memory) + count_lines(memory.rejects_path) + count_lines(memory.dir / FAILURES)
+    start_index = len(memory) + count_lines(memory.rejects_path) + count_lines(memory.run.failures)
     tally.corpus_tokens_before = sum(r.get("tokens", 0) for r in memory.records)
 
     def corpus_tokens() -> int:
@@ -124,7 +122,7 @@ async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, co
             record = {"index": index, "ended": "failed", "error": f"{type(e).__name__}: {e}"[:500],
                       "where": traceback.format_exception(e)[-2].strip()[:300] if e.__traceback__ else "",
                       "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-            await asyncio.to_thread(append_line, memory.dir / FAILURES, record)
+            await asyncio.to_thread(append_line, memory.run.failures, record)
             return record, time.perf_counter() - t0
         record = {**(state.get("result") or {}), "ended": state.get("ended", "failed")}
         return record, time.perf_counter() - t0

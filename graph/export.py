@@ -16,9 +16,10 @@ import json
 import sys
 from pathlib import Path
 
-from agents.errors import UserError
-from agents.instruction import INSTRUCTIONS, as_chat
-from memory.store import read_jsonl, write_atomic
+from agents.instruction import as_chat
+from core.errors import UserError
+from core.jsonl import read_jsonl, write_atomic
+from core.rundir import CORPUS, INSTRUCTIONS, RunDir
 
 
 def load(run_dir: Path):
@@ -26,12 +27,10 @@ def load(run_dir: Path):
 
     disable_progress_bars()
 
-    corpus = run_dir / "corpus.jsonl"
-    if not corpus.exists() and (run_dir / INSTRUCTIONS).exists():
-        corpus = run_dir / INSTRUCTIONS
+    corpus = RunDir.find(run_dir).records
     if not corpus.exists():
-        raise UserError(f"no corpus.jsonl in {run_dir}")
-    records = read_jsonl(corpus, allow_partial_tail=True)
+        raise UserError(f"no {CORPUS} in {run_dir}")
+    records = read_jsonl(corpus, committed=True)
     if not records:
         raise UserError(f"{corpus} holds no documents")
     if corpus.name == INSTRUCTIONS:

@@ -19,16 +19,13 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
-from agents.errors import UserError, exit_code
 from core.cli import Parser, positive
+from core.errors import UserError, exit_code
+from core.rundir import INSTRUCTIONS, RunDir
 from graph.configuration import DEFAULT_THRESHOLD
-from graph.instruct_nodes import INSTRUCTIONS, METHOD, read_sources, source_path
+from graph.instruct_nodes import METHOD, read_sources, source_path
 from graph.instruct_state import DEFAULT_DRIFT_THRESHOLD, DEFAULT_PARAPHRASE_THRESHOLD, InstructContext
-from graph.session import serve, summarize, terminate, write_manifest
-from memory.store import MEMORY_DIR, REJECTS, read_jsonl, repair_tail
-
-FAILURES = "failures.jsonl"
-RUN_FILES = (INSTRUCTIONS, REJECTS, FAILURES, "manifest.json", MEMORY_DIR, "server.log")
+from graph.session import clear_run_dir, prepare_run_dir, repair_run_dir, serve, summarize, terminate, write_manifest
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -103,7 +100,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def _source_domain(corpus: str, records: list[dict]) -> str:
     """The source run's domain: its manifest's, else its records' (a domain name is also its file name)."""
     try:
-        return json.loads((source_path(corpus).parent / "manifest.json").read_text())["config"]["domain"]
+        return json.loads(RunDir(source_path(corpus).parent).manifest.read_text())["config"]["domain"]
     except (OSError, ValueError, KeyError, TypeError):
         return str(records[0].get("domain") or "finance")
 
@@ -119,33 +116,6 @@ def context_from(args: argparse.Namespace) -> InstructContext:
         constrain=args.constrain, choices=args.choices, evolve_rounds=args.evolve_rounds,
         paraphrase_threshold=args.paraphrase_threshold, drift_threshold=args.drift_threshold, protocol="structured",
     )
-
-
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to clobber a run; check the directory is writable; validate a set to resume."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    existing = (out / INSTRUCTIONS).exists()
-    if existing and not (resume or overwrite):
-        raise UserError(f"{out} already holds instructions; pass --resume to continue it or --overwrite to replace it")
-    if resume and existing:  # nothing committed yet (a first run killed early): --resume simply starts
-        read_jsonl(out / INSTRUCTIONS, allow_partial_tail=True)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / ".write-test").write_text("")
-        (out / ".write-test").unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to {out}: {e.strerror}") from None
-
-
-def clear_run_dir(out: Path) -> None:
-    import shutil
-
-    for path in (out / name for name in RUN_FILES):
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
 
 
 def evolution_stats(results: list[dict]) -> dict:
@@ -173,17 +143,17 @@ def generate(args: argparse.Namespace) -> int:
     ctx = context_from(args)
     prompts = nodes.prompts(ctx)  # validates every prompt file, grammar and the domain before anything else
     out = Path(ctx.out_dir)
-    prepare_run_dir(out, args.resume, args.overwrite)
+    rundir = RunDir(out, INSTRUCTIONS)
+    prepare_run_dir(rundir, args.resume, args.overwrite, holds="instructions")
     budget = Budget(docs=args.instructions, max_failures=args.max_failures, max_attempts=args.max_attempts or 3 * args.instructions)
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
         ctx = serve(stack, ctx, args, out, console)
         if args.overwrite:
-            clear_run_dir(out)
-        for name in (INSTRUCTIONS, REJECTS, FAILURES):
-            if dropped := repair_tail(out / name):
-                console.log(f"{name}: dropped {dropped} bytes of an unfinished line")
+            clear_run_dir(rundir)
+        for note in repair_run_dir(rundir):
+            console.log(note)
         res.clear()
         memory = nodes.memory(ctx)
         console.log(f"{prompts.domain.name} instructions from {len(args.sources)} documents ({args.corpus}): {len(memory)} in "
@@ -210,7 +180,7 @@ def generate(args: argparse.Namespace) -> int:
         return 130
     if tally.failures > args.max_failures:
         print(f"error: {tally.failures} instructions failed (more than --max-failures {args.max_failures}); "
-              f"see {out / FAILURES}", file=sys.stderr)
+              f"see {rundir.failures}", file=sys.stderr)
         return 1
     return 0 if len(memory) >= args.instructions else 1
 

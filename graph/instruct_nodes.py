@@ -19,9 +19,7 @@ from langgraph.runtime import Runtime
 
 from agents import grammar
 from agents.brief import BriefError
-from agents.errors import UserError
 from agents.instruction import (
-    INSTRUCTIONS,
     InstructPrompts,
     complexity,
     load_instruct_prompts,
@@ -34,12 +32,15 @@ from agents.instruction import (
     parse_response,
 )
 from agents.tokens import count_tokens, load_tokenizer
+from core.errors import UserError
+from core.jsonl import read_jsonl
+from core.rundir import CORPUS, INSTRUCTIONS, is_run_file
 from graph import resources as res
 from graph.instruct_state import InstructContext, InstructState
 from graph.nodes import ask, embed
 from graph.structured import _writer_messages, least_covered
 from memory.embedder import default_embedder
-from memory.store import CORPUS, Memory, read_jsonl
+from memory.store import Memory
 
 METHOD = "metasynth-instruct"
 
@@ -48,9 +49,7 @@ class InstructionMemory(Memory):
     """The committed instructions of one run and their own FAISS index (the same gate and commit as
     the document memory). A record's `text` is its instruction: the field the gate embeds."""
 
-    @property
-    def corpus_path(self) -> Path:
-        return self.dir / INSTRUCTIONS
+    records_name = INSTRUCTIONS
 
     def type_counts(self) -> Counter:
         return Counter(r.get("type") for r in self.records if r.get("type"))
@@ -72,7 +71,7 @@ def read_sources(corpus: str) -> list[dict]:
     path = source_path(corpus)
     if not path.is_file():
         raise UserError(f"--corpus: no {CORPUS} in {corpus}" if Path(corpus).is_dir() else f"--corpus: {corpus} not found")
-    records = [r for r in read_jsonl(path, allow_partial_tail=True) if r["text"].strip()]
+    records = [r for r in read_jsonl(path, committed=is_run_file(path)) if r["text"].strip()]
     if not records:
         raise UserError(f"--corpus: {path} holds no documents")
     return [{**r, "id": str(r.get("id") or f"line-{n}")} for n, r in enumerate(records, 1)]

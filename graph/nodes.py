@@ -63,20 +63,25 @@ def _expert_messages(ctx: Context, name: str, instruction: str) -> list:
     return [SystemMessage(res.prompts(ctx).render("expert.md")), HumanMessage(f"You are Expert {name}.\n\n{instruction}")]
 
 
-def new_record(ctx: Context, state: dict, draft: dict, method: str, ended: str) -> dict:
-    """A corpus record; every method writes the same fields, so corpora compare line for line."""
+def make_record(ctx: Context, state: dict, ended: str, draft: dict | None = None, method: str = "metasynth",
+                **outcome: object) -> dict:
+    """One line of corpus.jsonl (ended final / fallback) or rejects.jsonl (rejected, with `outcome`:
+    why and the nearest document). Every method and outcome writes the same fields, so corpora and
+    their rejects compare line for line."""
     prompts = res.prompts(ctx)
+    draft = draft or {}
+    text = draft.get("text", "")
     return {
-        "domain": prompts.domain.name, "method": method, "text": draft["text"], "seeds": state.get("seeds", []),
+        "domain": prompts.domain.name, "method": method, "text": text, "seeds": state.get("seeds", []),
         "seed_doc": (state.get("seed_doc") or "")[:200] or None, "genre": state.get("genre", ""),
-        "audience": state.get("audience", ""), "summary": draft["summary"], "category": draft["category"],
+        "audience": state.get("audience", ""), "summary": draft.get("summary", ""), "category": draft.get("category", ""),
         "experts": state.get("experts", []), "rounds": state.get("round", 0), "revisions": state.get("revisions", 0),
         "protocol_errors": state.get("protocol_errors", 0), "guessed": draft.get("guessed", []),
         "ended": ended, "fallback_reason": state.get("fallback_reason") or None,
         "protocol": state.get("protocol"), "brief": state.get("brief"), "reviews": state.get("reviews") or [],
         "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": prompts.hash,
-        "tokens": count_tokens(draft["text"], ctx.tokenizer),
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": state.get("source"), "tokens": count_tokens(text, ctx.tokenizer) if text else 0,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **outcome,
     }
 
 
@@ -187,14 +192,13 @@ async def gate(state: DocState, runtime: Runtime[Context]) -> dict:
     vector = await embed(draft["text"])
     if "category" in draft.get("guessed", []):
         draft = {**draft, "category": res.category_of(ctx, vector)}
-    record = new_record(ctx, state, draft, method="metasynth",
-                        ended="final" if state.get("source") == "conductor" else "fallback")
+    record = make_record(ctx, state, "final" if state.get("source") == "conductor" else "fallback", draft)
     verdict = await asyncio.to_thread(memory.admit, record, vector, ctx.threshold)
     summary = {"accepted": verdict.accepted, "similarity": verdict.similarity,
                "near_summary": (verdict.nearest or {}).get("summary", ""), "near_id": (verdict.nearest or {}).get("id")}
     if verdict.accepted:
         return {"verdict": summary, "result": verdict.record, "ended": verdict.record["ended"], "draft": draft}
-    return {"verdict": summary, "result": record, "draft": draft}
+    return {"verdict": summary, "draft": draft}
 
 
 def revise(state: DocState, runtime: Runtime[Context]) -> dict:
@@ -213,12 +217,8 @@ async def reject(state: DocState, runtime: Runtime[Context]) -> dict:
     """Past the revision budget (or with no usable document): record the draft, never in the corpus."""
     ctx = runtime.context
     verdict = state.get("verdict", {})
-    record = {**(state.get("result") or {}), "domain": res.prompts(ctx).domain.name, "ended": "rejected",
-              "reason": verdict.get("reason") or "too similar",
-              "nearest_similarity": verdict.get("similarity"), "nearest_id": verdict.get("near_id"),
-              "seeds": state.get("seeds", []), "source": state.get("source"), "rounds": state.get("round", 0),
-              "revisions": state.get("revisions", 0), "protocol_errors": state.get("protocol_errors", 0)}
-    record.setdefault("text", (state.get("draft") or {}).get("text", ""))
+    record = make_record(ctx, state, "rejected", state.get("draft"), reason=verdict.get("reason") or "too similar",
+                         nearest_similarity=verdict.get("similarity"), nearest_id=verdict.get("near_id"))
     await asyncio.to_thread(res.memory(ctx).reject, record)
     return {"result": record, "ended": "rejected"}
 

@@ -10,22 +10,20 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
 import sys
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from agents.errors import UserError, exit_code
 from agents.tokens import load_tokenizer
 from core.cli import Parser, positive
+from core.errors import UserError, exit_code
+from core.rundir import RunDir
 from graph.configuration import DEFAULT_THRESHOLD, METHODS, PROTOCOLS, Context
 from graph.seeds import read_seed_docs
-from graph.session import serve, summarize, terminate, write_manifest
-from memory.store import read_jsonl, repair_tail
-
-RUN_FILES = ("corpus.jsonl", "rejects.jsonl", "failures.jsonl", "manifest.json", "memory", "server.log")
+from graph.session import clear_run_dir, repair_run_dir, serve, summarize, terminate, write_manifest
+from graph.session import prepare_run_dir as prepare_run_dir_for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -125,51 +123,16 @@ def context_from(args: argparse.Namespace) -> Context:
     )
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool, method: str = "metasynth") -> None:
-    """Refuse to clobber a run; check the directory is writable; validate a corpus to resume.
-    Deletes nothing (see clear_run_dir) and changes nothing (see repair_run_dir)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a directory")
-    existing = out.is_dir() and (out / "corpus.jsonl").exists()
-    if existing and not (resume or overwrite):
-        raise UserError(f"{out} already holds a corpus; pass --resume to continue it or --overwrite to replace it")
-    if resume and existing:  # nothing committed yet (a first run killed early): --resume simply starts
-        read_jsonl(out / "corpus.jsonl", allow_partial_tail=True)  # corruption is reported before anything starts
-        written_by = _written_method(out)
+def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, method: str = "metasynth") -> None:
+    """session.prepare_run_dir, and a run resumes only with the method that wrote it."""
+    records = prepare_run_dir_for(run, resume, overwrite)
+    if resume and run.records.exists():
+        try:  # the manifest's method; a run killed before writing one: its first record's
+            written_by = json.loads(run.manifest.read_text()).get("method", "metasynth")
+        except (OSError, ValueError):
+            written_by = records[0].get("method", "metasynth") if records else "metasynth"
         if written_by != method:
-            raise UserError(f"{out} was written with --method {written_by}; resume it with the same method")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        probe = out / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as e:
-        raise UserError(f"cannot write to {out}: {e.strerror}") from None
-
-
-def _written_method(out: Path) -> str:
-    """The method of an existing run: its manifest's, else (a run killed before writing one) its first
-    record's; runs from before --method existed are metasynth."""
-    try:
-        return json.loads((out / "manifest.json").read_text()).get("method", "metasynth")
-    except (OSError, ValueError):
-        records = read_jsonl(out / "corpus.jsonl", allow_partial_tail=True)
-        return records[0].get("method", "metasynth") if records else "metasynth"
-
-
-def repair_run_dir(out: Path) -> list[str]:
-    """After a hard stop a JSONL file may end in a partial line (never a committed one): cut it."""
-    return [f"{name}: dropped {n} bytes of an unfinished line" for name in ("corpus.jsonl", "rejects.jsonl", "failures.jsonl")
-            if (n := repair_tail(out / name))]
-
-
-def clear_run_dir(out: Path) -> None:
-    for name in RUN_FILES:
-        path = out / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+            raise UserError(f"{run.root} was written with --method {written_by}; resume it with the same method")
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -187,7 +150,8 @@ def generate(args: argparse.Namespace) -> int:
     if args.tokenizer != "embedded":
         load_tokenizer(args.tokenizer)  # a tokenizer that cannot load offline is bad input
     out = Path(ctx.out_dir)
-    prepare_run_dir(out, args.resume, args.overwrite, args.method)
+    rundir = RunDir(out)
+    prepare_run_dir(rundir, args.resume, args.overwrite, args.method)
 
     budget = Budget(docs=args.docs, tokens=args.tokens, max_failures=args.max_failures,
                     max_attempts=args.max_attempts or (3 * args.docs if args.docs else None))
@@ -196,8 +160,8 @@ def generate(args: argparse.Namespace) -> int:
     with ExitStack() as stack:
         ctx = serve(stack, ctx, args, out, console)
         if args.overwrite:
-            clear_run_dir(out)
-        for note in repair_run_dir(out):
+            clear_run_dir(rundir)
+        for note in repair_run_dir(rundir):
             console.log(note)
         res.clear()
         memory = res.memory(ctx)
@@ -229,7 +193,7 @@ def generate(args: argparse.Namespace) -> int:
         return 130
     if tally.failures > args.max_failures:
         print(f"error: {tally.failures} documents failed (more than --max-failures {args.max_failures}); "
-              f"see {out / 'failures.jsonl'}", file=sys.stderr)
+              f"see {rundir.failures}", file=sys.stderr)
         return 1
     met = (args.docs and len(memory) >= args.docs) or (args.tokens and stats["corpus_tokens"] >= args.tokens)
     return 0 if met else 1

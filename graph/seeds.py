@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.errors import UserError
 from agents.prompts import Domain
-from memory.store import read_jsonl
+from core.errors import UserError
+from core.jsonl import read_jsonl
 
 
 def sample_seeds(domain: Domain, k: int, rng: random.Random) -> dict:
@@ -25,7 +25,7 @@ def sample_seeds(domain: Domain, k: int, rng: random.Random) -> dict:
 
 
 def read_seed_docs(path: str | Path) -> list[str]:
-    """The `text` of every line of a JSONL file (errors name the line: memory.store.read_jsonl)."""
+    """The `text` of every line of a JSONL file (errors name the line: core.jsonl.read_jsonl)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"seed documents file not found: {path}")

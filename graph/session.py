@@ -1,11 +1,13 @@
-"""What the generation commands (graph.run, graph.instruct) share around a run: the servers, the
-run's summary and its manifest, and SIGTERM handled like Ctrl-C."""
+"""What the generation commands (graph.run, graph.instruct) share around a run: the run directory
+(refuse to clobber, repair, clear), the servers, the run's summary and its manifest, and SIGTERM
+handled like Ctrl-C."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import platform
+import shutil
 import time
 from contextlib import ExitStack
 from dataclasses import replace
@@ -13,11 +15,48 @@ from importlib import metadata
 from pathlib import Path
 
 from agents.llm import check_server
+from core.errors import UserError
+from core.jsonl import read_jsonl, repair_tail, write_atomic
+from core.rundir import RunDir
 from graph.configuration import Context
-from memory.store import write_atomic
 
 PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "faiss-cpu", "sentence-transformers",
             "transformers", "llama-cpp-python", "torch")
+
+
+# -- the run directory -------------------------------------------------------------------------------
+def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, holds: str = "a corpus") -> list[dict]:
+    """Refuse to clobber a run; check the directory is writable; return the records to resume (their
+    corruption is reported before anything starts). Deletes nothing and changes nothing."""
+    out = run.root
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a directory")
+    existing = run.records.exists()
+    if existing and not (resume or overwrite):
+        raise UserError(f"{out} already holds {holds}; pass --resume to continue it or --overwrite to replace it")
+    records = read_jsonl(run.records, committed=True) if resume and existing else []
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"cannot write to {out}: {e.strerror}") from None
+    return records
+
+
+def repair_run_dir(run: RunDir) -> list[str]:
+    """After a hard stop a JSONL file may end in a partial line (never a committed one): cut it."""
+    return [f"{path.name}: dropped {n} bytes of an unfinished line" for path in run.appended if (n := repair_tail(path))]
+
+
+def clear_run_dir(run: RunDir) -> None:
+    """Remove what a run writes (--overwrite), and nothing else in the folder."""
+    for path in run.outputs:
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
 
 
 def versions() -> dict[str, str]:
@@ -63,7 +102,7 @@ def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: b
                    method: str = "metasynth") -> None:
     manifest = {"method": method, "config": {**ctx.as_dict(), "concurrency": concurrency}, "prompt_hash": prompts.hash,
                 "versions": versions(), "interrupted": interrupted, **stats}
-    write_atomic(out / "manifest.json", json.dumps(manifest, indent=2).encode())
+    write_atomic(RunDir(out).manifest, json.dumps(manifest, indent=2).encode())
 
 
 def terminate(signum, frame) -> None:  # SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written
@@ -82,5 +121,5 @@ def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, c
     from agents.embedded import EmbeddedServer
 
     console.log(f"starting the embedded model server ({ctx.model}, llama.cpp)")
-    server = stack.enter_context(EmbeddedServer(log_path=out / "server.log", model=ctx.model))
+    server = stack.enter_context(EmbeddedServer(log_path=RunDir(out).server_log, model=ctx.model))
     return replace(ctx, base_url=server.base_url)

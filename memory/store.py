@@ -21,81 +21,13 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from agents.errors import UserError
+from core.errors import UserError
+from core.jsonl import append_line, read_jsonl, write_atomic
+from core.rundir import CORPUS, EMBEDDINGS, INDEX, INDEX_META, RunDir
 from memory import index as indexes
 
-CORPUS, REJECTS = "corpus.jsonl", "rejects.jsonl"
-MEMORY_DIR, EMBEDDINGS, INDEX, INDEX_META = "memory", "embeddings.f32", "index.faiss", "index.json"
-
-
-def append_line(path: Path, record: dict) -> None:
-    """Append one JSON line durably: a single write of the whole line, then fsync."""
-    data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def repair_tail(path: Path) -> int:
-    """Cut an unfinished last line (a hard stop inside a write); return the bytes dropped.
-
-    Lines are written whole and end in a newline, so a line without one was never committed.
-    """
-    if not path.exists():
-        return 0
-    with open(path, "rb+") as f:
-        size = f.seek(0, os.SEEK_END)
-        if size == 0:
-            return 0
-        f.seek(max(0, size - 1))
-        if f.read(1) == b"\n":
-            return 0
-        f.seek(0)
-        keep = f.read().rfind(b"\n") + 1
-        f.truncate(keep)
-        f.flush()
-        os.fsync(f.fileno())
-        return size - keep
-
-
-def count_lines(path: Path) -> int:
-    """Lines of a JSONL file (0 when it does not exist yet)."""
-    if not path.exists():
-        return 0
-    with open(path, "rb") as f:
-        return sum(1 for _ in f)
-
-
-def read_jsonl(path: Path, allow_partial_tail: bool = False) -> list[dict]:
-    """Every record of a JSONL file; a corrupt line is a user error naming the line.
-    With allow_partial_tail, an unfinished last line (no newline) is skipped: repair_tail cuts it."""
-    if not path.exists():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip() or (allow_partial_tail and not line.endswith("\n")):
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise UserError(f"{path}: line {number} has no 'text' field")
-            records.append(record)
-    return records
+# The gate's cosine limit, chosen by measurement on real text vs light paraphrases: docs/novelty-threshold.md.
+DEFAULT_THRESHOLD = 0.85
 
 
 @dataclass(frozen=True)
@@ -109,10 +41,13 @@ class Verdict:
 class Memory:
     """The committed documents of one run, their embeddings and a FAISS inner-product index."""
 
+    records_name = CORPUS  # the file of committed records (an instruction run has its own)
+
     def __init__(self, run_dir: str | Path, embedder, id_prefix: str = "doc", index: str = "auto") -> None:
         if index not in indexes.KINDS:
             raise UserError(f"unknown index kind {index!r} ({', '.join(indexes.KINDS)})")
-        self.dir = Path(run_dir)
+        self.run = RunDir(Path(run_dir), self.records_name)
+        self.dir = self.run.root
         self.embedder = embedder
         self.dim = embedder.dim
         self.id_prefix = id_prefix
@@ -135,25 +70,25 @@ class Memory:
     # -- paths ---------------------------------------------------------------------------------
     @property
     def corpus_path(self) -> Path:
-        return self.dir / CORPUS
+        return self.run.records
 
     @property
     def rejects_path(self) -> Path:
-        return self.dir / REJECTS
+        return self.run.rejects
 
     def _mem(self, name: str) -> Path:
-        return self.dir / MEMORY_DIR / name
+        return self.run.memory / name
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self) -> None:
-        self.records = read_jsonl(self.corpus_path)
+        self.records = read_jsonl(self.corpus_path, committed=True)
         n = len(self.records)
         vectors = self._stored_embeddings(n)
         if len(vectors) < n:  # documents committed before their embeddings reached disk: embed the rest
             missing = self.embedder.encode([r["text"] for r in self.records[len(vectors):]])
             vectors = np.vstack([vectors, missing])
             if n:
-                self.dir.joinpath(MEMORY_DIR).mkdir(parents=True, exist_ok=True)
+                self.run.memory.mkdir(parents=True, exist_ok=True)
                 write_atomic(self._mem(EMBEDDINGS), vectors.tobytes())
         self.index = self._stored_index(n) or self._new_index(n, vectors)
 
@@ -206,7 +141,7 @@ class Memory:
                 return Verdict(False, similarity, nearest)
             committed = {"id": f"{self.id_prefix}-{len(self.records):06d}", **record,
                          "nearest_similarity": None if similarity is None else round(similarity, 4)}
-            self.dir.joinpath(MEMORY_DIR).mkdir(parents=True, exist_ok=True)
+            self.run.memory.mkdir(parents=True, exist_ok=True)
             # Embedding first, corpus line second: a crash in between leaves an extra row, which a
             # reload drops; the corpus line is the commit point.
             with open(self._mem(EMBEDDINGS), "ab") as f:
@@ -229,7 +164,7 @@ class Memory:
         with self.lock:
             if not self.records:
                 return
-            self.dir.joinpath(MEMORY_DIR).mkdir(parents=True, exist_ok=True)
+            self.run.memory.mkdir(parents=True, exist_ok=True)
             write_atomic(self._mem(INDEX), faiss.serialize_index(self.index).tobytes())
             meta = {"count": len(self.records), "dim": self.dim, "metric": "inner_product_on_l2_normalised",
                     "kind": indexes.kind_of(self.index)}

@@ -8,17 +8,16 @@ run's own embeddings (memory/embeddings.f32, same order) and its rejection rate 
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from agents.errors import UserError
-from agents.instruction import INSTRUCTIONS
+from core.errors import UserError
+from core.jsonl import count_lines, iter_jsonl
+from core.rundir import CORPUS, EMBEDDINGS, INSTRUCTIONS, RunDir, is_run_file
 from memory.embedder import DIM
-from memory.store import count_lines
 
 
 @dataclass
@@ -47,21 +46,9 @@ def _text(record: dict) -> str:
 
 def read_texts(path: Path) -> tuple[list[str], list[dict]]:
     """Texts and records; a line that is not JSON or has no text is a user error naming the line.
-    A last line without a newline that does not parse (a run still writing it) is skipped."""
+    A run's own file is read up to its last newline (the run may still be writing)."""
     texts, records = [], []
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")  # the last piece is what follows the last newline
-    except UnicodeDecodeError:
-        raise UserError(f"{path}: not UTF-8 text (expected JSONL)") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            if number == len(lines):
-                continue  # an unfinished last line: a run still writing it
-            raise UserError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
+    for number, record in iter_jsonl(path, committed=is_run_file(path)):
         text = _text(record) if isinstance(record, dict) else ""
         if not text.strip():
             raise UserError(f"{path}: line {number} has no 'text' (or PubMedQA 'contexts')")
@@ -77,13 +64,13 @@ def load(spec: str, reference: bool = False) -> Corpus:
         name, path_text = "", spec
     path = Path(path_text)
     if path.is_dir():
-        path = path / "corpus.jsonl" if (path / "corpus.jsonl").exists() or not (path / INSTRUCTIONS).exists() else path / INSTRUCTIONS
+        path = RunDir.find(path).records
     if not path.is_file():
         raise UserError(f"corpus not found: {path_text}")
     texts, records = read_texts(path)
     if len(texts) < 2:
         raise UserError(f"{path}: {len(texts)} document(s); diversity needs at least 2")
-    name = name or (path.parent.name if path.name in ("corpus.jsonl", INSTRUCTIONS) else path.stem)
+    name = name or (path.parent.name if path.name in (CORPUS, INSTRUCTIONS) else path.stem)
     corpus = Corpus(name=name, path=path, texts=texts, reference=reference)
     corpus.method = next((r.get("method") for r in records if r.get("method")), None)
     _attach_run(corpus)
@@ -91,13 +78,13 @@ def load(spec: str, reference: bool = False) -> Corpus:
 
 
 def _attach_run(corpus: Corpus) -> None:
-    run = corpus.path.parent
-    if corpus.path.name not in ("corpus.jsonl", INSTRUCTIONS):  # an instruction run has its own memory/
+    if corpus.path.name not in (CORPUS, INSTRUCTIONS):  # an instruction run has its own memory/
         return
-    if (run / "rejects.jsonl").exists() or (run / "manifest.json").exists():
-        rejected = count_lines(run / "rejects.jsonl")
+    run = RunDir(corpus.path.parent, corpus.path.name)
+    if run.rejects.exists() or run.manifest.exists():
+        rejected = count_lines(run.rejects)
         corpus.rejection_rate = rejected / (rejected + len(corpus.texts))
-    stored = run / "memory" / "embeddings.f32"
+    stored = run.memory / EMBEDDINGS
     if stored.exists() and stored.stat().st_size % 4 == 0:
         vectors = np.fromfile(stored, dtype=np.float32)
         if vectors.size == len(corpus.texts) * DIM:  # exactly one all-MiniLM vector per line: trust the order

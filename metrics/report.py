@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.errors import UserError, exit_code
 from core.cli import Parser, positive
-from graph.configuration import DEFAULT_THRESHOLD
-from memory.store import write_atomic
+from core.errors import UserError, exit_code
+from core.jsonl import write_atomic
+from memory.store import DEFAULT_THRESHOLD
 from metrics.corpora import Corpus, load, sample
 
 # name -> (label, True when higher = more diverse)

@@ -91,3 +91,4 @@ def test_an_unusable_reply_is_rejected_not_committed(ctx, stub_models):
     assert state["ended"] == "rejected" and corpus(ctx) == []
     rejects = (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()
     assert json.loads(rejects[0])["reason"] == "no document"
+    assert json.loads(rejects[0])["text"] == "Sure!" and json.loads(rejects[0])["method"] == "template"

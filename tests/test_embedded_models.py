@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from agents import embedded
-from agents.errors import UserError
+from core.errors import UserError
 
 
 @pytest.fixture

@@ -137,6 +137,10 @@ def test_draft_still_too_similar_past_the_budget_goes_to_rejects(ctx, stub_model
     [reject] = [json.loads(line) for line in (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()]
     assert reject["reason"] == "too similar" and reject["nearest_similarity"] >= ctx.threshold
     assert reject["nearest_id"] == "finance-000000" and reject["revisions"] == 2
+    # One record builder: a reject has every field a committed document has (but its id), and its draft.
+    fields = {"domain", "method", "text", "seeds", "summary", "category", "experts", "rounds", "protocol_errors",
+              "ended", "model", "prompt_hash", "tokens", "created_at", "source", "brief", "reviews"}
+    assert fields <= reject.keys() and reject["text"] == existing and reject["tokens"] > 0
 
 
 def test_fallback_without_a_document_is_rejected_not_committed(ctx, stub_models):

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from agents.errors import UserError
+from core.errors import UserError
 from memory.embedder import default_embedder
 from memory.store import Memory
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.errors import UserError
 from metrics import embedding, lexical
 from metrics.corpora import load
 from metrics.report import main
@@ -211,12 +212,16 @@ def test_report_equal_token_samples(tmp_path):
     assert "task2vec" not in corpora["short"]
 
 
-def test_an_unfinished_last_line_is_skipped_but_a_final_line_without_newline_is_kept(tmp_path):
+def test_a_run_still_writing_is_read_to_its_last_newline_a_finished_file_to_its_last_line(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three"}')
-    assert load(str(path)).texts == ["one", "two", "three"]
+    assert load(str(path)).texts == ["one", "two", "three"]  # a hand-made file without a final newline
     path.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "thr')
-    assert load(str(path)).texts == ["one", "two"]
+    with pytest.raises(UserError, match="line 3 is not valid JSON"):
+        load(str(path))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "corpus.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three"}')
+    assert load(str(tmp_path / "run")).texts == ["one", "two"]  # the run's commit of "three" is not finished
 
 
 def test_a_run_directory_brings_its_embeddings_and_rejection_rate(tmp_path):

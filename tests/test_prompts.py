@@ -1,7 +1,7 @@
 import pytest
 
-from agents.errors import UserError
 from agents.prompts import PROMPTS_DIR, fill, load_prompts
+from core.errors import UserError
 
 
 def test_shipped_domains_load_with_large_keyword_pools():

@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from agents.errors import UserError, exit_code
+from core.errors import UserError, exit_code
 
 # Dense bf16 peaks (FLOP/s) for MFU; others via --peak-flops.
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}

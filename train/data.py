@@ -12,15 +12,16 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.errors import UserError
-from memory.store import read_jsonl
+from core.errors import UserError
+from core.jsonl import read_jsonl
+from core.rundir import is_run_file
 
 
 def read_texts(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"corpus not found: {path}")
-    texts = [r["text"] for r in read_jsonl(path, allow_partial_tail=True) if r["text"].strip()]
+    texts = [r["text"] for r in read_jsonl(path, committed=is_run_file(path)) if r["text"].strip()]
     if not texts:
         raise UserError(f"{path}: no documents")
     return texts

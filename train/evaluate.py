@@ -13,8 +13,8 @@ import os
 import sys
 from pathlib import Path
 
-from agents.errors import UserError
-from memory.store import write_atomic
+from core.errors import UserError
+from core.jsonl import write_atomic
 
 LOWER_IS_BETTER = {"perplexity"}
 

@@ -8,8 +8,8 @@ import os
 import threading
 from pathlib import Path
 
-from agents.errors import UserError
 from agents.tokens import CACHE, embedded_gguf
+from core.errors import UserError
 
 EMBEDDED = "embedded"
 _lock = threading.Lock()

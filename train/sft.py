@@ -20,8 +20,9 @@ import sys
 import time
 from pathlib import Path
 
-from agents.errors import UserError, exit_code
-from memory.store import write_atomic
+from core.errors import UserError, exit_code
+from core.jsonl import iter_jsonl, write_atomic
+from core.rundir import INSTRUCTIONS, RunDir, is_run_file
 
 IGNORE = -100  # the label that PyTorch's cross-entropy (and so every HF causal LM) skips
 
@@ -52,25 +53,18 @@ def read_chats(path: str | Path) -> list[list[dict]]:
     """Chats from an instruction run (instruction + response) or a chat export (`messages`)."""
     path = Path(path)
     if path.is_dir():
-        path = path / "instructions.jsonl"
+        path = RunDir(path, INSTRUCTIONS).records
     if not path.is_file():
         raise UserError(f"--data: {path} not found")
     chats = []
-    with open(path, encoding="utf-8") as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip() or not line.endswith("\n"):
-                continue  # blank, or an unfinished last line of a run still writing
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}: line {number} is not valid JSON ({e.msg})") from None
-            messages = record.get("messages") if isinstance(record, dict) else None
-            if messages is None and isinstance(record, dict) and record.get("instruction") and record.get("response"):
-                messages = [{"role": "user", "content": record["instruction"]}, {"role": "assistant", "content": record["response"]}]
-            if not messages or messages[-1].get("role") != "assistant":
-                raise UserError(f"{path}: line {number} has neither 'messages' ending in an assistant turn nor "
-                                "'instruction' and 'response'")
-            chats.append(messages)
+    for number, record in iter_jsonl(path, committed=is_run_file(path)):
+        messages = record.get("messages") if isinstance(record, dict) else None
+        if messages is None and isinstance(record, dict) and record.get("instruction") and record.get("response"):
+            messages = [{"role": "user", "content": record["instruction"]}, {"role": "assistant", "content": record["response"]}]
+        if not messages or messages[-1].get("role") != "assistant":
+            raise UserError(f"{path}: line {number} has neither 'messages' ending in an assistant turn nor "
+                            "'instruction' and 'response'")
+        chats.append(messages)
     if not chats:
         raise UserError(f"{path}: no examples")
     return chats

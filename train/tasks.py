@@ -7,13 +7,13 @@ Splits are deterministic: every 10th example is the dev split (few-shot exemplar
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from agents.errors import UserError
+from core.errors import UserError
+from core.jsonl import read_jsonl
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
@@ -61,8 +61,7 @@ def read_rows(source: str) -> list[dict]:
     path = Path(source)
     if not path.is_file():
         raise UserError(f"task data not found: {path}")
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+    return read_jsonl(path, field=None)
 
 
 def load_task(name: str, source: str | None = None) -> tuple[Task, list[Example], list[Example]]:

@@ -1,0 +1,55 @@
+"""core/: the one JSONL reader's rules and the run directory's file names."""
+
+import json
+
+import pytest
+
+from core.errors import UserError
+from core.jsonl import iter_jsonl, read_jsonl, repair_tail
+from core.rundir import CORPUS, INSTRUCTIONS, RunDir, is_run_file
+
+
+def write(path, *lines, tail=""):
+    path.write_text("".join(json.dumps(line) + "\n" for line in lines) + tail)
+    return path
+
+
+def test_a_runs_file_is_read_to_its_last_newline_any_other_file_to_its_last_line(tmp_path):
+    run_file = write(tmp_path / CORPUS, {"text": "a"}, tail='{"text": "b"}')  # a commit still being written
+    assert [r["text"] for r in read_jsonl(run_file, committed=True)] == ["a"]
+    assert [r["text"] for r in read_jsonl(run_file)] == ["a", "b"]  # a hand-made file without a final newline
+
+    cut = write(tmp_path / "user.jsonl", {"text": "a"}, tail='{"text": "b')
+    assert [r["text"] for r in read_jsonl(cut, committed=True)] == ["a"]
+    with pytest.raises(UserError, match=r"user.jsonl: line 2 is not valid JSON"):
+        read_jsonl(cut)
+    assert repair_tail(cut) == len('{"text": "b') and read_jsonl(cut) == [{"text": "a"}]
+
+
+def test_every_broken_line_is_named_in_one_message(tmp_path):
+    broken = tmp_path / "b.jsonl"
+    broken.write_text('{"text": "a"}\nnot json\n{"text": "c"}\n')
+    for committed in (False, True):
+        with pytest.raises(UserError, match=r"b.jsonl: line 2 is not valid JSON"):
+            read_jsonl(broken, committed=committed)
+    no_text = write(tmp_path / "n.jsonl", {"text": "a"}, {"body": "b"})
+    with pytest.raises(UserError, match=r"line 2 has no 'text' field"):
+        read_jsonl(no_text)
+    assert read_jsonl(no_text, field=None)[1] == {"body": "b"}
+    with pytest.raises(UserError, match=r"line 1 is not a JSON object"):
+        read_jsonl(write(tmp_path / "l.jsonl", [1, 2]), field=None)
+    (tmp_path / "latin1.jsonl").write_bytes(b'{"text": "caf\xe9"}\n')
+    with pytest.raises(UserError, match="not UTF-8"):
+        list(iter_jsonl(tmp_path / "latin1.jsonl"))
+    assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_run_dir_names_every_file_and_finds_an_instruction_run(tmp_path):
+    run = RunDir(tmp_path)
+    assert run.records == tmp_path / CORPUS and run.records in run.appended and run.memory in run.outputs
+    assert RunDir.find(tmp_path).records_name == CORPUS  # an empty folder is a generation run
+    (tmp_path / INSTRUCTIONS).write_text("")
+    assert RunDir.find(tmp_path).records == tmp_path / INSTRUCTIONS
+    (tmp_path / CORPUS).write_text("")
+    assert RunDir.find(tmp_path).records == tmp_path / CORPUS
+    assert is_run_file(run.rejects) and not is_run_file(tmp_path / "fpb.jsonl")
