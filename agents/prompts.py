@@ -51,6 +51,7 @@ GRAMMARS: dict[str, set[str]] = {
     "conductor.gbnf": set(),
 }
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+FRAGMENTS = "fragments"  # prompts/fragments.yaml: the short pieces around the prompt files
 
 
 def fill(template: str, **values: object) -> str:
@@ -79,6 +80,14 @@ class PromptSet:
 
     def render(self, name: str, **values: object) -> str:
         return fill(self.texts[name], **values)
+
+    def fragment(self, key: str, **values: object) -> str:
+        """A short piece of prompts/fragments.yaml, filled in."""
+        return fill(self.texts[f"{FRAGMENTS}/{key}"], **values)
+
+    def lines(self, key: str, rows: list[dict], empty: str | None = "none_yet", sep: str = "\n") -> str:
+        """One fragment per row, joined; the `empty` fragment (or nothing) when there are none."""
+        return sep.join(self.fragment(key, **row) for row in rows) or (self.fragment(empty) if empty else "")
 
 
 def available_domains(folder: Path = PROMPTS_DIR) -> list[str]:
@@ -132,12 +141,39 @@ def load_domain(name: str, override: Path | None = None) -> tuple[Domain, str]:
     return domain, text
 
 
+def _fragments_file(path: Path) -> dict[str, str]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"{path}:{f' line {mark.line + 1}' if mark else ''} is not valid YAML ({getattr(e, 'problem', e)})") from None
+    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise UserError(f"{path}: expected 'name: text' lines")
+    return data
+
+
+def load_fragments(override: Path | None = None) -> dict[str, str]:
+    """prompts/fragments.yaml, with the keys an override folder's copy sets; each keeps its placeholders."""
+    base = _fragments_file(PROMPTS_DIR / f"{FRAGMENTS}.yaml")
+    own = override / f"{FRAGMENTS}.yaml" if override else None
+    if own is not None and own.is_file():
+        mine = _fragments_file(own)
+        if unknown := sorted(set(mine) - set(base)):
+            raise UserError(f"{own}: unknown fragment(s) {', '.join(unknown)} (known: {', '.join(base)})")
+        for key, text in mine.items():
+            if missing := sorted(set(_PLACEHOLDER.findall(base[key])) - set(_PLACEHOLDER.findall(text))):
+                raise UserError(f"{own}: fragment {key} is missing placeholder(s): {', '.join('{' + m + '}' for m in missing)}")
+        base.update(mine)
+    return {f"{FRAGMENTS}/{key}": text for key, text in base.items()}
+
+
 def load_prompts(domain: str, override: str | Path | None = None, inline: dict[str, str] | None = None) -> PromptSet:
     """Read every prompt file (override folder first), apply inline overrides, check placeholders."""
     folder = Path(override) if override else None
     if folder is not None and not folder.is_dir():
         raise UserError(f"prompts folder not found: {folder}")
     texts = {name: _read(name, folder)[1] for name in (*REQUIRED, *GRAMMARS)}
+    texts.update(load_fragments(folder))
     texts.update({k: v for k, v in (inline or {}).items() if v})
     for name, provided in GRAMMARS.items():  # a bad grammar can crash llama.cpp's server: refuse it here
         grammar.check(texts[name], str(_read(name, folder)[0]), provided)

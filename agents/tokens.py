@@ -7,6 +7,7 @@ import threading
 from functools import lru_cache
 from pathlib import Path
 
+from core.cli import offline
 from core.errors import UserError
 
 EMBEDDED = "embedded"
@@ -31,7 +32,7 @@ def embedded_gguf() -> Path:
 def load_tokenizer(name: str = EMBEDDED):
     """A transformers tokenizer: 'embedded' (read once from the GGUF, then cached as a normal
     tokenizer folder), a local path, or a hub id already in the local cache (offline)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline()
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 

@@ -1,10 +1,27 @@
-"""What every command line shares: one-line argument errors (exit 2) and positive-number types."""
+"""What every command line shares: one-line argument errors (exit 2), positive-number types, and
+the offline start every command makes."""
 
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Callable
 
-from core.errors import UserError
+from core.errors import UserError, exit_code
+
+
+def offline(tokenizer_threads: bool = True) -> None:
+    """Hugging Face reads only local files: nothing downloads at run time. Without tokenizer threads,
+    a generation run's tokenizer stays off the cores its own threads use."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not tokenizer_threads:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def run_command(command: Callable[[], int], tokenizer_threads: bool = True) -> int:
+    """A command's exit code, started offline; a UserError is one line on stderr and exit 2."""
+    offline(tokenizer_threads)
+    return exit_code(command)
 
 
 class Parser(argparse.ArgumentParser):

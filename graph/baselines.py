@@ -28,8 +28,8 @@ from graph.state import DocInput, TemplateState
 SHOWN_CHARS = 1500  # per document put in the prompt: five of them stay well inside SmolLM2's 8k context
 
 
-def _quoted(texts: list[str]) -> str:
-    return "\n\n".join(f'"""\n{t[:SHOWN_CHARS]}\n"""' for t in texts)
+def _quoted(ctx: Context, texts: list[str]) -> str:
+    return res.prompts(ctx).lines("quoted", [{"text": t[:SHOWN_CHARS]} for t in texts], empty=None, sep="\n\n")
 
 
 def _instruction(ctx: Context, state: TemplateState) -> str:
@@ -59,7 +59,7 @@ def prior_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     recent = [r["text"] for r in res.memory(ctx).records[-ctx.recall_k:]] if ctx.recall_k else []
     body = _instruction(ctx, state)
     if recent:
-        body = f"{res.prompts(ctx).render('templates/prior.md', documents=_quoted(recent))}\n\n{body}"
+        body = f"{res.prompts(ctx).render('templates/prior.md', documents=_quoted(ctx, recent))}\n\n{body}"
     return {"method": "template-prior", "shown": recent, "messages": [HumanMessage(body)]}
 
 
@@ -72,7 +72,8 @@ def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     rng = random.Random(f"{ctx.seed}:icl:{state.get('index', 0)}")
     examples = rng.sample(pool, min(ctx.recall_k, len(pool)))
     prompts = res.prompts(ctx)
-    body = f"{prompts.render('templates/icl.md', domain=prompts.domain.name, examples=_quoted(examples))}\n\n{_instruction(ctx, state)}"
+    shown = prompts.render("templates/icl.md", domain=prompts.domain.name, examples=_quoted(ctx, examples))
+    body = f"{shown}\n\n{_instruction(ctx, state)}"
     return {"method": "template-icl", "shown": examples, "messages": [HumanMessage(body)]}
 
 

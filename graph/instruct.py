@@ -12,20 +12,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
-from core.cli import Parser, positive
-from core.errors import UserError, exit_code
+from core.cli import Parser, positive, run_command
+from core.errors import UserError
 from core.rundir import INSTRUCTIONS, RunDir
 from graph.configuration import DEFAULT_THRESHOLD
 from graph.instruct_nodes import METHOD, read_sources, source_path
 from graph.instruct_state import DEFAULT_DRIFT_THRESHOLD, DEFAULT_PARAPHRASE_THRESHOLD, InstructContext
-from graph.session import clear_run_dir, prepare_run_dir, repair_run_dir, serve, summarize, terminate, write_manifest
+from graph.session import open_run, prepare_run_dir, summarize, terminate, write_manifest
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -149,12 +148,7 @@ def generate(args: argparse.Namespace) -> int:
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        ctx = serve(stack, ctx, args, out, console)
-        if args.overwrite:
-            clear_run_dir(rundir)
-        for note in repair_run_dir(rundir):
-            console.log(note)
-        res.clear()
+        ctx = open_run(stack, ctx, args, rundir, console)
         memory = nodes.memory(ctx)
         console.log(f"{prompts.domain.name} instructions from {len(args.sources)} documents ({args.corpus}): {len(memory)} in "
                     f"{out}, target {args.instructions}, {args.evolve_rounds} evolution rounds, {args.concurrency} in flight")
@@ -186,9 +180,7 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return exit_code(lambda: generate(parse_args(argv)))
+    return run_command(lambda: generate(parse_args(argv)))
 
 
 if __name__ == "__main__":

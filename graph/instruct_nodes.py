@@ -161,9 +161,10 @@ async def offer(state: InstructState, runtime: Runtime[InstructContext]) -> dict
     siblings = [r["instruction"] for r in mem.records if r.get("source_id") == src["id"]]
     near = mem.nearest(await embed(src["text"]), ctx.recall_k)
     task = p.render("instruct/task.md", source_id=src["id"], document=src["text"], size=len(mem),
-                    coverage=", ".join(f"{t} ({n})" for t, n in counts.most_common()) or "(none yet)",
-                    siblings="\n".join(f"- {s}" for s in siblings) or "(none yet)",
-                    nearest="\n".join(f"- [{r.get('type')}] {r['instruction']}" for _, r in near) or "(none yet)",
+                    coverage=p.base.lines("type_count", [{"type": t, "count": n} for t, n in counts.most_common()], sep=", "),
+                    siblings=p.base.lines("sibling_line", [{"instruction": s} for s in siblings]),
+                    nearest=p.base.lines("nearest_instruction", [{"type": r.get("type"), "instruction": r["instruction"]}
+                                                                  for _, r in near]),
                     types="; ".join(types))
     system = p.render("instruct/conductor.md", domain=p.domain.name, description=p.domain.description)
     return {"messages": [SystemMessage(system), HumanMessage(task)], "types": types, "round": 0, "protocol_errors": 0,
@@ -221,8 +222,8 @@ async def propose(state: InstructState, runtime: Runtime[InstructContext]) -> di
     rng = random.Random(f"{ctx.seed}:moves:{state.get('index', 0)}:{len(evolution)}")
     moves = least_covered([m for m in p.moves if m not in tried] or list(p.moves), used, len(p.moves), rng)
     last = evolution[-1]
-    previous = "" if len(evolution) == 1 else (
-        f"The last step ({last['move']}) was " + ("accepted." if last["accepted"] else f"rejected: {last['why']}."))
+    previous = "" if len(evolution) == 1 else p.base.fragment(
+        "step_accepted" if last["accepted"] else "step_rejected", move=last["move"], why=last.get("why", ""))
     note = HumanMessage(p.render("instruct/step.md", step=len(evolution), steps=ctx.evolve_rounds, previous=previous,
                                  instruction=state["instruction"], moves="; ".join(moves)))
     rules = grammar.render(p.texts["instruct/move.gbnf"], {"move": moves})

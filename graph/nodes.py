@@ -40,27 +40,28 @@ async def embed(text: str):
 
 def _round_message(ctx: Context, state: DocState, body: str) -> HumanMessage:
     """A user turn, prefixed with the round the conductor is about to take; the last one says so."""
-    k = state.get("round", 0) + 1
+    prompts, k = res.prompts(ctx), state.get("round", 0) + 1
     if k >= ctx.max_rounds:
-        body = f"{body}\n\n{res.prompts(ctx).render('last_round.md')}"
-    return HumanMessage(f"ROUND {k}: {body}")
+        body = f"{body}\n\n{prompts.render('last_round.md')}"
+    return HumanMessage(prompts.fragment("round", round=k, body=body))
 
 
-def _seed_text(state: DocState) -> str:
+def _seed_text(ctx: Context, state: DocState) -> str:
+    prompts = res.prompts(ctx)
     if state.get("seed_doc"):
-        return ("derive 3 to 5 keywords from this real document and write a new document on its topic "
-                f"(not a copy, not a paraphrase):\n\"\"\"\n{state['seed_doc'][:SEED_DOC_CHARS]}\n\"\"\"")
-    parts = [f"keywords: {', '.join(state.get('seeds', []))}"]
+        return prompts.fragment("seed_document", document=state["seed_doc"][:SEED_DOC_CHARS])
+    text = prompts.fragment("seed_keywords", keywords=", ".join(state.get("seeds", [])))
     if state.get("genre"):
-        parts.append(f"genre: {state['genre']}")
+        text += prompts.fragment("seed_genre", genre=state["genre"])
     if state.get("audience"):
-        parts.append(f"audience: {state['audience']}")
-    return "; ".join(parts)
+        text += prompts.fragment("seed_audience", audience=state["audience"])
+    return text
 
 
 def _expert_messages(ctx: Context, name: str, instruction: str) -> list:
     """Fresh eyes: an expert sees its system prompt, its name and one instruction, nothing else."""
-    return [SystemMessage(res.prompts(ctx).render("expert.md")), HumanMessage(f"You are Expert {name}.\n\n{instruction}")]
+    prompts = res.prompts(ctx)
+    return [SystemMessage(prompts.render("expert.md")), HumanMessage(prompts.fragment("expert_turn", name=name, instruction=instruction))]
 
 
 def make_record(ctx: Context, state: dict, ended: str, draft: dict | None = None, method: str = "metasynth",
@@ -109,12 +110,12 @@ async def recall(state: DocState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     prompts, memory = res.prompts(ctx), res.memory(ctx)
     near = await _recalled(ctx, state)
-    recall_text = "\n".join(f"- [{r.get('category', '?')}] {r.get('summary', '')} (similarity {s:.2f})" for s, r in near)
-    counts = memory.category_counts().most_common(15)
+    recalled = [{"category": r.get("category", "?"), "summary": r.get("summary", ""), "similarity": f"{s:.2f}"} for s, r in near]
+    counts = [{"category": c, "count": n} for c, n in memory.category_counts().most_common(15)]
     task = prompts.render(
-        "task.md", domain=prompts.domain.name, description=prompts.domain.description, seeds=_seed_text(state),
-        corpus_size=len(memory), categories="\n".join(f"- {c}: {n}" for c, n in counts) or "(none yet)",
-        recall=recall_text or "(none yet: this is the first document)",
+        "task.md", domain=prompts.domain.name, description=prompts.domain.description, seeds=_seed_text(ctx, state),
+        corpus_size=len(memory), categories=prompts.lines("category_line", counts),
+        recall=prompts.lines("recall_line", recalled, empty="first_document"),
     )
     system = prompts.render("conductor.md", domain=prompts.domain.name, description=prompts.domain.description)
     return {"messages": [SystemMessage(system), _round_message(ctx, {}, task)], "round": 0, "protocol": "text",
@@ -153,7 +154,7 @@ async def expert(call: dict, runtime: Runtime[Context]) -> dict:
 def relay(state: DocState, runtime: Runtime[Context]) -> dict:
     """Hand the experts' outputs back to the conductor in one user turn, in the order it called them."""
     replies = sorted(state.get("replies", []), key=lambda r: r["order"])
-    body = "\n\n".join(f"{r['name']}'s output:\n\"\"\"\n{r['text']}\n\"\"\"" for r in replies)
+    body = res.prompts(runtime.context).lines("expert_output", replies, empty=None, sep="\n\n")
     return {"messages": [_round_message(runtime.context, state, body)], "replies": None,
             "experts": state.get("experts", []) + [r["name"] for r in replies]}
 
@@ -170,7 +171,7 @@ async def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
     name = prompts.domain.fallback_expert
     # Fresh eyes, as for every expert: no prior documents (a small model copies what it is shown).
     instruction = prompts.render("fallback.md", domain=prompts.domain.name, description=prompts.domain.description,
-                                 seeds=_seed_text(state))
+                                 seeds=_seed_text(ctx, state))
     reply, usage = await ask(res.expert_router(ctx), _expert_messages(ctx, name, instruction), f"fallback:{name}")
     final = parse_final(reply.text)
     reason = state.get("fallback_reason") or (

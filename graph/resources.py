@@ -167,7 +167,7 @@ def _category_table(ctx: Context) -> np.ndarray | None:
     domain = prompts(ctx).domain
     if not domain.categories:
         return None
-    sentences = [f"A {domain.name} document about {label}." for label in domain.categories]
+    sentences = [prompts(ctx).fragment("category_sentence", domain=domain.name, label=label) for label in domain.categories]
     return _cached(("categories", ctx.domain, tuple(sentences)), lambda: default_embedder().encode(sentences))
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import signal
 import sys
 from contextlib import ExitStack
@@ -17,12 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 
 from agents.tokens import load_tokenizer
-from core.cli import Parser, positive
-from core.errors import UserError, exit_code
+from core.cli import Parser, positive, run_command
+from core.errors import UserError
 from core.rundir import RunDir
 from graph.configuration import DEFAULT_THRESHOLD, METHODS, PROTOCOLS, Context
 from graph.seeds import read_seed_docs
-from graph.session import clear_run_dir, repair_run_dir, serve, summarize, terminate, write_manifest
+from graph.session import open_run, summarize, terminate, write_manifest
 from graph.session import prepare_run_dir as prepare_run_dir_for
 
 
@@ -158,12 +157,7 @@ def generate(args: argparse.Namespace) -> int:
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        ctx = serve(stack, ctx, args, out, console)
-        if args.overwrite:
-            clear_run_dir(rundir)
-        for note in repair_run_dir(rundir):
-            console.log(note)
-        res.clear()
+        ctx = open_run(stack, ctx, args, rundir, console)
         memory = res.memory(ctx)
         target = f"{args.docs} documents" if args.docs else f"{args.tokens:,} tokens"
         console.log(f"{prompts.domain.name} by {args.method}: {len(memory)} documents in {out}, target {target}, "
@@ -200,9 +194,7 @@ def generate(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return exit_code(lambda: generate(parse_args(argv)))
+    return run_command(lambda: generate(parse_args(argv)))
 
 
 if __name__ == "__main__":

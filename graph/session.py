@@ -18,6 +18,7 @@ from agents.llm import check_server
 from core.errors import UserError
 from core.jsonl import read_jsonl, repair_tail, write_atomic
 from core.rundir import RunDir
+from graph import resources
 from graph.configuration import Context
 
 PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "faiss-cpu", "sentence-transformers",
@@ -103,6 +104,18 @@ def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: b
     manifest = {"method": method, "config": {**ctx.as_dict(), "concurrency": concurrency}, "prompt_hash": prompts.hash,
                 "versions": versions(), "interrupted": interrupted, **stats}
     write_atomic(RunDir(out).manifest, json.dumps(manifest, indent=2).encode())
+
+
+def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunDir, console) -> Context:
+    """Start the servers (see serve), then make the run directory ready to append to: cleared with
+    --overwrite, an unfinished last line cut after a hard stop. Resources are rebuilt for the served ctx."""
+    ctx = serve(stack, ctx, args, run.root, console)
+    if args.overwrite:
+        clear_run_dir(run)
+    for note in repair_run_dir(run):
+        console.log(note)
+    resources.clear()
+    return ctx
 
 
 def terminate(signum, frame) -> None:  # SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written

@@ -43,9 +43,10 @@ def least_covered(values: list[str], counts: Counter, k: int, rng: random.Random
     return sorted(shuffled, key=lambda v: counts[v])[:k]
 
 
-def _coverage(counts: dict[str, Counter]) -> str:
-    lines = [f"- {name}: " + ", ".join(f"{v} ({n})" for v, n in c.most_common(5)) for name, c in counts.items() if c]
-    return "\n".join(lines) or "(nothing yet)"
+def _coverage(prompts, counts: dict[str, Counter]) -> str:
+    rows = [{"field": name, "values": prompts.lines("coverage_value", [{"value": v, "count": n} for v, n in c.most_common(5)],
+                                                    empty=None, sep=", ")} for name, c in counts.items() if c]
+    return prompts.lines("coverage_line", rows, empty="nothing_yet")
 
 
 def _writer_messages(ctx: Context, text: str) -> list:
@@ -69,8 +70,8 @@ async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
         seed = prompts.render("structured/seed_keywords.md", keywords=", ".join(state.get("seeds", [])))
     task = prompts.render(
         "structured/task.md", domain=domain.name, seed=seed, corpus_size=len(memory),
-        coverage=_coverage({"categories": counts["category"], "genres": counts["genre"], "audiences": counts["audience"]}),
-        recall="\n".join(f"- {r.get('summary', '')}" for _, r in near) or "(none yet: this is the first document)",
+        coverage=_coverage(prompts, {"categories": counts["category"], "genres": counts["genre"], "audiences": counts["audience"]}),
+        recall=prompts.lines("nearest_line", [{"summary": r.get("summary", "")} for _, r in near], empty="first_document"),
         categories="; ".join(options["category"]), genres="; ".join(options["genre"]),
         audiences="; ".join(options["audience"]),
     )

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from functools import lru_cache
 
 import numpy as np
+
+from core.cli import offline
 
 DIM = 384
 _lock = threading.Lock()  # sentence-transformers models are not safe to call from several threads at once
@@ -16,7 +17,7 @@ class Embedder:
     """L2-normalised float32 embeddings, so that inner product is cosine similarity."""
 
     def __init__(self, path: str | None = None) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub
+        offline()  # never reach for a hub
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 

@@ -8,15 +8,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from core.cli import Parser, positive
-from core.errors import UserError, exit_code
+from core.cli import Parser, positive, run_command
+from core.errors import UserError
 from core.jsonl import write_atomic
 from memory.store import DEFAULT_THRESHOLD
 from metrics.corpora import Corpus, load, sample
@@ -238,9 +237,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    return exit_code(lambda: run(parse_args(argv)))
+    return run_command(lambda: run(parse_args(argv)))
 
 
 if __name__ == "__main__":

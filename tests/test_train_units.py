@@ -72,3 +72,12 @@ def test_a_training_output_folder_is_named_as_such_not_as_a_tokenizer_problem(tm
     with pytest.raises(UserError, match="not a model folder"):
         resolve(str(tmp_path))
     assert resolve(str(tmp_path / "ckpt" / "final")) == str(tmp_path / "ckpt" / "final")
+
+
+def test_a_task_without_its_data_names_where_it_looked_and_how_to_point_elsewhere(tmp_path, monkeypatch):
+    from core.errors import UserError
+    from train import tasks
+
+    monkeypatch.setattr(tasks, "DATA", tmp_path)
+    with pytest.raises(UserError, match=r"fpb: no data at .*finance/fpb.jsonl; set METASYNTH_DATA .* --task-file fpb=PATH"):
+        tasks.load_task("fpb")

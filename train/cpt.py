@@ -19,7 +19,8 @@ import sys
 import time
 from pathlib import Path
 
-from core.errors import UserError, exit_code
+from core.cli import run_command
+from core.errors import UserError
 
 # Dense bf16 peaks (FLOP/s) for MFU; others via --peak-flops.
 PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -101,8 +102,7 @@ def training_texts(args) -> tuple[list[str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return exit_code(lambda: train(parse_args(argv)))
+    return run_command(lambda: train(parse_args(argv)))
 
 
 def train(args: argparse.Namespace) -> int:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 from pathlib import Path
 
@@ -107,9 +106,9 @@ def table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from core.cli import Parser, positive
+    from core.cli import Parser, offline, positive
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    offline()
     p = Parser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
     p.add_argument("--model", required=True, help="'embedded', a local folder (e.g. ckpt/finance/final) or a hub id")
     p.add_argument("--baseline", help="the model before continual pretraining, scored the same way")

@@ -14,13 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import sys
 import time
 from pathlib import Path
 
-from core.errors import UserError, exit_code
+from core.cli import run_command
+from core.errors import UserError
 from core.jsonl import iter_jsonl, write_atomic
 from core.rundir import INSTRUCTIONS, RunDir, is_run_file
 
@@ -99,8 +99,7 @@ def collate(examples: list[dict], pad_id: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    return exit_code(lambda: train(parse_args(argv)))
+    return run_command(lambda: train(parse_args(argv)))
 
 
 def train(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ Splits are deterministic: every 10th example is the dev split (few-shot exemplar
 
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,8 @@ from typing import Callable
 from core.errors import UserError
 from core.jsonl import read_jsonl
 
-DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+# The tasks' real data: METASYNTH_DATA, else ../shared/data beside a checkout (--task-file overrides one task).
+DATA = Path(os.environ.get("METASYNTH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ def load_task(name: str, source: str | None = None) -> tuple[Task, list[Example]
     if name not in TASKS:
         raise UserError(f"unknown task {name!r} (available: {', '.join(TASKS)})")
     task = TASKS[name]
+    if source is None and not (DATA / task.default_file).is_file():
+        raise UserError(f"{name}: no data at {DATA / task.default_file}; set METASYNTH_DATA to the folder holding "
+                        f"{task.default_file}, or pass --task-file {name}=PATH")
     rows = read_rows(source or str(DATA / task.default_file))
     try:
         examples = [task.to_example(r) for r in rows]
