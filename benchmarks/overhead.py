@@ -29,7 +29,7 @@ from graph.run import main as run
 @contextmanager
 def mock_server_process(latency: float, *extra: str):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "agents.mock_server", "--port", str(port), "--latency", str(latency),
+    process = subprocess.Popen([sys.executable, "-m", "benchmarks.mock_server", "--port", str(port), "--latency", str(latency),
                                 *extra], stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/v1"
     try:

@@ -6,7 +6,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 
 from agents.calls import Limiter, LLMFailure, Router
-from agents.mock_server import MockServer
+from benchmarks.mock_server import MockServer
 
 
 def test_calls_spread_over_replicas_and_respect_the_cap():

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from agents import prompts as prompts_module
-from agents.mock_server import MockServer
+from benchmarks.mock_server import MockServer
 from graph import resources
 from graph.run import main
 

@@ -9,7 +9,7 @@ import time
 
 import numpy as np
 
-from agents.mock_server import MockServer
+from benchmarks.mock_server import MockServer
 from graph.run import main
 
 DIM = 384

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import document, run_doc
 
-import agents.mock_server as mock
+import benchmarks.mock_server as mock
 from agents.instruction import complexity, parse_check, parse_evolved, parse_plan
 from graph import instruct_nodes
 from graph import resources as res

@@ -1,5 +1,6 @@
 """The installed package, not only a checkout: the wheel carries every prompt file and finds it."""
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -12,7 +13,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_an_installed_wheel_carries_and_loads_every_prompt_file(tmp_path):
     pytest.importorskip("setuptools", reason="building the wheel without isolation needs setuptools")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(ROOT)],
+    source = tmp_path / "source"  # a copy: setuptools builds in the tree it is given
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "runs", "reports", "build", "*.egg-info", "__pycache__"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(source)],
                    check=True, capture_output=True, cwd=tmp_path)
     [wheel] = tmp_path.glob("metasynth-*.whl")
     shipped = {name for name in zipfile.ZipFile(wheel).namelist() if name.startswith("prompts/")}

@@ -1,6 +1,6 @@
 """A scripted OpenAI-compatible server for tests and benchmarks (no model behind it).
 
-`python -m agents.mock_server --port 8001` serves /v1/models and /v1/chat/completions on 127.0.0.1.
+`python -m benchmarks.mock_server --port 8001` serves /v1/models and /v1/chat/completions on 127.0.0.1.
 Replies follow the MetaSynth protocol and depend only on the request's content, so parallel
 branches get deterministic answers:
   - a conductor conversation (its system prompt names the Conductor) with no expert output yet
