@@ -81,3 +81,25 @@ def test_a_task_without_its_data_names_where_it_looked_and_how_to_point_elsewher
     monkeypatch.setattr(tasks, "DATA", tmp_path)
     with pytest.raises(UserError, match=r"fpb: no data at .*finance/fpb.jsonl; set METASYNTH_DATA .* --task-file fpb=PATH"):
         tasks.load_task("fpb")
+
+
+def test_training_forward_keeps_packed_documents_apart():
+    # With --boundaries a block holds two documents with restarting position ids: in a training
+    # forward (train.cpt's for_training) the second document's logits must equal its logits alone,
+    # i.e. it attends to nothing of the first. With the KV cache on, transformers ignores the restart.
+    torch = pytest.importorskip("torch")
+    from transformers import MistralConfig, MistralForCausalLM
+
+    from train.cpt import for_training
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2)
+    config._attn_implementation = "sdpa"
+    model = for_training(MistralForCausalLM(config)).train()
+    ids = torch.randint(0, 128, (1, 24))
+    positions = torch.cat([torch.arange(10), torch.arange(14)])[None]
+    with torch.no_grad():
+        packed = model(input_ids=ids, position_ids=positions).logits[0, 10:]
+        alone = model(input_ids=ids[:, 10:]).logits[0]
+    assert torch.allclose(packed, alone, atol=1e-5)

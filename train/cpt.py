@@ -78,6 +78,14 @@ def lr_at(step: int, total: int, warmup: int, lr: float, min_ratio: float) -> fl
     return lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
+def for_training(model):
+    """Training needs no KV cache; without one, transformers (>= 5) also turns position ids that restart
+    at each document (--boundaries) into a block-diagonal attention mask, so documents packed into one
+    block do not attend to each other. With the cache on, only the rotary positions restart."""
+    model.config.use_cache = False
+    return model
+
+
 def peak_flops(args, device_name: str) -> float | None:
     if args.peak_flops:
         return args.peak_flops
@@ -137,9 +145,9 @@ def train(args: argparse.Namespace) -> int:
     total = args.max_steps or (math.ceil(args.tokens / tokens_per_step) if args.tokens else steps_per_epoch)
     warmup = int(args.warmup if args.warmup >= 1 else args.warmup * total)
 
+    for_training(model)
     if args.gradient_checkpointing:
         model.gradient_checkpointing_enable()
-        model.config.use_cache = False
     if args.compile:
         model = torch.compile(model)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
@@ -233,6 +241,7 @@ def train(args: argparse.Namespace) -> int:
     final = out / "final"
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
+    unwrapped.config.use_cache = True  # generation from final/ wants its cache back
     unwrapped.save_pretrained(str(final), is_main_process=accelerator.is_main_process,
                               save_function=accelerator.save, state_dict=accelerator.get_state_dict(model))
     if accelerator.is_main_process:

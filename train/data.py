@@ -1,8 +1,9 @@
 """Tokenise and pack (as HF run_clm does): documents joined with EOS into fixed-length blocks, no padding.
 
-With `boundaries`, each block also carries position ids that restart at every document, so that
-attention implementations that honour them (flash-attention's varlen path on GPU) keep documents
-apart; the plain SDPA path ignores them and sees one causal block.
+With `boundaries`, each block also carries position ids that restart at every document. transformers
+(>= 5) turns them into a block-diagonal causal mask when no KV cache is in use (train.cpt turns it
+off), so documents keep apart in SDPA attention too; a masked SDPA call cannot use the flash kernel,
+which costs speed on GPU (docs/benchmarks.md, GPU).
 """
 
 from __future__ import annotations
