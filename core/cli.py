@@ -1,11 +1,12 @@
-"""What every command line shares: one-line argument errors (exit 2), positive-number types, and
-the offline start every command makes."""
+"""What every command line shares: one-line argument errors (exit 2), positive-number types, flags
+generated from a settings dataclass, and the offline start every command makes."""
 
 from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import MISSING, fields
 
 from core.errors import UserError, exit_code
 
@@ -39,3 +40,41 @@ def positive(kind):
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
     return check
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def cli_fields(cls) -> list[str]:
+    """The fields of a settings dataclass that are command-line flags (metadata cli=False: Studio only)."""
+    return [f.name for f in fields(cls) if f.metadata.get("cli", True)]
+
+
+def add_fields(parser: argparse.ArgumentParser, cls, names: Iterable[str], groups: dict | None = None) -> None:
+    """One flag per field of the dataclass `cls` named in `names`, so the command line and every other
+    reader of the dataclass (LangGraph Studio) share one default and one description. The flag is
+    --the-name (metadata `flag` renames it), in the argument group metadata `group` names; metadata
+    `choices`, `positive` (must be > 0) and `append` (repeatable, joined with commas) shape it."""
+    by_name = {f.name: f for f in fields(cls)}
+    for name in names:
+        f = by_name[name]
+        meta, default = f.metadata, (f.default if f.default is not MISSING else None)
+        target = (groups or {}).get(meta.get("group"), parser)
+        kind = _TYPES[f.type if isinstance(f.type, str) else f.type.__name__]
+        flag = meta.get("flag") or "--" + name.replace("_", "-")
+        text = meta.get("description", "").replace("%", "%%")
+        if kind is bool:
+            target.add_argument(flag, dest=name, action="store_true", help=text)
+        elif meta.get("append"):
+            target.add_argument(flag, dest=name, action="append", help=text)
+        else:
+            shown = f" (default {default})" if default not in ("", None) else ""
+            target.add_argument(flag, dest=name, type=positive(kind) if meta.get("positive") else kind, default=default,
+                                choices=meta.get("choices"), help=text + shown)
+
+
+def field_values(cls, args: argparse.Namespace, names: Iterable[str]) -> dict:
+    """The parsed values of the fields `names`, ready for cls(**values) (repeated flags joined with commas)."""
+    by_name = {f.name: f for f in fields(cls)}
+    return {name: ",".join(getattr(args, name) or []) if by_name[name].metadata.get("append") else getattr(args, name)
+            for name in names}

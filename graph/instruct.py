@@ -18,13 +18,20 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
-from core.cli import Parser, positive, run_command
+from core.cli import Parser, add_fields, field_values, positive, run_command
 from core.errors import UserError
 from core.rundir import INSTRUCTIONS, RunDir
-from graph.configuration import DEFAULT_THRESHOLD
+from graph.configuration import LOOP, SERVERS
 from graph.instruct_nodes import METHOD, read_sources, source_path
-from graph.instruct_state import DEFAULT_DRIFT_THRESHOLD, DEFAULT_PARAPHRASE_THRESHOLD, InstructContext
-from graph.session import open_run, prepare_run_dir, summarize, terminate, write_manifest
+from graph.instruct_state import InstructContext
+from graph.session import check_embedded_model, open_run, prepare_run_dir, summarize, terminate, write_manifest
+
+# The InstructContext fields the command line sets (their defaults and help come from the dataclass);
+# the rest of the document graph's settings do not apply to instructions.
+FLAGS = ("base_url", "model", "expert_base_url", "expert_model", "max_inflight", "request_timeout", "max_retries",
+         "evolve_rounds", "paraphrase_threshold", "drift_threshold", "threshold", "index", "choices", "recall_k",
+         "max_revisions", "max_protocol_errors", "constrain", "max_tokens", "expert_max_tokens", "temperature",
+         "expert_temperature", "document_chars", "prompts_dir", "seed")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -37,36 +44,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="instructions the set should hold (default: one per source document)")
     budget.add_argument("--max-attempts", type=positive(int), help="instructions tried at most (default 3 x --instructions)")
     budget.add_argument("--max-failures", type=int, default=10, help="failed instructions tolerated (default 10)")
-    server = p.add_argument_group("servers (as graph.run)")
-    server.add_argument("--base-url", action="append", help="OpenAI-compatible /v1 URL; repeat for replicas (default: embedded)")
-    server.add_argument("--model", help="model on that server; without --base-url, embedded:NAME")
-    server.add_argument("--expert-base-url", action="append", help="separate server(s) for the experts")
-    server.add_argument("--expert-model", help="separate model for the experts")
-    server.add_argument("--concurrency", type=positive(int), default=1, help="instructions in flight (default 1)")
-    server.add_argument("--max-inflight", type=positive(int), default=32, help="requests in flight per endpoint")
-    server.add_argument("--request-timeout", type=positive(float), default=600.0, help="seconds per LLM request")
-    server.add_argument("--max-retries", type=int, default=5, help="retries per LLM call (default 5)")
-    server.add_argument("--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens")
-    server.add_argument("--price-completion", type=float, default=0.0, help="USD per 1M completion tokens")
-    loop = p.add_argument_group("the loop")
-    loop.add_argument("--evolve-rounds", type=int, default=2, help="evolution steps per instruction (default 2)")
-    loop.add_argument("--paraphrase-threshold", type=positive(float), default=DEFAULT_PARAPHRASE_THRESHOLD,
-                      help=f"a step this similar to the previous version is rejected (default {DEFAULT_PARAPHRASE_THRESHOLD})")
-    loop.add_argument("--drift-threshold", type=float, default=DEFAULT_DRIFT_THRESHOLD,
-                      help=f"a step less similar than this to the previous version is rejected (default {DEFAULT_DRIFT_THRESHOLD})")
-    loop.add_argument("--threshold", type=positive(float), default=DEFAULT_THRESHOLD,
-                      help=f"novelty gate over instructions: max cosine similarity (default {DEFAULT_THRESHOLD})")
-    loop.add_argument("--index", choices=["auto", "flat", "hnsw"], default="auto", help="novelty index kind (default auto)")
-    loop.add_argument("--choices", type=positive(int), default=4, help="least-covered instruction types offered (default 4)")
-    loop.add_argument("--recall-k", type=int, default=5, help="nearest instructions shown to the conductor (default 5)")
-    loop.add_argument("--max-revisions", type=int, default=2, help="too-similar replans before rejection (default 2)")
-    loop.add_argument("--max-protocol-errors", type=positive(int), default=3, help="unusable plans before the fallback")
-    loop.add_argument("--constrain", choices=["auto", "off"], default="auto", help="grammar-constrained turns (default auto)")
-    loop.add_argument("--max-tokens", type=positive(int), default=256, help="conductor completion tokens per turn")
-    loop.add_argument("--expert-max-tokens", type=positive(int), default=512, help="expert completion tokens per reply")
-    loop.add_argument("--temperature", type=float, default=0.8)
-    loop.add_argument("--prompts", help="folder of prompt files overriding prompts/ (instruct/*.md, instruct/*.gbnf ...)")
-    loop.add_argument("--seed", type=int, default=0, help="random seed")
+    groups = {SERVERS: p.add_argument_group("servers (as graph.run)"), LOOP: p.add_argument_group(LOOP)}
+    groups[SERVERS].add_argument("--concurrency", type=positive(int), default=1, help="instructions in flight (default 1)")
+    groups[SERVERS].add_argument("--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens")
+    groups[SERVERS].add_argument("--price-completion", type=float, default=0.0, help="USD per 1M completion tokens")
+    add_fields(p, InstructContext, FLAGS, groups)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an existing instruction run")
     group.add_argument("--overwrite", action="store_true", help="delete an existing instruction run's files first")
@@ -84,13 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args.domain = args.domain or _source_domain(args.corpus, args.sources)
     args.instructions = args.instructions or len(args.sources)
     args.method = METHOD  # graph.run.summarize reads it
-    if not args.base_url:
-        from agents.embedded import gguf, model_name
-
-        if args.model and not args.model.startswith("embedded"):
-            raise UserError(f"--model {args.model} needs --base-url (without one, --model takes embedded:NAME)")
-        args.model = model_name(args.model or "")
-        gguf(args.model)
+    check_embedded_model(args)
     if (args.expert_model or args.expert_base_url) and not args.base_url:
         raise UserError("--expert-model and --expert-base-url need --base-url (the embedded server serves both roles)")
     return args
@@ -105,16 +81,8 @@ def _source_domain(corpus: str, records: list[dict]) -> str:
 
 
 def context_from(args: argparse.Namespace) -> InstructContext:
-    return InstructContext(
-        domain=args.domain, out_dir=str(Path(args.out)), corpus=str(args.corpus), base_url=",".join(args.base_url or []),
-        model=args.model or "", expert_base_url=",".join(args.expert_base_url or []), expert_model=args.expert_model or "",
-        temperature=args.temperature, max_tokens=args.max_tokens, expert_max_tokens=args.expert_max_tokens,
-        max_inflight=args.max_inflight, request_timeout=args.request_timeout, max_retries=args.max_retries,
-        recall_k=args.recall_k, threshold=args.threshold, index=args.index, max_revisions=args.max_revisions,
-        max_protocol_errors=args.max_protocol_errors, seed=args.seed, prompts_dir=args.prompts or "",
-        constrain=args.constrain, choices=args.choices, evolve_rounds=args.evolve_rounds,
-        paraphrase_threshold=args.paraphrase_threshold, drift_threshold=args.drift_threshold, protocol="structured",
-    )
+    return InstructContext(**field_values(InstructContext, args, FLAGS), domain=args.domain, out_dir=str(Path(args.out)),
+                           corpus=str(args.corpus))
 
 
 def evolution_stats(results: list[dict]) -> dict:

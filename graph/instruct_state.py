@@ -8,8 +8,9 @@ from typing import Annotated, Any, TypedDict
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 
-from graph.configuration import Context, _f
+from graph.configuration import LOOP, Context, _f
 from graph.state import merge_usage
+from memory.store import DEFAULT_THRESHOLD
 
 # An evolution step whose instruction is this similar to the previous version is a paraphrase, not an
 # evolution (all-MiniLM-L6-v2 cosine; docs/instruct.md has the measured similarities of kept steps).
@@ -24,12 +25,22 @@ class InstructContext(Context):
     `out_dir` is the instruction run's directory; `threshold` gates instructions against instructions."""
 
     corpus: str = _f("", "Source run directory (its corpus.jsonl) or a corpus JSONL file the instructions are derived from.")
-    evolve_rounds: int = _f(2, "Evolution steps per instruction (each accepted or rejected).")
+    evolve_rounds: int = _f(2, "Evolution steps per instruction (each accepted or rejected).", group=LOOP)
     paraphrase_threshold: float = _f(DEFAULT_PARAPHRASE_THRESHOLD,
-                                     "Evolution steps at least this similar to the previous version are rejected as paraphrases.")
+                                     "Evolution steps at least this similar to the previous version are rejected as paraphrases.",
+                                     group=LOOP, positive=True)
     drift_threshold: float = _f(DEFAULT_DRIFT_THRESHOLD,
-                                "Evolution steps less similar than this to the previous version are rejected as drift.")
-    document_chars: int = _f(3000, "Characters of the source document shown to the conductor and the experts.")
+                                "Evolution steps less similar than this to the previous version are rejected as drift.", group=LOOP)
+    document_chars: int = _f(3000, "Characters of the source document shown to the conductor and the experts.", group=LOOP, positive=True)
+    # The document graph's settings that mean something else here.
+    max_tokens: int = _f(256, "Completion token limit per conductor turn (a plan or a move is short).", group=LOOP, positive=True)
+    threshold: float = _f(DEFAULT_THRESHOLD, "Novelty gate over instructions: cosine similarity to the nearest committed "
+                          "instruction at or above which one is sent back.", group=LOOP, positive=True)
+    choices: int = _f(4, "Least-covered instruction types offered to the conductor.", group=LOOP, positive=True)
+    recall_k: int = _f(5, "Nearest committed instructions shown to the conductor.", group=LOOP)
+    max_revisions: int = _f(2, "Too-similar replans before an instruction goes to rejects.jsonl.", group=LOOP)
+    max_protocol_errors: int = _f(3, "Unusable plans before the fallback.", group=LOOP, positive=True)
+    protocol: str = _f("structured", "Instructions are always planned with grammar-bounded turns.", cli=False)
 
 
 class InstructInput(TypedDict, total=False):

@@ -16,65 +16,31 @@ from dataclasses import replace
 from pathlib import Path
 
 from agents.tokens import load_tokenizer
-from core.cli import Parser, positive, run_command
+from core.cli import Parser, add_fields, cli_fields, field_values, positive, run_command
 from core.errors import UserError
 from core.rundir import RunDir
-from graph.configuration import DEFAULT_THRESHOLD, METHODS, PROTOCOLS, Context
+from graph.configuration import BUDGET, LOOP, METHODS, SERVERS, Context
 from graph.seeds import read_seed_docs
-from graph.session import open_run, summarize, terminate, write_manifest
+from graph.session import check_embedded_model, open_run, summarize, terminate, write_manifest
 from graph.session import prepare_run_dir as prepare_run_dir_for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """The run's own flags (budget, concurrency, prices, resume), then one flag per Context field:
+    its default and description are the ones Studio shows (graph/configuration.py)."""
     p = Parser(prog="python -m graph.run", description=__doc__.splitlines()[0])
-    p.add_argument("--domain", default="finance", help="prompts/domains/<domain>.yaml (default finance)")
     p.add_argument("--method", choices=METHODS, default="metasynth",
                    help="metasynth (conductor and experts, default) or a template baseline to compare against")
-    p.add_argument("--out", help="run directory (default runs/<domain>)")
-    budget = p.add_argument_group("budget")
+    groups = {name: p.add_argument_group(name) for name in (BUDGET, SERVERS, LOOP)}
+    budget, server = groups[BUDGET], groups[SERVERS]
     budget.add_argument("--docs", type=positive(int), help="documents the corpus should hold (default 5 without --tokens)")
     budget.add_argument("--tokens", type=positive(int), help="corpus tokens the corpus should hold (counted with --tokenizer)")
-    budget.add_argument("--tokenizer", default="embedded", help="tokenizer for token counts: 'embedded' or a local path")
     budget.add_argument("--max-attempts", type=positive(int), help="documents tried at most (default 3 x --docs)")
     budget.add_argument("--max-failures", type=int, default=10, help="failed documents tolerated before the run stops (default 10)")
-    server = p.add_argument_group("servers")
-    server.add_argument("--base-url", action="append", help="OpenAI-compatible /v1 URL; repeat for replicas (default: embedded SmolLM2)")
-    server.add_argument("--model", help="model name on that server (default: the first it serves); without --base-url, "
-                        "embedded:NAME picks an embedded model (smollm2-135m-instruct, default; qwen2.5-coder-0.5b-instruct, "
-                        "qwen2.5-coder-1.5b-instruct: docs/protocol.md)")
-    server.add_argument("--expert-base-url", action="append", help="separate server(s) for the experts")
-    server.add_argument("--expert-model", help="separate model for the experts")
     server.add_argument("--concurrency", type=positive(int), default=1, help="documents in flight (default 1)")
-    server.add_argument("--max-inflight", type=positive(int), default=32, help="requests in flight per endpoint (default 32)")
-    server.add_argument("--adaptive", action="store_true", help="AIMD cap per endpoint instead of a fixed one")
-    server.add_argument("--request-timeout", type=positive(float), default=600.0, help="seconds per LLM request (default 600)")
-    server.add_argument("--max-retries", type=int, default=5, help="retries per LLM call (default 5)")
     server.add_argument("--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens (cost in the manifest)")
     server.add_argument("--price-completion", type=float, default=0.0, help="USD per 1M completion tokens")
-    loop = p.add_argument_group("the loop")
-    loop.add_argument("--threshold", type=positive(float), default=DEFAULT_THRESHOLD,
-                      help=f"novelty gate: max cosine similarity to any committed document (default {DEFAULT_THRESHOLD})")
-    loop.add_argument("--index", choices=["auto", "flat", "ivf", "hnsw"], default="auto",
-                      help="novelty index: exact, IVF, HNSW, or exact then IVF past 10k documents (default auto)")
-    loop.add_argument("--keywords", type=positive(int), default=4, help="seed keywords per document (default 4)")
-    loop.add_argument("--recall-k", type=int, default=5, help="prior documents shown to the conductor (default 5)")
-    loop.add_argument("--max-rounds", type=positive(int), default=15, help="conductor turns per document (default 15)")
-    loop.add_argument("--max-revisions", type=int, default=2, help="too-similar revisions before rejection (default 2)")
-    loop.add_argument("--max-protocol-errors", type=positive(int), default=3, help="malformed turns before the fallback (default 3)")
-    loop.add_argument("--protocol", choices=PROTOCOLS, default="auto",
-                      help="conductor protocol: text (the paper's, for strong models), structured (grammar-bounded brief, "
-                           "for small models), auto (structured on the embedded model, text on a served one; default)")
-    loop.add_argument("--constrain", choices=["auto", "off"], default="auto",
-                      help="send each protocol turn's grammar (prompts/*.gbnf) in the form the server takes (default auto)")
-    loop.add_argument("--choices", type=positive(int), default=4,
-                      help="structured: least-covered categories, genres and audiences offered per document (default 4)")
-    loop.add_argument("--reviews", type=int, default=1, help="structured: reviews of each draft, each may ask for a rewrite (default 1)")
-    loop.add_argument("--max-tokens", type=positive(int), default=768, help="conductor completion tokens per turn")
-    loop.add_argument("--expert-max-tokens", type=positive(int), default=512, help="expert completion tokens per reply")
-    loop.add_argument("--temperature", type=float, default=0.8)
-    loop.add_argument("--seed-docs", help="JSONL of real documents: topic seeds (metasynth) or in-context examples (template-icl)")
-    loop.add_argument("--prompts", help="folder of prompt files overriding prompts/")
-    loop.add_argument("--seed", type=int, default=0, help="random seed")
+    add_fields(p, Context, cli_fields(Context), groups)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an existing run directory")
     group.add_argument("--overwrite", action="store_true", help="delete an existing run's files first")
@@ -94,13 +60,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(f"--method {args.method} shows --recall-k documents in its prompt; --recall-k 0 would make it plain template")
     if args.method in ("template", "template-prior") and args.seed_docs:
         raise UserError(f"--method {args.method} takes no --seed-docs (its prompt has keywords only)")
-    if not args.base_url:  # the embedded server: --model picks one of the models shipped in PyPI packages
-        from agents.embedded import gguf, model_name
-
-        if args.model and not args.model.startswith("embedded"):
-            raise UserError(f"--model {args.model} needs --base-url (without one, --model takes embedded:NAME)")
-        args.model = model_name(args.model or "")
-        gguf(args.model)  # not installed: one line with the pip command, before anything starts
+    check_embedded_model(args)
     if args.expert_model and not (args.base_url or args.expert_base_url):
         raise UserError("--expert-model needs --base-url or --expert-base-url (the embedded server has one model)")
     if args.expert_base_url and not args.base_url:
@@ -109,17 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def context_from(args: argparse.Namespace) -> Context:
-    return Context(
-        domain=args.domain, out_dir=str(Path(args.out or f"runs/{args.domain}")),
-        base_url=",".join(args.base_url or []), model=args.model or "",
-        expert_base_url=",".join(args.expert_base_url or []), expert_model=args.expert_model or "",
-        temperature=args.temperature, max_tokens=args.max_tokens, expert_max_tokens=args.expert_max_tokens,
-        max_inflight=args.max_inflight, adaptive=args.adaptive, request_timeout=args.request_timeout,
-        max_retries=args.max_retries, keywords=args.keywords, recall_k=args.recall_k, threshold=args.threshold, index=args.index,
-        max_rounds=args.max_rounds, max_revisions=args.max_revisions, max_protocol_errors=args.max_protocol_errors,
-        seed=args.seed, seed_docs=args.seed_docs or "", prompts_dir=args.prompts or "", tokenizer=args.tokenizer,
-        protocol=args.protocol, constrain=args.constrain, choices=args.choices, reviews=args.reviews,
-    )
+    ctx = Context(**field_values(Context, args, cli_fields(Context)))
+    return replace(ctx, out_dir=str(Path(ctx.out_dir or f"runs/{ctx.domain}")))
 
 
 def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, method: str = "metasynth") -> None:

@@ -25,6 +25,19 @@ PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "faiss-
             "transformers", "llama-cpp-python", "torch")
 
 
+def check_embedded_model(args: argparse.Namespace) -> None:
+    """Without --base-url the embedded server runs: --model picks one of the models shipped in PyPI
+    packages (embedded:NAME); one that is not installed is one line with the pip command, before anything starts."""
+    if args.base_url:
+        return
+    from agents.embedded import gguf, model_name
+
+    if args.model and not args.model.startswith("embedded"):
+        raise UserError(f"--model {args.model} needs --base-url (without one, --model takes embedded:NAME)")
+    args.model = model_name(args.model or "")
+    gguf(args.model)
+
+
 # -- the run directory -------------------------------------------------------------------------------
 def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, holds: str = "a corpus") -> list[dict]:
     """Refuse to clobber a run; check the directory is writable; return the records to resume (their
