@@ -21,6 +21,10 @@ SERVER_LOG = "server.log"
 TRAIN_METRICS = "metrics.jsonl"  # a training output folder's log (train.cpt, train.sft)
 
 
+def _file(name: str) -> property:
+    return property(lambda self: self.root / name, doc=f"ROOT/{name}")
+
+
 @dataclass(frozen=True)
 class RunDir:
     root: Path
@@ -40,25 +44,11 @@ class RunDir:
     def records(self) -> Path:
         return self.root / self.records_name
 
-    @property
-    def rejects(self) -> Path:
-        return self.root / REJECTS
-
-    @property
-    def failures(self) -> Path:
-        return self.root / FAILURES
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / MANIFEST
-
-    @property
-    def memory(self) -> Path:
-        return self.root / MEMORY
-
-    @property
-    def server_log(self) -> Path:
-        return self.root / SERVER_LOG
+    rejects = _file(REJECTS)
+    failures = _file(FAILURES)
+    manifest = _file(MANIFEST)
+    memory = _file(MEMORY)
+    server_log = _file(SERVER_LOG)
 
     @property
     def appended(self) -> tuple[Path, ...]:

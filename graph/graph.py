@@ -32,6 +32,8 @@ def after_conductor(state: DocState, runtime: Runtime[Context]):
     ctx = runtime.context
     if state.get("draft"):
         return "gate"
+    if state.get("fallback_reason"):  # the server refused the conversation (it outgrew the context)
+        return "fallback"
     if state.get("calls") and state.get("round", 0) < ctx.max_rounds:
         return [Send("expert", {"order": i, **call}) for i, call in enumerate(state["calls"])]
     if state.get("protocol_errors", 0) >= ctx.max_protocol_errors or state.get("round", 0) >= ctx.max_rounds:
@@ -61,22 +63,13 @@ def after_revise(state: DocState, runtime: Runtime[Context]) -> str:
 
 def build_graph():
     builder = StateGraph(DocState, context_schema=Context, input_schema=DocInput)
-    builder.add_node("seed", nodes.seed)
-    builder.add_node("recall", nodes.recall)
-    builder.add_node("conductor", nodes.conductor)
-    builder.add_node("expert", nodes.expert, input_schema=ExpertTask)
-    builder.add_node("relay", nodes.relay)
-    builder.add_node("protocol_error", nodes.protocol_error)
-    builder.add_node("fallback", nodes.fallback)
-    builder.add_node("gate", nodes.gate)
-    builder.add_node("revise", nodes.revise)
-    builder.add_node("reject", nodes.reject)
-    builder.add_node("offer", structured.offer)
-    builder.add_node("plan", structured.plan)
-    builder.add_node("write", structured.write)
-    builder.add_node("review", structured.review)
-    builder.add_node("rewrite", structured.rewrite)
-    builder.add_node("replan", structured.replan)
+    for node in (nodes.seed, nodes.recall, nodes.conductor, nodes.relay, nodes.protocol_error, nodes.fallback,
+                 nodes.gate, nodes.revise, nodes.reject):  # the free-text protocol and the shared ending
+        builder.add_node(node.__name__, node)
+    for node in (structured.offer, structured.plan, structured.write, structured.review, structured.rewrite,
+                 structured.replan):  # the structured protocol
+        builder.add_node(node.__name__, node)
+    builder.add_node("expert", nodes.expert, input_schema=ExpertTask)  # a Send target: its own input
 
     builder.add_edge(START, "seed")
     builder.add_conditional_edges("seed", after_seed, ["recall", "offer"])

@@ -24,7 +24,7 @@ from core.rundir import INSTRUCTIONS, RunDir
 from graph.configuration import LOOP, SERVERS
 from graph.instruct_nodes import METHOD, read_sources, source_path
 from graph.instruct_state import InstructContext
-from graph.session import check_embedded_model, open_run, prepare_run_dir, summarize, terminate, write_manifest
+from graph.session import check_embedded_model, exit_status, open_run, prepare_run_dir, summarize, terminate, write_manifest
 
 # The InstructContext fields the command line sets (their defaults and help come from the dataclass);
 # the rest of the document graph's settings do not apply to instructions.
@@ -138,13 +138,8 @@ def generate(args: argparse.Namespace) -> int:
           f"the fallback, {run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; evolution steps "
           f"{stats['steps_accepted']} accepted, {stats['steps_rejected']} rejected {stats['steps_rejected_by_reason']}; "
           f"gate rejections {stats['gate_rejections']}", file=sys.stderr)
-    if interrupted:
-        return 130
-    if tally.failures > args.max_failures:
-        print(f"error: {tally.failures} instructions failed (more than --max-failures {args.max_failures}); "
-              f"see {rundir.failures}", file=sys.stderr)
-        return 1
-    return 0 if len(memory) >= args.instructions else 1
+    return exit_status(tally, interrupted, args.max_failures, rundir.failures, "instructions",
+                       len(memory) >= args.instructions)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -77,13 +77,26 @@ def make_record(ctx: Context, state: dict, ended: str, draft: dict | None = None
         "seed_doc": (state.get("seed_doc") or "")[:200] or None, "genre": state.get("genre", ""),
         "audience": state.get("audience", ""), "summary": draft.get("summary", ""), "category": draft.get("category", ""),
         "experts": state.get("experts", []), "rounds": state.get("round", 0), "revisions": state.get("revisions", 0),
-        "protocol_errors": state.get("protocol_errors", 0), "guessed": draft.get("guessed", []),
+        "protocol_errors": state.get("protocol_errors", 0), "protocol_notes": state.get("protocol_notes", []),
+        "guessed": draft.get("guessed", []),
         "ended": ended, "fallback_reason": state.get("fallback_reason") or None,
         "protocol": state.get("protocol"), "brief": state.get("brief"), "reviews": state.get("reviews") or [],
         "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": prompts.hash,
         "source": state.get("source"), "tokens": count_tokens(text, ctx.tokenizer) if text else 0,
+        "usage": usage_by_kind(state.get("usage")),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **outcome,
     }
+
+
+def usage_by_kind(usage: dict | None) -> dict:
+    """This document's LLM calls, tokens and seconds per kind of role (conductor, expert, fallback,
+    ...), the expert names folded in, so every record has the same few keys."""
+    kinds: dict[str, dict] = {}
+    for role, counts in (usage or {}).items():
+        slot = kinds.setdefault(role.split(":")[0], {})
+        for key, value in counts.items():
+            slot[key] = round(slot.get(key, 0) + value, 3)
+    return kinds
 
 
 async def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
@@ -129,11 +142,13 @@ async def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
         reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor",
                                  res.prompts(ctx).texts["conductor.gbnf"])
     except openai.BadRequestError as e:  # typically the conversation outgrew the model's context
-        return {"round": ctx.max_rounds, "calls": [], "draft": None,
-                "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
+        return {"calls": [], "draft": None, "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
     turn = parse_turn(reply.text, ctx.max_experts_per_turn)
-    update = {"messages": [reply], "round": state.get("round", 0) + 1, "usage": usage,
+    round_ = state.get("round", 0) + 1
+    update = {"messages": [reply], "round": round_, "usage": usage,
               "calls": [{"name": c.name, "instruction": c.instruction} for c in turn.calls], "draft": None}
+    if turn.error or turn.notes:  # for the record: why a turn failed or was trimmed
+        update["protocol_notes"] = state.get("protocol_notes", []) + [f"round {round_}: {n}" for n in [turn.error, *turn.notes] if n]
     if turn.final:
         update["draft"] = {"text": turn.final.text, "summary": turn.final.summary,
                            "category": turn.final.category, "guessed": list(turn.final.guessed)}

@@ -21,7 +21,7 @@ from core.errors import UserError
 from core.rundir import RunDir
 from graph.configuration import BUDGET, LOOP, METHODS, SERVERS, Context
 from graph.seeds import read_seed_docs
-from graph.session import check_embedded_model, open_run, summarize, terminate, write_manifest
+from graph.session import check_embedded_model, exit_status, open_run, summarize, terminate, write_manifest
 from graph.session import prepare_run_dir as prepare_run_dir_for
 
 
@@ -134,14 +134,8 @@ def generate(args: argparse.Namespace) -> int:
     else:
         print(f"{out}: {stats['documents_in_corpus']} documents by {args.method} ({run['rejected']} unusable replies, "
               f"{run['failed']} failed) in {stats['wall_seconds']}s", file=sys.stderr)
-    if interrupted:
-        return 130
-    if tally.failures > args.max_failures:
-        print(f"error: {tally.failures} documents failed (more than --max-failures {args.max_failures}); "
-              f"see {rundir.failures}", file=sys.stderr)
-        return 1
-    met = (args.docs and len(memory) >= args.docs) or (args.tokens and stats["corpus_tokens"] >= args.tokens)
-    return 0 if met else 1
+    met = bool((args.docs and len(memory) >= args.docs) or (args.tokens and stats["corpus_tokens"] >= args.tokens))
+    return exit_status(tally, interrupted, args.max_failures, rundir.failures, "documents", met)
 
 
 def main(argv: list[str] | None = None) -> int:

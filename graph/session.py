@@ -8,6 +8,7 @@ import argparse
 import json
 import platform
 import shutil
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import replace
@@ -129,6 +130,18 @@ def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunD
         console.log(note)
     resources.clear()
     return ctx
+
+
+def exit_status(tally, interrupted: bool, max_failures: int, failures: Path, items: str, met: bool) -> int:
+    """130 after Ctrl-C; 1 when more than --max-failures items failed (one line naming the file) or the
+    budget was not met; else 0."""
+    if interrupted:
+        return 130
+    if tally.failures > max_failures:
+        print(f"error: {tally.failures} {items} failed (more than --max-failures {max_failures}); see {failures}",
+              file=sys.stderr)
+        return 1
+    return 0 if met else 1
 
 
 def terminate(signum, frame) -> None:  # SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written

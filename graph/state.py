@@ -47,6 +47,7 @@ class DocState(TypedDict, total=False):
     messages: Annotated[list[AnyMessage], add_messages]  # the conductor's conversation only
     round: int  # conductor turns taken
     protocol_errors: int
+    protocol_notes: list[str]  # why turns failed or were trimmed (agents.protocol.Turn error and notes)
     revisions: int
     experts: list[str]  # names consulted, in order
     calls: list[dict]  # expert calls of the latest conductor turn

@@ -260,3 +260,25 @@ def test_an_invalid_user_grammar_is_one_line_and_nothing_is_written(tmp_path, ca
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"error: {prompts / 'review.gbnf'}:3: empty alternative" in err
     assert not out.exists()
+
+
+def test_the_command_line_and_studio_share_every_default_and_description(capsys):
+    # The flags are generated from the Context fields: with no flags the run's Context is Studio's
+    # default Context, and --help prints each field's description.
+    from dataclasses import fields
+
+    from graph.configuration import Context
+    from graph.run import context_from, parse_args
+
+    ctx, default = context_from(parse_args(["--base-url", "http://127.0.0.1:9/v1"])), Context()
+    shown = [f for f in fields(Context) if f.metadata.get("cli", True)]
+    assert len(shown) >= 30
+    for f in shown:
+        if f.name not in ("out_dir", "base_url"):
+            assert getattr(ctx, f.name) == getattr(default, f.name), f.name
+    assert ctx.out_dir == "runs/finance" and ctx.base_url == "http://127.0.0.1:9/v1"
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for f in shown:
+        assert " ".join(f.metadata["description"].split())[:40] in text, f.name

@@ -97,6 +97,29 @@ def test_one_protocol_error_then_a_final_answer_counts_as_final(ctx, stub_models
     assert state["ended"] == "final" and state["protocol_errors"] == 1 and state["round"] == 2
 
 
+def test_a_refused_conductor_request_goes_straight_to_the_fallback(ctx, stub_models):
+    # The server answers 400 (the conversation outgrew its context): the fallback writes the document,
+    # the record says why, and the rounds are the turns actually taken (not the cap).
+    import httpx
+    import openai
+
+    def conductor_fn(messages):
+        if len(messages) > 2:
+            request = httpx.Request("POST", "http://stub/v1/chat/completions")
+            raise openai.BadRequestError("too long", response=httpx.Response(400, request=request),
+                                         body={"code": "context_length_exceeded"})
+        return "Hmm."  # round 1: a protocol error, noted in the record
+
+    conductor, _ = stub_models(conductor_fn, expert_echo)
+    state = run_doc(graph, {"index": 0}, ctx)
+    assert len(conductor.seen) == 2 and state["ended"] == "fallback"
+    [record] = corpus(ctx)
+    assert record["fallback_reason"] == "conductor request refused: context_length_exceeded"
+    assert record["rounds"] == 1 and record["experts"] == [FALLBACK_NAME]
+    assert record["protocol_notes"] == ["round 1: no expert call and no final answer"]
+    assert record["usage"]["conductor"]["calls"] == 1 and record["usage"]["fallback"]["calls"] == 1
+
+
 def seed_memory(ctx, text):
     memory = resources.memory(ctx)
     memory.admit({"text": text, "summary": "An existing note on deposit insurance.", "category": "banking"},
