@@ -178,10 +178,19 @@ _shared: dict[str, EmbeddedServer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_server(model: str = MODEL_NAME) -> EmbeddedServer:
-    """One embedded server per model and process, started on first use (Studio runs with no base URL)."""
+def shared_server(model: str = MODEL_NAME, log_path: str | Path | None = None) -> EmbeddedServer:
+    """The one way the embedded server starts: one per model and process, on first use. The CLI starts
+    it before its run (log in the run directory) and stops it with `stop_shared`; under Studio the
+    first node that needs it starts it, and it lives as long as the server process."""
     with _shared_lock:
         server = _shared.get(model)
         if server is None or server.process is None or server.process.poll() is not None:
-            server = _shared[model] = EmbeddedServer(model=model).start()
+            server = _shared[model] = EmbeddedServer(model=model, log_path=log_path).start()
         return server
+
+
+def stop_shared(model: str = MODEL_NAME) -> None:
+    with _shared_lock:
+        server = _shared.pop(model, None)
+    if server is not None:
+        server.stop()

@@ -116,7 +116,7 @@ def generate(args: argparse.Namespace) -> int:
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        ctx = open_run(stack, ctx, args, rundir, console)
+        open_run(stack, ctx, args, rundir, console)
         memory = nodes.memory(ctx)
         console.log(f"{prompts.domain.name} instructions from {len(args.sources)} documents ({args.corpus}): {len(memory)} in "
                     f"{out}, target {args.instructions}, {args.evolve_rounds} evolution rounds, {args.concurrency} in flight")

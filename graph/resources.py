@@ -66,8 +66,9 @@ def _grammar_style(ctx: Context, endpoint: str) -> str:
 
 def grammar_styles(ctx: Context) -> dict[str, list[str]]:
     """How each role's servers take the protocol grammars ("none": unconstrained), for the manifest."""
-    return {role: sorted({_grammar_style(ctx, url) or "none" for url in urls(base)})
-            for role, base in (("conductor", ctx.base_url), ("expert", ctx.expert_base_url or ctx.base_url))}
+    servers = {"conductor": _resolve(ctx.base_url, ctx.model)[0],
+               "expert": _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)[0]}
+    return {role: sorted({_grammar_style(ctx, url) or "none" for url in endpoints}) for role, endpoints in servers.items()}
 
 
 def protocol(ctx: Context) -> str:

@@ -108,7 +108,7 @@ def generate(args: argparse.Namespace) -> int:
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        ctx = open_run(stack, ctx, args, rundir, console)
+        open_run(stack, ctx, args, rundir, console)
         memory = res.memory(ctx)
         target = f"{args.docs} documents" if args.docs else f"{args.tokens:,} tokens"
         console.log(f"{prompts.domain.name} by {args.method}: {len(memory)} documents in {out}, target {target}, "

@@ -11,7 +11,6 @@ import shutil
 import sys
 import time
 from contextlib import ExitStack
-from dataclasses import replace
 from importlib import metadata
 from pathlib import Path
 
@@ -19,7 +18,6 @@ from agents.llm import check_server
 from core.errors import UserError
 from core.jsonl import read_jsonl, repair_tail, write_atomic
 from core.rundir import RunDir
-from graph import resources
 from graph.configuration import Context
 
 PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "faiss-cpu", "sentence-transformers",
@@ -120,16 +118,15 @@ def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: b
     write_atomic(RunDir(out).manifest, json.dumps(manifest, indent=2).encode())
 
 
-def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunDir, console) -> Context:
+def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunDir, console) -> None:
     """Start the servers (see serve), then make the run directory ready to append to: cleared with
-    --overwrite, an unfinished last line cut after a hard stop. Resources are rebuilt for the served ctx."""
-    ctx = serve(stack, ctx, args, run.root, console)
+    --overwrite, an unfinished last line cut after a hard stop. Nothing built so far is rebuilt: the
+    run's memory is opened only after this."""
+    serve(stack, ctx, args, run.root, console)
     if args.overwrite:
         clear_run_dir(run)
     for note in repair_run_dir(run):
         console.log(note)
-    resources.clear()
-    return ctx
 
 
 def exit_status(tally, interrupted: bool, max_failures: int, failures: Path, items: str, met: bool) -> int:
@@ -148,17 +145,18 @@ def terminate(signum, frame) -> None:  # SIGTERM ends a run like Ctrl-C: committ
     raise KeyboardInterrupt
 
 
-def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, console) -> Context:
+def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, console) -> None:
     """Check the servers given (a bad one ends the run in one line), or start the embedded one for the
-    length of `stack` (its log in out/server.log); the Context with the base URL to use."""
+    length of `stack` (its log in out/server.log). The Context is unchanged: with no base URL the
+    routers find the embedded server already up (agents.embedded.shared_server, Studio's path too)."""
     for url in args.base_url or []:
         check_server(url, ctx.model)
     for url in args.expert_base_url or []:
         check_server(url, ctx.expert_model or None)
     if ctx.base_url:
-        return ctx
-    from agents.embedded import EmbeddedServer
+        return
+    from agents import embedded
 
     console.log(f"starting the embedded model server ({ctx.model}, llama.cpp)")
-    server = stack.enter_context(EmbeddedServer(log_path=RunDir(out).server_log, model=ctx.model))
-    return replace(ctx, base_url=server.base_url)
+    stack.callback(embedded.stop_shared, ctx.model)
+    embedded.shared_server(ctx.model, log_path=RunDir(out).server_log)
