@@ -17,9 +17,9 @@ from pathlib import Path
 
 
 def main() -> None:
+    from agents.checkpoint import load
     from train.cpt import main as cpt
     from train.evaluate import perplexity
-    from train.models import load
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--fpb", default="../shared/data/finance/fpb.jsonl")

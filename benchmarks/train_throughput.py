@@ -32,7 +32,7 @@ def unpacked(texts: list[str], batch_size: int, steps: int, out: Path) -> float:
     from datasets import Dataset
     from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
 
-    from train.models import load
+    from agents.checkpoint import load
 
     model, tokenizer = load("embedded")
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     texts = [json.loads(line)["text"] for line in open(args.data)][: args.docs]
-    from train.models import load
+    from agents.checkpoint import load
 
     _, tokenizer = load("embedded")
     mean_len = sum(len(tokenizer(t)["input_ids"]) + 1 for t in texts) / len(texts)

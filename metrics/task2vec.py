@@ -45,7 +45,7 @@ class Probe:
     def __init__(self, name: str = "embedded") -> None:
         from transformers.utils import logging as hf_logging
 
-        from train.models import load
+        from agents.checkpoint import load
 
         hf_logging.disable_progress_bar()
         self.name = name

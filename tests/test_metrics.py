@@ -158,7 +158,7 @@ def test_head_fisher_is_the_expected_squared_gradient():
 
 @pytest.fixture(scope="module")
 def tiny_probe(tmp_path_factory):
-    from train.models import tiny_mistral
+    from agents.checkpoint import tiny_mistral
 
     return tiny_mistral(tmp_path_factory.mktemp("probe") / "tiny")
 

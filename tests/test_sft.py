@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from train.models import tiny_mistral
+from agents.checkpoint import tiny_mistral
 from train.sft import IGNORE, collate, encode, read_chats
 from train.sft import main as sft
 

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from agents.checkpoint import tiny_mistral
 from train.cpt import main as cpt
 from train.evaluate import main as evaluate
-from train.models import tiny_mistral
 
 pytestmark = pytest.mark.slow
 SENTENCES = [

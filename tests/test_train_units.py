@@ -62,8 +62,8 @@ def test_weighted_f1_known_answer():
 
 
 def test_a_training_output_folder_is_named_as_such_not_as_a_tokenizer_problem(tmp_path):
+    from agents.checkpoint import resolve
     from core.errors import UserError
-    from train.models import resolve
 
     (tmp_path / "ckpt" / "final").mkdir(parents=True)
     (tmp_path / "ckpt" / "final" / "config.json").write_text("{}")

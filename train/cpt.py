@@ -119,8 +119,8 @@ def train(args: argparse.Namespace) -> int:
     from accelerate.utils import set_seed
     from torch.utils.data import DataLoader
 
+    from agents.checkpoint import load
     from train.data import collate, pack
-    from train.models import load
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.resume:

@@ -66,7 +66,7 @@ def _progress():
 
 
 def score(name: str, args) -> dict:
-    from train.models import load
+    from agents.checkpoint import load
     from train.tasks import load_task, prompt, weighted_f1
 
     model, tokenizer = load(name, trust_remote_code=args.trust_remote_code)

