@@ -218,8 +218,10 @@ def run(args: argparse.Namespace) -> int:
 
     lexical._diversity()  # imported up front (spaCy, evaluate: ~10 s) so no metric's time includes it
     results, vectors = {}, {}
-    for corpus in corpora:
+    for done, corpus in enumerate(corpora, 1):
         results[corpus.name], vectors[corpus.name] = measure(corpus, picks[corpus.name], args, probe, console.log)
+        spent = time.perf_counter() - started  # equal-size samples: each corpus costs about the same
+        console.log(f"{done}/{len(corpora)} corpora measured, about {spent / done * (len(corpora) - done):.0f}s left")
     report = {"sample": info, "metrics": {k: {"label": label, "higher_is_more_diverse": h} for k, (label, h) in METRICS.items()},
               "settings": {"rouge_docs": args.rouge_docs, "embed_docs": args.embed_docs, "threshold": args.threshold,
                            "probe": None if probe is None else args.probe},

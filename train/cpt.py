@@ -219,8 +219,10 @@ def train(args: argparse.Namespace) -> int:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_tokens / elapsed
                 mfu = 6 * n_params * tokens_per_s / (peak * accelerator.num_processes) if peak else None
-                row = {"step": step, "loss": round(torch.stack(losses).mean().item(), 4), "lr": scheduler.get_last_lr()[0],
-                       "tokens": state["tokens"], "tokens_per_s": round(tokens_per_s, 1), "mfu": mfu and round(mfu, 4)}
+                eta = (total - step) * tokens_per_step / tokens_per_s  # at this window's speed
+                row = {"step": step, "total": total, "loss": round(torch.stack(losses).mean().item(), 4),
+                       "lr": scheduler.get_last_lr()[0], "tokens": state["tokens"], "tokens_per_s": round(tokens_per_s, 1),
+                       "mfu": mfu and round(mfu, 4), "eta_s": round(eta)}
                 _log(accelerator, out, row)
                 window_tokens, window_start, losses = 0, time.perf_counter(), []
             if val_loader is not None and (step % args.eval_every == 0 or step == total):

@@ -149,8 +149,9 @@ def train(args: argparse.Namespace) -> int:
             optimizer.zero_grad(set_to_none=True)
             step += 1
             if step % args.log_every == 0 or step == total:
-                row = {"step": step, "loss": round(loss.item(), 4), "lr": scheduler.get_last_lr()[0],
-                       "seconds": round(time.perf_counter() - started, 1)}
+                seconds = time.perf_counter() - started
+                row = {"step": step, "total": total, "loss": round(loss.item(), 4), "lr": scheduler.get_last_lr()[0],
+                       "seconds": round(seconds, 1), "eta_s": round(seconds / step * (total - step))}
                 print(" ".join(f"{k}={v}" for k, v in row.items()), file=sys.stderr)
                 with open(out / "metrics.jsonl", "a") as f:
                     f.write(json.dumps(row) + "\n")
