@@ -37,7 +37,7 @@ from core.jsonl import read_jsonl
 from core.rundir import CORPUS, INSTRUCTIONS, is_run_file
 from graph import resources as res
 from graph.instruct_state import InstructContext, InstructState
-from graph.nodes import ask, embed
+from graph.nodes import admit, ask, embed
 from graph.structured import _writer_messages, least_covered
 from memory.embedder import default_embedder
 from memory.store import Memory
@@ -298,12 +298,9 @@ async def gate(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     ctx = runtime.context
     vector = await embed(state["instruction"])
     record = instruction_record(ctx, state, "final" if state.get("origin") == "conductor" else "fallback")
-    verdict = await asyncio.to_thread(memory(ctx).admit, record, vector, ctx.threshold)
-    nearest = verdict.nearest or {}
-    summary = {"accepted": verdict.accepted, "similarity": verdict.similarity, "near_instruction": nearest.get("instruction", ""),
-               "near_id": nearest.get("id")}
-    if verdict.accepted:
-        return {"verdict": summary, "result": verdict.record, "ended": verdict.record["ended"]}
+    summary, committed = await admit(memory(ctx), record, vector, ctx.threshold, shown="instruction")
+    if committed:
+        return {"verdict": summary, "result": committed, "ended": committed["ended"]}
     return {"verdict": summary, "result": record}
 
 

@@ -99,6 +99,17 @@ def usage_by_kind(usage: dict | None) -> dict:
     return kinds
 
 
+async def admit(memory, record: dict, vector, threshold: float, shown: str) -> tuple[dict, dict | None]:
+    """The novelty gate and the commit, atomic in Memory.admit, off the event loop (both graphs' gate).
+    Returns the verdict as the state keeps it (accepted, similarity, the nearest record's `shown`
+    field and id) and the committed record, None when the draft was sent back."""
+    verdict = await asyncio.to_thread(memory.admit, record, vector, threshold)
+    nearest = verdict.nearest or {}
+    summary = {"accepted": verdict.accepted, "similarity": verdict.similarity, f"near_{shown}": nearest.get(shown, ""),
+               "near_id": nearest.get("id")}
+    return summary, verdict.record if verdict.accepted else None
+
+
 async def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
     query = state.get("seed_doc") or " ".join(state.get("seeds", []))
     return res.memory(ctx).nearest(await embed(query), ctx.recall_k)
@@ -209,11 +220,9 @@ async def gate(state: DocState, runtime: Runtime[Context]) -> dict:
     if "category" in draft.get("guessed", []):
         draft = {**draft, "category": res.category_of(ctx, vector)}
     record = make_record(ctx, state, "final" if state.get("source") == "conductor" else "fallback", draft)
-    verdict = await asyncio.to_thread(memory.admit, record, vector, ctx.threshold)
-    summary = {"accepted": verdict.accepted, "similarity": verdict.similarity,
-               "near_summary": (verdict.nearest or {}).get("summary", ""), "near_id": (verdict.nearest or {}).get("id")}
-    if verdict.accepted:
-        return {"verdict": summary, "result": verdict.record, "ended": verdict.record["ended"], "draft": draft}
+    summary, committed = await admit(memory, record, vector, ctx.threshold, shown="summary")
+    if committed:
+        return {"verdict": summary, "result": committed, "ended": committed["ended"], "draft": draft}
     return {"verdict": summary, "draft": draft}
 
 
