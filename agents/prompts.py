@@ -167,11 +167,25 @@ def load_fragments(override: Path | None = None) -> dict[str, str]:
     return {f"{FRAGMENTS}/{key}": text for key, text in base.items()}
 
 
+def _check_names(folder: Path) -> None:
+    """Every file of an override folder must be named like a shipped prompt file (new domains aside):
+    a misplaced file (write.md for structured/write.md) would otherwise be ignored without a word."""
+    shipped = {p.relative_to(PROMPTS_DIR).as_posix() for p in PROMPTS_DIR.rglob("*") if p.is_file()}
+    for path in sorted(folder.rglob("*")):
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and name not in shipped and not name.startswith(("domains/", ".")) and "/." not in name:
+            close = sorted(s for s in shipped if s.endswith("/" + path.name))
+            hint = f" (did you mean {' or '.join(close)}?)" if close else " (overrides use the names of files in prompts/)"
+            raise UserError(f"{path}: no prompt file has this name{hint}")
+
+
 def load_prompts(domain: str, override: str | Path | None = None, inline: dict[str, str] | None = None) -> PromptSet:
     """Read every prompt file (override folder first), apply inline overrides, check placeholders."""
     folder = Path(override) if override else None
     if folder is not None and not folder.is_dir():
         raise UserError(f"prompts folder not found: {folder}")
+    if folder is not None:
+        _check_names(folder)
     texts = {name: _read(name, folder)[1] for name in (*REQUIRED, *GRAMMARS)}
     texts.update(load_fragments(folder))
     texts.update({k: v for k, v in (inline or {}).items() if v})

@@ -22,6 +22,19 @@ def test_override_folder_wins_and_changes_the_hash(tmp_path):
     assert custom.hash != base.hash
 
 
+def test_a_misplaced_override_file_is_an_error_not_ignored(tmp_path):
+    # write.md at the folder's root matches no prompt: it used to be ignored without a word.
+    (tmp_path / "write.md").write_text("You are {expert}. {angle}")
+    with pytest.raises(UserError, match=r"write.md: no prompt file has this name \(did you mean structured/write.md\?\)"):
+        load_prompts("finance", tmp_path)
+    (tmp_path / "write.md").unlink()
+    (tmp_path / "structured").mkdir()
+    (tmp_path / "structured" / "write.md").write_text("You are {expert}. {angle}")
+    (tmp_path / "domains").mkdir()
+    (tmp_path / "domains" / "mine.yaml").write_text("a new domain may be added")
+    assert load_prompts("finance", tmp_path).texts["structured/write.md"] == "You are {expert}. {angle}"
+
+
 def test_missing_placeholder_is_a_clear_error(tmp_path):
     (tmp_path / "too_similar.md").write_text("Too similar (score {similarity}). Try again.")
     with pytest.raises(UserError, match=r"too_similar.md is missing placeholder\(s\): \{summary\}"):
