@@ -18,6 +18,7 @@ from agents.llm import check_server
 from core.errors import UserError
 from core.jsonl import read_jsonl, repair_tail, write_atomic
 from core.rundir import RunDir
+from graph import resources
 from graph.configuration import Context
 
 PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "faiss-cpu", "sentence-transformers",
@@ -121,7 +122,9 @@ def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: b
 def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunDir, console) -> None:
     """Start the servers (see serve), then make the run directory ready to append to: cleared with
     --overwrite, an unfinished last line cut after a hard stop. Nothing built so far is rebuilt: the
-    run's memory is opened only after this."""
+    run's memory is opened only after this. What the run caches (memory, accounting, the routers to its
+    server) is dropped when `stack` closes, so a second run in the same process starts clean."""
+    stack.callback(resources.clear)
     serve(stack, ctx, args, run.root, console)
     if args.overwrite:
         clear_run_dir(run)

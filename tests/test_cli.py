@@ -282,3 +282,13 @@ def test_the_command_line_and_studio_share_every_default_and_description(capsys)
     text = " ".join(capsys.readouterr().out.split())
     for f in shown:
         assert " ".join(f.metadata["description"].split())[:40] in text, f.name
+
+
+def test_a_second_run_in_the_same_process_starts_clean(tmp_path, mock_url):
+    # What a run caches (memory, accounting, routers) ends with it: a second run into the same folder
+    # with --overwrite must not see the first run's deleted corpus nor count its calls.
+    out = tmp_path / "run"
+    assert main(["--docs", "2", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
+    assert main(["--docs", "1", "--out", str(out), "--base-url", mock_url, "--quiet", "--overwrite"]) == 0
+    assert len((out / "corpus.jsonl").read_text().splitlines()) == 1
+    assert json.loads((out / "manifest.json").read_text())["llm"]["calls"] == 4  # one mock document: 4 calls
