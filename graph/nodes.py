@@ -16,7 +16,7 @@ from agents.tokens import count_tokens
 from graph import resources as res
 from graph.configuration import Context
 from graph.seeds import sample_seeds
-from graph.state import DocState
+from graph.state import DocState, merge_usage
 from memory.embedder import default_embedder
 
 SEED_DOC_CHARS = 2000  # how much of a real seed document the conductor sees
@@ -93,9 +93,7 @@ def usage_by_kind(usage: dict | None) -> dict:
     ...), the expert names folded in, so every record has the same few keys."""
     kinds: dict[str, dict] = {}
     for role, counts in (usage or {}).items():
-        slot = kinds.setdefault(role.split(":")[0], {})
-        for key, value in counts.items():
-            slot[key] = round(slot.get(key, 0) + value, 3)
+        kinds = merge_usage(kinds, {role.split(":")[0]: counts})
     return kinds
 
 
