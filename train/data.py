@@ -2,8 +2,8 @@
 
 With `boundaries`, each block also carries position ids that restart at every document. transformers
 (>= 5) turns them into a block-diagonal causal mask when no KV cache is in use (train.cpt turns it
-off), so documents keep apart in SDPA attention too; a masked SDPA call cannot use the flash kernel,
-which costs speed on GPU (docs/benchmarks.md, GPU).
+off), so documents keep apart in SDPA attention too. Its cost on one H200 (docs/benchmarks.md, GPU):
+none with documents of 100-1,500 tokens, 11 % fewer tokens/s with sentence-length documents.
 """
 
 from __future__ import annotations
