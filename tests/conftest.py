@@ -13,6 +13,16 @@ from langchain_core.messages import BaseMessage
 from agents.calls import Router
 from graph import resources
 from graph.configuration import Context
+from train.tasks import DATA
+
+
+def real_data(name: str):
+    """A file of the real domain text (METASYNTH_DATA, else ../shared/data beside the checkout); the
+    test is skipped, with the reason, where it is absent."""
+    path = DATA / name
+    if not path.is_file():
+        pytest.skip(f"real text not found: {path} (../shared/data beside the checkout, or METASYNTH_DATA)")
+    return path
 
 
 class ScriptedChat(FakeChatModel):

@@ -4,9 +4,9 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from conftest import real_data
 
 pytestmark = pytest.mark.slow
 
@@ -48,7 +48,7 @@ def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_
 def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
     """The real model writes 3 template-icl documents; the report measures them against the real text."""
     out = tmp_path / "icl"
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "finance" / "fpb.jsonl"
+    data = real_data("finance/fpb.jsonl")
     done = subprocess.run([sys.executable, "-m", "graph.run", "--method", "template-icl", "--seed-docs", str(data),
                            "--docs", "3", "--out", str(out), "--expert-max-tokens", "256", "--quiet"],
                           capture_output=True, text=True, timeout=1200)

@@ -7,21 +7,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import real_data
 
 from core.errors import UserError
 from metrics import embedding, lexical
 from metrics.corpora import load
 from metrics.report import main
 from metrics.task2vec import Probe, Task2VecSettings, batches_of, coefficient, diversity_coefficient, head_fisher
+from train.tasks import DATA
 
-FPB = Path(__file__).resolve().parents[2] / "shared" / "data" / "finance" / "fpb.jsonl"
+FPB = DATA / "finance" / "fpb.jsonl"
 
 
 def fpb(n: int) -> list[str]:
-    """Real FPB sentences from ../shared/data (beside the checkout); the test is skipped without them."""
-    if not FPB.is_file():
-        pytest.skip(f"real text not found: {FPB} (../shared/data beside the checkout)")
-    return [json.loads(line)["text"] for line in FPB.read_text().splitlines()[:n]]
+    """Real FPB sentences; the test is skipped without them (conftest.real_data)."""
+    return [json.loads(line)["text"] for line in real_data("finance/fpb.jsonl").read_text().splitlines()[:n]]
 
 
 def words_doc(prefix: str, n: int = 40) -> str:

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import real_data
 
 from agents.checkpoint import tiny_mistral
 from train.cpt import main as cpt
@@ -67,6 +68,7 @@ def test_mistral_code_path_and_gradient_accumulation(tmp_path, corpus):
 
 
 def test_evaluate_scores_both_tasks_and_perplexity(tmp_path, corpus):
+    real_data("finance/fpb.jsonl"), real_data("biomed/pubmedqa_pqal.jsonl")  # the tasks' data, or a skip
     out = tmp_path / "eval"
     assert evaluate(["--model", "embedded", "--tasks", "fpb,pubmedqa", "--limit", "3", "--perplexity", str(corpus),
                      "--out", str(out)]) == 0
