@@ -23,7 +23,7 @@ from graph import resources as res
 from graph.configuration import Context
 from graph.nodes import ask, embed, make_record
 from graph.seeds import sample_seeds
-from graph.state import DocInput, TemplateState
+from graph.state import DocInput, TemplateState, draft_of
 
 SHOWN_CHARS = 1500  # per document put in the prompt: five of them stay well inside SmolLM2's 8k context
 
@@ -35,7 +35,7 @@ def _quoted(ctx: Context, texts: list[str]) -> str:
 def _instruction(ctx: Context, state: TemplateState) -> str:
     prompts = res.prompts(ctx)
     return prompts.render("templates/plain.md", domain=prompts.domain.name, description=prompts.domain.description,
-                          keywords=", ".join(state["seeds"]))
+                          keywords=", ".join(state.seeds))
 
 
 # -- nodes -----------------------------------------------------------------------------------------
@@ -43,9 +43,9 @@ async def seed(state: TemplateState, runtime: Runtime[Context]) -> dict:
     """Keywords only, drawn exactly as the MetaSynth graph draws them for the same document index."""
     ctx = runtime.context
     await res.ready(ctx, picker=False)
-    if state.get("seeds"):
+    if state.seeds:
         return {}
-    drawn = sample_seeds(res.prompts(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:{state.get('index', 0)}"))
+    drawn = sample_seeds(res.prompts(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:{state.index}"))
     return {"seeds": drawn["seeds"]}
 
 
@@ -69,7 +69,7 @@ def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     pool = res.seed_texts(ctx)
     if not pool:
         raise ValueError("template-icl needs real example documents: set seed_docs (--seed-docs FILE.jsonl)")
-    rng = random.Random(f"{ctx.seed}:icl:{state.get('index', 0)}")
+    rng = random.Random(f"{ctx.seed}:icl:{state.index}")
     examples = rng.sample(pool, min(ctx.recall_k, len(pool)))
     prompts = res.prompts(ctx)
     shown = prompts.render("templates/icl.md", domain=prompts.domain.name, examples=_quoted(ctx, examples))
@@ -80,26 +80,23 @@ def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
 async def write(state: TemplateState, runtime: Runtime[Context]) -> dict:
     """One call; the reply is the document (chat preambles stripped, too-short replies unusable)."""
     ctx = runtime.context
-    reply, usage = await ask(res.expert_router(ctx), state["messages"], state["method"])
-    final = parse_final(reply.text)
-    draft = final and {"text": final.text, "summary": final.summary, "category": final.category,
-                       "guessed": list(final.guessed)}
-    return {"messages": [reply], "draft": draft, "usage": usage}
+    reply, usage = await ask(res.expert_router(ctx), state.messages, state.method)
+    return {"messages": [reply], "draft": draft_of(parse_final(reply.text)), "round": 1, "usage": usage}
 
 
 async def commit(state: TemplateState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     memory = res.memory(ctx)
-    draft = state.get("draft")
+    draft = state.draft
     if not draft:
-        reply = state["messages"][-1].text if state.get("messages") else ""
-        record = make_record(ctx, state, "rejected", {"text": reply}, state["method"], reason="no document")
+        reply = state.messages[-1].text if state.messages else ""
+        record = make_record(ctx, state, "rejected", {"text": reply}, state.method, reason="no document")
         await asyncio.to_thread(memory.reject, record)
         return {"result": record, "ended": "rejected"}
     vector = await embed(draft["text"])
     if "category" in draft["guessed"]:
         draft = {**draft, "category": res.category_of(ctx, vector)}
-    record = make_record(ctx, {**state, "round": 1}, "final", draft, state["method"])
+    record = make_record(ctx, state, "final", draft, state.method)
     verdict = await asyncio.to_thread(memory.admit, record, vector, math.inf)  # no gate: always admitted
     return {"result": verdict.record, "ended": "final"}
 

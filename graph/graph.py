@@ -30,13 +30,13 @@ from graph.state import DocInput, DocState, ExpertTask
 
 def after_conductor(state: DocState, runtime: Runtime[Context]):
     ctx = runtime.context
-    if state.get("draft"):
+    if state.draft:
         return "gate"
-    if state.get("fallback_reason"):  # the server refused the conversation (it outgrew the context)
+    if state.fallback_reason:  # the server refused the conversation (it outgrew the context)
         return "fallback"
-    if state.get("calls") and state.get("round", 0) < ctx.max_rounds:
-        return [Send("expert", {"order": i, **call}) for i, call in enumerate(state["calls"])]
-    if state.get("protocol_errors", 0) >= ctx.max_protocol_errors or state.get("round", 0) >= ctx.max_rounds:
+    if state.calls and state.round < ctx.max_rounds:
+        return [Send("expert", {"order": i, **call}) for i, call in enumerate(state.calls)]
+    if state.protocol_errors >= ctx.max_protocol_errors or state.round >= ctx.max_rounds:
         return "fallback"
     return "protocol_error"
 
@@ -46,17 +46,16 @@ def after_seed(state: DocState, runtime: Runtime[Context]) -> str:
 
 
 def after_gate(state: DocState, runtime: Runtime[Context]) -> str:
-    verdict = state.get("verdict", {})
-    if verdict.get("accepted"):
+    if state.verdict.get("accepted"):
         return END
-    if state.get("draft") and state.get("revisions", 0) < runtime.context.max_revisions:
-        structured_draft = state.get("protocol") == "structured" and state.get("source") == "conductor"
+    if state.draft and state.revisions < runtime.context.max_revisions:
+        structured_draft = state.protocol == "structured" and state.source == "conductor"
         return "replan" if structured_draft else "revise"
     return "reject"
 
 
 def after_revise(state: DocState, runtime: Runtime[Context]) -> str:
-    if state.get("source") == "conductor" and state.get("round", 0) < runtime.context.max_rounds:
+    if state.source == "conductor" and state.round < runtime.context.max_rounds:
         return "conductor"
     return "fallback"
 

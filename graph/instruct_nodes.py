@@ -112,16 +112,15 @@ def source_position(seed: int, index: int, n: int) -> int:
 def instruction_record(ctx: InstructContext, state: InstructState, ended: str) -> dict:
     """One line of instructions.jsonl (docs/instruct.md has every field)."""
     p = prompts(ctx)
-    instruction, response = state.get("instruction") or "", state.get("response") or ""
-    plan, evolution = state.get("plan") or {}, state.get("evolution") or []
+    instruction, response = state.instruction or "", state.response or ""
+    plan, evolution = state.plan or {}, state.evolution
     accepted = sum(1 for e in evolution[1:] if e["accepted"])
     return {
         "domain": p.domain.name, "method": METHOD, "instruction": instruction, "response": response,
-        "text": instruction, "source_id": state["source"]["id"], "type": plan.get("type"), "plan": plan or None,
+        "text": instruction, "source_id": state.source["id"], "type": plan.get("type"), "plan": plan or None,
         "summary": f"{plan.get('type', '?')}: {instruction[:90]}", "evolution": evolution,
-        "complexity": complexity(instruction, accepted), "experts": state.get("experts", []),
-        "rounds": state.get("round", 0), "revisions": state.get("revisions", 0),
-        "protocol_errors": state.get("protocol_errors", 0), "ended": ended,
+        "complexity": complexity(instruction, accepted), "experts": state.experts,
+        "rounds": state.round, "revisions": state.revisions, "protocol_errors": state.protocol_errors, "ended": ended,
         "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": p.hash,
         "tokens": count_tokens(f"{instruction}\n{response}", ctx.tokenizer),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -132,12 +131,12 @@ def _version(state: InstructState, step: dict, check: str, why: str) -> dict:
     """Close an evolution step with the check that decided it (`answerable` accepts it; `paraphrase`,
     `drift`, `meta-text`, `no instruction`, `not answerable` reject it): record it; an accepted one
     becomes the current instruction."""
-    evolution, accepted = state.get("evolution", []), check == "answerable"
+    evolution, accepted = state.evolution, check == "answerable"
     entry = {"version": len(evolution), "move": step["move"], "expert": step["expert"], "instruction": step.get("instruction"),
              "added": step.get("added", ""), "similarity": step.get("similarity"), "accepted": accepted, "check": check,
              "why": why}
     return {"evolution": evolution + [entry], "step": None,
-            "instruction": step["instruction"] if accepted else state["instruction"]}
+            "instruction": step["instruction"] if accepted else state.instruction}
 
 
 # -- nodes -------------------------------------------------------------------------------------------
@@ -146,7 +145,7 @@ async def source(state: InstructState, runtime: Runtime[InstructContext]) -> dic
     ctx = runtime.context
     await asyncio.to_thread(warm, ctx, res._loop_id())
     docs = sources(ctx)
-    doc = docs[source_position(ctx.seed, state.get("index", 0), len(docs))]
+    doc = docs[source_position(ctx.seed, state.index, len(docs))]
     return {"source": {"id": doc["id"], "text": doc["text"][:ctx.document_chars], "category": doc.get("category"),
                        "summary": doc.get("summary") or doc["text"][:150]}}
 
@@ -154,9 +153,9 @@ async def source(state: InstructState, runtime: Runtime[InstructContext]) -> dic
 async def offer(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """Open the conductor's conversation: the document and what the instruction set already holds."""
     ctx = runtime.context
-    p, mem, src = prompts(ctx), memory(ctx), state["source"]
+    p, mem, src = prompts(ctx), memory(ctx), state.source
     counts = mem.type_counts()
-    rng = random.Random(f"{ctx.seed}:types:{state.get('index', 0)}:{len(mem)}")
+    rng = random.Random(f"{ctx.seed}:types:{state.index}:{len(mem)}")
     types = least_covered(list(p.types), counts, ctx.choices, rng)
     siblings = [r["instruction"] for r in mem.records if r.get("source_id") == src["id"]]
     near = mem.nearest(await embed(src["text"]), ctx.recall_k)
@@ -175,14 +174,14 @@ async def plan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """One conductor turn: the instruction's type (only those offered), focus and expert."""
     ctx = runtime.context
     p = prompts(ctx)
-    rules = grammar.render(p.texts["instruct/plan.gbnf"], {"type": state["types"]})
-    reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor", rules)
-    update = {"messages": [reply], "round": state.get("round", 0) + 1, "usage": usage}
+    rules = grammar.render(p.texts["instruct/plan.gbnf"], {"type": state.types})
+    reply, usage = await ask(res.conductor_router(ctx), state.messages, "conductor", rules)
+    update = {"messages": [reply], "round": state.round + 1, "usage": usage}
     try:
-        chosen = parse_plan(reply.text, state["types"])
+        chosen = parse_plan(reply.text, state.types)
     except BriefError as e:
         note = HumanMessage(p.render("instruct/plan_error.md", error=str(e)))
-        return {**update, "messages": [reply, note], "plan": None, "protocol_errors": state.get("protocol_errors", 0) + 1}
+        return {**update, "messages": [reply, note], "plan": None, "protocol_errors": state.protocol_errors + 1}
     return {**update, "plan": chosen.as_dict()}
 
 
@@ -190,14 +189,14 @@ def fallback(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """A conductor that cannot plan: the least-covered type, the document's summary as the focus,
     the domain's fallback expert. The rest of the chain (experts, checks, gate) is unchanged."""
     p = prompts(runtime.context)
-    return {"plan": {"type": state["types"][0], "focus": state["source"]["summary"][:200], "expert": p.domain.fallback_expert},
+    return {"plan": {"type": state.types[0], "focus": state.source["summary"][:200], "expert": p.domain.fallback_expert},
             "origin": "fallback"}
 
 
 async def derive(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """The planned expert, fresh eyes, derives an instruction grounded in the document: version 0."""
     ctx = runtime.context
-    p, chosen, src = prompts(ctx), state["plan"], state["source"]
+    p, chosen, src = prompts(ctx), state.plan, state.source
     text = p.render("instruct/derive.md", expert=chosen["expert"], domain=p.domain.name, document=src["text"],
                     type=chosen["type"], type_description=p.types.get(chosen["type"], chosen["type"]), focus=chosen["focus"])
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{chosen['expert']}",
@@ -208,7 +207,7 @@ async def derive(state: InstructState, runtime: Runtime[InstructContext]) -> dic
                "check": "derived" if instruction else "no instruction",
                "why": "derived from the document" if instruction else "no instruction in the reply"}
     update = {"instruction": instruction, "evolution": [version], "usage": usage,
-              "experts": state.get("experts", []) + [chosen["expert"]]}
+              "experts": state.experts + [chosen["expert"]]}
     return update if instruction else {**update, "verdict": {"accepted": False, "reason": "no instruction"}}
 
 
@@ -216,46 +215,46 @@ async def propose(state: InstructState, runtime: Runtime[InstructContext]) -> di
     """The conductor picks this step's move (one not yet tried on this instruction; the set's least
     used first) and the expert who applies it, told how the last step went."""
     ctx = runtime.context
-    p, evolution = prompts(ctx), state["evolution"]
+    p, evolution = prompts(ctx), state.evolution
     tried = {e["move"] for e in evolution[1:]}
     used = Counter(e["move"] for r in memory(ctx).records for e in r.get("evolution", [])[1:] if e["accepted"])
-    rng = random.Random(f"{ctx.seed}:moves:{state.get('index', 0)}:{len(evolution)}")
+    rng = random.Random(f"{ctx.seed}:moves:{state.index}:{len(evolution)}")
     moves = least_covered([m for m in p.moves if m not in tried] or list(p.moves), used, len(p.moves), rng)
     last = evolution[-1]
     previous = "" if len(evolution) == 1 else p.base.fragment(
         "step_accepted" if last["accepted"] else "step_rejected", move=last["move"], why=last.get("why", ""))
     note = HumanMessage(p.render("instruct/step.md", step=len(evolution), steps=ctx.evolve_rounds, previous=previous,
-                                 instruction=state["instruction"], moves="; ".join(moves)))
+                                 instruction=state.instruction, moves="; ".join(moves)))
     rules = grammar.render(p.texts["instruct/move.gbnf"], {"move": moves})
-    reply, usage = await ask(res.conductor_router(ctx), [*state["messages"], note], "conductor", rules)
-    update = {"messages": [note, reply], "round": state.get("round", 0) + 1, "usage": usage}
+    reply, usage = await ask(res.conductor_router(ctx), [*state.messages, note], "conductor", rules)
+    update = {"messages": [note, reply], "round": state.round + 1, "usage": usage}
     try:
         move, expert = parse_move(reply.text, moves)
     except BriefError:  # the step still runs, bounded: the least-used move, the fallback expert
         move, expert = moves[0], p.domain.fallback_expert
-        update["protocol_errors"] = state.get("protocol_errors", 0) + 1
+        update["protocol_errors"] = state.protocol_errors + 1
     return {**update, "step": {"move": move, "expert": expert}}
 
 
 async def evolve(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """The named expert, fresh eyes, rewrites the instruction with the move, and says what it added."""
     ctx = runtime.context
-    p, step = prompts(ctx), state["step"]
-    text = p.render("instruct/evolve.md", expert=step["expert"], domain=p.domain.name, document=state["source"]["text"],
-                    instruction=state["instruction"], move=step["move"], move_description=p.moves[step["move"]])
+    p, step = prompts(ctx), state.step
+    text = p.render("instruct/evolve.md", expert=step["expert"], domain=p.domain.name, document=state.source["text"],
+                    instruction=state.instruction, move=step["move"], move_description=p.moves[step["move"]])
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{step['expert']}",
                              p.texts["instruct/evolve.gbnf"])
     evolved = parse_evolved(reply.text)
     step = {**step, "instruction": evolved[0] if evolved else None, "added": evolved[1] if evolved else ""}
-    return {"step": step, "usage": usage, "experts": state.get("experts", []) + [step["expert"]]}
+    return {"step": step, "usage": usage, "experts": state.experts + [step["expert"]]}
 
 
 async def distinct(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """No model: a step whose instruction is a paraphrase of the previous version is rejected."""
-    ctx, step = runtime.context, state["step"]
+    ctx, step = runtime.context, state.step
     if not step.get("instruction"):
         return _version(state, step, "no instruction", "no instruction in the reply")
-    before, after = await asyncio.to_thread(default_embedder().encode, [state["instruction"], step["instruction"]])
+    before, after = await asyncio.to_thread(default_embedder().encode, [state.instruction, step["instruction"]])
     similarity = float(before @ after)
     step = {**step, "similarity": round(similarity, 4)}
     if similarity >= ctx.paraphrase_threshold:
@@ -264,7 +263,7 @@ async def distinct(state: InstructState, runtime: Runtime[InstructContext]) -> d
     if similarity < ctx.drift_threshold:
         return _version(state, step, "drift", f"another instruction, not an evolution of the previous version (similarity "
                                               f"{similarity:.3f} < {ctx.drift_threshold:.2f})")
-    if meta_text(step["instruction"]) and not meta_text(state["instruction"]):
+    if meta_text(step["instruction"]) and not meta_text(state.instruction):
         return _version(state, step, "meta-text", "talks about the task (instruction, rewrite, the document) instead of asking")
     return {"step": step}
 
@@ -272,32 +271,32 @@ async def distinct(state: InstructState, runtime: Runtime[InstructContext]) -> d
 async def check(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """A fresh-eyes expert answers yes or no: can the evolved instruction be answered from the document?"""
     ctx = runtime.context
-    p, step = prompts(ctx), state["step"]
-    text = p.render("instruct/check.md", domain=p.domain.name, document=state["source"]["text"], instruction=step["instruction"])
+    p, step = prompts(ctx), state.step
+    text = p.render("instruct/check.md", domain=p.domain.name, document=state.source["text"], instruction=step["instruction"])
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), "expert:Checker", p.texts["instruct/check.gbnf"])
     answerable, reason = parse_check(reply.text)
     why = (reason or "answerable") if answerable else f"not answerable from the document: {reason or 'no reason given'}"
     return {**_version(state, step, "answerable" if answerable else "not answerable", why), "usage": usage,
-            "experts": state.get("experts", []) + ["Checker"]}
+            "experts": state.experts + ["Checker"]}
 
 
 async def answer(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """The planned expert, fresh eyes, answers the final version from the document."""
     ctx = runtime.context
-    p, expert = prompts(ctx), state["plan"]["expert"]
-    text = p.render("instruct/answer.md", expert=expert, domain=p.domain.name, document=state["source"]["text"],
-                    instruction=state["instruction"])
+    p, expert = prompts(ctx), state.plan["expert"]
+    text = p.render("instruct/answer.md", expert=expert, domain=p.domain.name, document=state.source["text"],
+                    instruction=state.instruction)
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{expert}")
     response = parse_response(reply.text)
-    update = {"response": response, "usage": usage, "experts": state.get("experts", []) + [expert]}
+    update = {"response": response, "usage": usage, "experts": state.experts + [expert]}
     return update if response else {**update, "verdict": {"accepted": False, "reason": "no response"}}
 
 
 async def gate(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """The novelty gate over instructions and the commit, atomic in Memory.admit."""
     ctx = runtime.context
-    vector = await embed(state["instruction"])
-    record = instruction_record(ctx, state, "final" if state.get("origin") == "conductor" else "fallback")
+    vector = await embed(state.instruction)
+    record = instruction_record(ctx, state, "final" if state.origin == "conductor" else "fallback")
     summary, committed = await admit(memory(ctx), record, vector, ctx.threshold, shown="instruction")
     if committed:
         return {"verdict": summary, "result": committed, "ended": committed["ended"]}
@@ -307,18 +306,18 @@ async def gate(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
 def replan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """An instruction too close to the set: the conductor plans again, told what it collided with."""
     ctx = runtime.context
-    verdict = state["verdict"]
+    verdict = state.verdict
     note = prompts(ctx).render("instruct/too_similar.md", similarity=f"{verdict['similarity']:.3f}",
                                threshold=f"{ctx.threshold:.2f}", nearest=verdict["near_instruction"])
-    return {"messages": [HumanMessage(note)], "revisions": state.get("revisions", 0) + 1, "plan": None,
+    return {"messages": [HumanMessage(note)], "revisions": state.revisions + 1, "plan": None,
             "instruction": None, "response": None, "evolution": []}
 
 
 async def reject(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """No instruction, no response, or too similar past the revision budget: rejects.jsonl, never the set."""
     ctx = runtime.context
-    verdict = state.get("verdict", {})
-    record = {**(state.get("result") or instruction_record(ctx, state, "rejected")), "ended": "rejected",
+    verdict = state.verdict
+    record = {**(state.result or instruction_record(ctx, state, "rejected")), "ended": "rejected",
               "reason": verdict.get("reason") or "too similar", "nearest_similarity": verdict.get("similarity"),
               "nearest_id": verdict.get("near_id")}
     await asyncio.to_thread(memory(ctx).reject, record)
@@ -328,20 +327,20 @@ async def reject(state: InstructState, runtime: Runtime[InstructContext]) -> dic
 # -- routing -----------------------------------------------------------------------------------------
 def after_plan(state: InstructState, runtime: Runtime[InstructContext]) -> str:
     ctx = runtime.context
-    spent = state.get("protocol_errors", 0) >= ctx.max_protocol_errors or state.get("round", 0) >= ctx.max_rounds
-    return "derive" if state.get("plan") else "fallback" if spent else "plan"
+    spent = state.protocol_errors >= ctx.max_protocol_errors or state.round >= ctx.max_rounds
+    return "derive" if state.plan else "fallback" if spent else "plan"
 
 
 def _next_step(state: InstructState, runtime: Runtime[InstructContext]) -> str:
-    return "propose" if len(state["evolution"]) - 1 < runtime.context.evolve_rounds else "answer"
+    return "propose" if len(state.evolution) - 1 < runtime.context.evolve_rounds else "answer"
 
 
 def after_derive(state: InstructState, runtime: Runtime[InstructContext]) -> str:
-    return _next_step(state, runtime) if state.get("instruction") else "reject"
+    return _next_step(state, runtime) if state.instruction else "reject"
 
 
 def after_distinct(state: InstructState, runtime: Runtime[InstructContext]) -> str:
-    return "check" if state.get("step") else _next_step(state, runtime)
+    return "check" if state.step else _next_step(state, runtime)
 
 
 def after_check(state: InstructState, runtime: Runtime[InstructContext]) -> str:
@@ -349,10 +348,10 @@ def after_check(state: InstructState, runtime: Runtime[InstructContext]) -> str:
 
 
 def after_answer(state: InstructState, runtime: Runtime[InstructContext]) -> str:
-    return "gate" if state.get("response") else "reject"
+    return "gate" if state.response else "reject"
 
 
 def after_gate(state: InstructState, runtime: Runtime[InstructContext]) -> str:
-    if state["verdict"].get("accepted"):
+    if state.verdict.get("accepted"):
         return END
-    return "replan" if state.get("revisions", 0) < runtime.context.max_revisions else "reject"
+    return "replan" if state.revisions < runtime.context.max_revisions else "reject"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Annotated, Any, TypedDict
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs this one on Python < 3.12
 
 from graph.configuration import LOOP, Context, _f
 from graph.state import merge_usage
@@ -47,22 +48,23 @@ class InstructInput(TypedDict, total=False):
     index: int  # position of the instruction in the run (picks the source document)
 
 
-class InstructState(TypedDict, total=False):
-    index: int
-    source: dict  # the source document: {id, text, category, summary}
-    types: list[str]  # instruction types offered (least covered first)
-    messages: Annotated[list[AnyMessage], add_messages]  # the conductor's conversation only
-    round: int  # conductor turns taken
-    protocol_errors: int
-    revisions: int  # times the gate sent an instruction back
-    origin: str  # "conductor" or "fallback": who planned it
-    plan: dict | None  # {type, focus, expert}
-    instruction: str | None  # the current (last accepted) version
-    evolution: list[dict]  # every version, accepted or rejected, with what it added and why
-    step: dict | None  # the evolution step in progress: {move, expert, instruction, added}
-    response: str | None
-    experts: list[str]  # names consulted, in order
-    verdict: dict  # novelty-gate outcome
-    result: dict  # the committed or rejected record
-    ended: str  # "final" | "fallback" | "rejected"
-    usage: Annotated[dict[str, Any], merge_usage]
+@dataclass(kw_only=True)
+class InstructState:
+    index: int = 0
+    source: dict = field(default_factory=dict)  # the source document: {id, text, category, summary}
+    types: list[str] = field(default_factory=list)  # instruction types offered (least covered first)
+    messages: Annotated[list[AnyMessage], add_messages] = field(default_factory=list)  # the conductor's conversation only
+    round: int = 0  # conductor turns taken
+    protocol_errors: int = 0
+    revisions: int = 0  # times the gate sent an instruction back
+    origin: str = "conductor"  # or "fallback": who planned it
+    plan: dict | None = None  # {type, focus, expert}
+    instruction: str | None = None  # the current (last accepted) version
+    evolution: list[dict] = field(default_factory=list)  # every version, accepted or rejected, with what it added and why
+    step: dict | None = None  # the evolution step in progress: {move, expert, instruction, added}
+    response: str | None = None
+    experts: list[str] = field(default_factory=list)  # names consulted, in order
+    verdict: dict = field(default_factory=dict)  # novelty-gate outcome
+    result: dict = field(default_factory=dict)  # the committed or rejected record
+    ended: str = ""  # "final" | "fallback" | "rejected"
+    usage: Annotated[dict[str, Any], merge_usage] = field(default_factory=dict)

@@ -16,7 +16,7 @@ from agents.tokens import count_tokens
 from graph import resources as res
 from graph.configuration import Context
 from graph.seeds import sample_seeds
-from graph.state import DocState, merge_usage
+from graph.state import DocState, Document, draft_of, merge_usage
 from memory.embedder import default_embedder
 
 SEED_DOC_CHARS = 2000  # how much of a real seed document the conductor sees
@@ -38,9 +38,9 @@ async def embed(text: str):
     return (await asyncio.to_thread(default_embedder().encode, [text]))[0]
 
 
-def _round_message(ctx: Context, state: DocState, body: str) -> HumanMessage:
-    """A user turn, prefixed with the round the conductor is about to take; the last one says so."""
-    prompts, k = res.prompts(ctx), state.get("round", 0) + 1
+def _round_message(ctx: Context, taken: int, body: str) -> HumanMessage:
+    """A user turn, prefixed with the round the conductor is about to take (`taken` + 1); the last one says so."""
+    prompts, k = res.prompts(ctx), taken + 1
     if k >= ctx.max_rounds:
         body = f"{body}\n\n{prompts.render('last_round.md')}"
     return HumanMessage(prompts.fragment("round", round=k, body=body))
@@ -48,13 +48,13 @@ def _round_message(ctx: Context, state: DocState, body: str) -> HumanMessage:
 
 def _seed_text(ctx: Context, state: DocState) -> str:
     prompts = res.prompts(ctx)
-    if state.get("seed_doc"):
-        return prompts.fragment("seed_document", document=state["seed_doc"][:SEED_DOC_CHARS])
-    text = prompts.fragment("seed_keywords", keywords=", ".join(state.get("seeds", [])))
-    if state.get("genre"):
-        text += prompts.fragment("seed_genre", genre=state["genre"])
-    if state.get("audience"):
-        text += prompts.fragment("seed_audience", audience=state["audience"])
+    if state.seed_doc:
+        return prompts.fragment("seed_document", document=state.seed_doc[:SEED_DOC_CHARS])
+    text = prompts.fragment("seed_keywords", keywords=", ".join(state.seeds))
+    if state.genre:
+        text += prompts.fragment("seed_genre", genre=state.genre)
+    if state.audience:
+        text += prompts.fragment("seed_audience", audience=state.audience)
     return text
 
 
@@ -64,7 +64,7 @@ def _expert_messages(ctx: Context, name: str, instruction: str) -> list:
     return [SystemMessage(prompts.render("expert.md")), HumanMessage(prompts.fragment("expert_turn", name=name, instruction=instruction))]
 
 
-def make_record(ctx: Context, state: dict, ended: str, draft: dict | None = None, method: str = "metasynth",
+def make_record(ctx: Context, state: Document, ended: str, draft: dict | None = None, method: str = "metasynth",
                 **outcome: object) -> dict:
     """One line of corpus.jsonl (ended final / fallback) or rejects.jsonl (rejected, with `outcome`:
     why and the nearest document). Every method and outcome writes the same fields, so corpora and
@@ -73,17 +73,17 @@ def make_record(ctx: Context, state: dict, ended: str, draft: dict | None = None
     draft = draft or {}
     text = draft.get("text", "")
     return {
-        "domain": prompts.domain.name, "method": method, "text": text, "seeds": state.get("seeds", []),
-        "seed_doc": (state.get("seed_doc") or "")[:200] or None, "genre": state.get("genre", ""),
-        "audience": state.get("audience", ""), "summary": draft.get("summary", ""), "category": draft.get("category", ""),
-        "experts": state.get("experts", []), "rounds": state.get("round", 0), "revisions": state.get("revisions", 0),
-        "protocol_errors": state.get("protocol_errors", 0), "protocol_notes": state.get("protocol_notes", []),
+        "domain": prompts.domain.name, "method": method, "text": text, "seeds": state.seeds,
+        "seed_doc": state.seed_doc[:200] or None, "genre": state.genre, "audience": state.audience,
+        "summary": draft.get("summary", ""), "category": draft.get("category", ""),
+        "experts": state.experts, "rounds": state.round, "revisions": state.revisions,
+        "protocol_errors": state.protocol_errors, "protocol_notes": state.protocol_notes,
         "guessed": draft.get("guessed", []),
-        "ended": ended, "fallback_reason": state.get("fallback_reason") or None,
-        "protocol": state.get("protocol"), "brief": state.get("brief"), "reviews": state.get("reviews") or [],
+        "ended": ended, "fallback_reason": state.fallback_reason or None,
+        "protocol": state.protocol, "brief": state.brief, "reviews": state.reviews,
         "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": prompts.hash,
-        "source": state.get("source"), "tokens": count_tokens(text, ctx.tokenizer) if text else 0,
-        "usage": usage_by_kind(state.get("usage")),
+        "source": state.source, "tokens": count_tokens(text, ctx.tokenizer) if text else 0,
+        "usage": usage_by_kind(state.usage),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **outcome,
     }
 
@@ -109,7 +109,7 @@ async def admit(memory, record: dict, vector, threshold: float, shown: str) -> t
 
 
 async def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
-    query = state.get("seed_doc") or " ".join(state.get("seeds", []))
+    query = state.seed_doc or " ".join(state.seeds)
     return res.memory(ctx).nearest(await embed(query), ctx.recall_k)
 
 
@@ -118,12 +118,12 @@ async def seed(state: DocState, runtime: Runtime[Context]) -> dict:
     """Sample the keywords (or take the next real seed document) this document is conditioned on."""
     ctx = runtime.context
     await res.ready(ctx)  # loads and connects what the run needs, off the event loop
-    if state.get("seeds") or state.get("seed_doc"):
+    if state.seeds or state.seed_doc:
         return {}
     picker = res.seed_picker(ctx)
     if picker:
         return {"seed_doc": await asyncio.to_thread(picker.next)}
-    rng = random.Random(f"{ctx.seed}:{state.get('index', 0)}")
+    rng = random.Random(f"{ctx.seed}:{state.index}")
     return sample_seeds(res.prompts(ctx).domain, ctx.keywords, rng)
 
 
@@ -140,7 +140,7 @@ async def recall(state: DocState, runtime: Runtime[Context]) -> dict:
         recall=prompts.lines("recall_line", recalled, empty="first_document"),
     )
     system = prompts.render("conductor.md", domain=prompts.domain.name, description=prompts.domain.description)
-    return {"messages": [SystemMessage(system), _round_message(ctx, {}, task)], "round": 0, "protocol": "text",
+    return {"messages": [SystemMessage(system), _round_message(ctx, 0, task)], "round": 0, "protocol": "text",
             "protocol_errors": 0, "revisions": 0, "experts": [], "source": "conductor"}
 
 
@@ -148,22 +148,21 @@ async def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
     """One conductor turn: consult experts, finish, or break the protocol."""
     ctx = runtime.context
     try:
-        reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor",
+        reply, usage = await ask(res.conductor_router(ctx), state.messages, "conductor",
                                  res.prompts(ctx).texts["conductor.gbnf"])
     except openai.BadRequestError as e:  # typically the conversation outgrew the model's context
         return {"calls": [], "draft": None, "fallback_reason": f"conductor request refused: {e.code or e.status_code}"}
     turn = parse_turn(reply.text, ctx.max_experts_per_turn)
-    round_ = state.get("round", 0) + 1
+    round_ = state.round + 1
     update = {"messages": [reply], "round": round_, "usage": usage,
               "calls": [{"name": c.name, "instruction": c.instruction} for c in turn.calls], "draft": None}
     if turn.error or turn.notes:  # for the record: why a turn failed or was trimmed
-        update["protocol_notes"] = state.get("protocol_notes", []) + [f"round {round_}: {n}" for n in [turn.error, *turn.notes] if n]
+        update["protocol_notes"] = state.protocol_notes + [f"round {round_}: {n}" for n in [turn.error, *turn.notes] if n]
     if turn.final:
-        update["draft"] = {"text": turn.final.text, "summary": turn.final.summary,
-                           "category": turn.final.category, "guessed": list(turn.final.guessed)}
+        update["draft"] = draft_of(turn.final)
         update["source"] = "conductor"
     elif not turn.calls:
-        update["protocol_errors"] = state.get("protocol_errors", 0) + 1
+        update["protocol_errors"] = state.protocol_errors + 1
     return update
 
 
@@ -177,15 +176,15 @@ async def expert(call: dict, runtime: Runtime[Context]) -> dict:
 
 def relay(state: DocState, runtime: Runtime[Context]) -> dict:
     """Hand the experts' outputs back to the conductor in one user turn, in the order it called them."""
-    replies = sorted(state.get("replies", []), key=lambda r: r["order"])
+    replies = sorted(state.replies, key=lambda r: r["order"])
     body = res.prompts(runtime.context).lines("expert_output", replies, empty=None, sep="\n\n")
-    return {"messages": [_round_message(runtime.context, state, body)], "replies": None,
-            "experts": state.get("experts", []) + [r["name"] for r in replies]}
+    return {"messages": [_round_message(runtime.context, state.round, body)], "replies": None,
+            "experts": state.experts + [r["name"] for r in replies]}
 
 
 def protocol_error(state: DocState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
-    return {"messages": [_round_message(ctx, state, res.prompts(ctx).render("protocol_error.md"))]}
+    return {"messages": [_round_message(ctx, state.round, res.prompts(ctx).render("protocol_error.md"))]}
 
 
 async def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
@@ -197,27 +196,22 @@ async def fallback(state: DocState, runtime: Runtime[Context]) -> dict:
     instruction = prompts.render("fallback.md", domain=prompts.domain.name, description=prompts.domain.description,
                                  seeds=_seed_text(ctx, state))
     reply, usage = await ask(res.expert_router(ctx), _expert_messages(ctx, name, instruction), f"fallback:{name}")
-    final = parse_final(reply.text)
-    reason = state.get("fallback_reason") or (
-        "protocol errors" if state.get("protocol_errors", 0) >= ctx.max_protocol_errors else "round cap")
-    draft = None
-    if final:
-        draft = {"text": final.text, "summary": final.summary, "category": final.category, "guessed": list(final.guessed)}
-    return {"draft": draft, "source": "fallback", "fallback_reason": reason, "usage": usage,
-            "experts": state.get("experts", []) + [name]}
+    reason = state.fallback_reason or ("protocol errors" if state.protocol_errors >= ctx.max_protocol_errors else "round cap")
+    return {"draft": draft_of(parse_final(reply.text)), "source": "fallback", "fallback_reason": reason, "usage": usage,
+            "experts": state.experts + [name]}
 
 
 async def gate(state: DocState, runtime: Runtime[Context]) -> dict:
     """The novelty gate and the commit, atomic in Memory.admit."""
     ctx = runtime.context
-    draft = state.get("draft")
+    draft = state.draft
     if not draft:
         return {"verdict": {"accepted": False, "reason": "no document"}}
     memory = res.memory(ctx)
     vector = await embed(draft["text"])
-    if "category" in draft.get("guessed", []):
+    if "category" in draft["guessed"]:
         draft = {**draft, "category": res.category_of(ctx, vector)}
-    record = make_record(ctx, state, "final" if state.get("source") == "conductor" else "fallback", draft)
+    record = make_record(ctx, state, "final" if state.source == "conductor" else "fallback", draft)
     summary, committed = await admit(memory, record, vector, ctx.threshold, shown="summary")
     if committed:
         return {"verdict": summary, "result": committed, "ended": committed["ended"], "draft": draft}
@@ -227,20 +221,20 @@ async def gate(state: DocState, runtime: Runtime[Context]) -> dict:
 def revise(state: DocState, runtime: Runtime[Context]) -> dict:
     """Send a too-similar draft back: to the conductor, or to the fallback writer if it wrote it."""
     ctx = runtime.context
-    verdict = state["verdict"]
-    update = {"revisions": state.get("revisions", 0) + 1}
-    if state.get("source") == "conductor" and state.get("round", 0) < ctx.max_rounds:
+    verdict = state.verdict
+    update = {"revisions": state.revisions + 1}
+    if state.source == "conductor" and state.round < ctx.max_rounds:
         body = res.prompts(ctx).render("too_similar.md", similarity=f"{verdict['similarity']:.3f}",
                                        threshold=f"{ctx.threshold:.2f}", summary=verdict["near_summary"])
-        update["messages"] = [_round_message(ctx, state, body)]
+        update["messages"] = [_round_message(ctx, state.round, body)]
     return update
 
 
 async def reject(state: DocState, runtime: Runtime[Context]) -> dict:
     """Past the revision budget (or with no usable document): record the draft, never in the corpus."""
     ctx = runtime.context
-    verdict = state.get("verdict", {})
-    record = make_record(ctx, state, "rejected", state.get("draft"), reason=verdict.get("reason") or "too similar",
+    verdict = state.verdict
+    record = make_record(ctx, state, "rejected", state.draft, reason=verdict.get("reason") or "too similar",
                          nearest_similarity=verdict.get("similarity"), nearest_id=verdict.get("near_id"))
     await asyncio.to_thread(res.memory(ctx).reject, record)
     return {"result": record, "ended": "rejected"}

@@ -1,11 +1,16 @@
-"""State of one document's run through the graph."""
+"""State of one document's run through the graph: dataclasses with defaults, so a node reads
+`state.round`, never `state.get("round", 0)`. Nodes return dicts of the fields they change."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypedDict
+from dataclasses import dataclass, field
+from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
+from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs this one on Python < 3.12
+
+from agents.protocol import FinalAnswer
 
 
 def merge_usage(old: dict | None, new: dict | None) -> dict:
@@ -24,6 +29,19 @@ def collect_replies(old: list | None, new: list | None) -> list:
     return [] if new is None else (old or []) + new
 
 
+class Draft(TypedDict):
+    """A document the gate may commit: its text and what the memory files it under."""
+
+    text: str
+    summary: str
+    category: str
+    guessed: list[str]  # fields the writer did not give and the graph filled in ("summary", "category", ...)
+
+
+def draft_of(final: FinalAnswer | None) -> Draft | None:
+    return final and Draft(text=final.text, summary=final.summary, category=final.category, guessed=list(final.guessed))
+
+
 class DocInput(TypedDict, total=False):
     index: int  # position of the document in the run (drives the seed)
     seeds: list[str]  # give keywords directly instead of sampling them
@@ -38,44 +56,47 @@ class ExpertTask(TypedDict):
     instruction: str
 
 
-class DocState(TypedDict, total=False):
-    index: int
-    seeds: list[str]
-    seed_doc: str
-    genre: str
-    audience: str
-    messages: Annotated[list[AnyMessage], add_messages]  # the conductor's conversation only
-    round: int  # conductor turns taken
-    protocol_errors: int
-    protocol_notes: list[str]  # why turns failed or were trimmed (agents.protocol.Turn error and notes)
-    revisions: int
-    experts: list[str]  # names consulted, in order
-    calls: list[dict]  # expert calls of the latest conductor turn
-    replies: Annotated[list[dict], collect_replies]
-    draft: dict | None  # the latest final answer {text, summary, category, guessed}
-    source: str  # "conductor" or "fallback": who wrote the draft
-    fallback_reason: str
-    verdict: dict  # novelty-gate outcome of the latest draft
-    protocol: str  # "text" or "structured"
+@dataclass(kw_only=True)
+class Document:
+    """What every method's document carries, and what its record reports (graph.nodes.make_record)."""
+
+    index: int = 0
+    seeds: list[str] = field(default_factory=list)
+    seed_doc: str = ""
+    genre: str = ""
+    audience: str = ""
+    messages: Annotated[list[AnyMessage], add_messages] = field(default_factory=list)  # the conductor's, or the writer's
+    round: int = 0  # conductor turns taken (a baseline's one call counts as one)
+    protocol: str | None = None  # "text" or "structured"; None for the baselines
+    protocol_errors: int = 0
+    protocol_notes: list[str] = field(default_factory=list)  # why turns failed or were trimmed
+    revisions: int = 0
+    experts: list[str] = field(default_factory=list)  # names consulted, in order
+    brief: dict | None = None  # the conductor's latest usable brief (agents.brief.Brief fields)
+    reviews: list[dict] = field(default_factory=list)  # each review: {verdict, fix}
+    draft: Draft | None = None
+    source: str | None = None  # "conductor" or "fallback": who wrote the draft
+    fallback_reason: str = ""
+    result: dict = field(default_factory=dict)  # the committed or rejected record
+    ended: str = ""  # "final" | "fallback" | "rejected"
+    usage: Annotated[dict[str, Any], merge_usage] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
+class DocState(Document):
+    """A MetaSynth document, either protocol (graph/graph.py)."""
+
+    calls: list[dict] = field(default_factory=list)  # expert calls of the latest conductor turn
+    replies: Annotated[list[dict], collect_replies] = field(default_factory=list)
+    verdict: dict = field(default_factory=dict)  # novelty-gate outcome of the latest draft
     # The structured protocol (graph/structured.py)
-    options: dict[str, list[str]]  # what the memory offers this document: category, genre, audience
-    brief: dict | None  # the conductor's latest usable brief (agents.brief.Brief fields)
-    instruction: str  # the writer's instruction, rendered from the brief
-    reviews: list[dict]  # each review: {verdict, fix}
-    result: dict  # the committed or rejected record
-    ended: str  # "final" | "fallback" | "rejected"
-    usage: Annotated[dict[str, Any], merge_usage]
+    options: dict[str, list[str]] = field(default_factory=dict)  # what the memory offers: category, genre, audience
+    instruction: str = ""  # the writer's instruction, rendered from the brief
 
 
-class TemplateState(TypedDict, total=False):
+@dataclass(kw_only=True)
+class TemplateState(Document):
     """A baseline document (graph/baselines.py): one prompt, one reply."""
 
-    index: int
-    seeds: list[str]
-    method: str  # "template" | "template-prior" | "template-icl"
-    shown: list[str]  # documents put in the prompt: recent corpus documents or real examples
-    messages: Annotated[list[AnyMessage], add_messages]
-    draft: dict | None
-    result: dict
-    ended: str  # "final" | "rejected"
-    usage: Annotated[dict[str, Any], merge_usage]
+    method: str = "template"  # "template" | "template-prior" | "template-icl"
+    shown: list[str] = field(default_factory=list)  # documents put in the prompt: recent corpus documents or real examples

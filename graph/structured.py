@@ -30,7 +30,7 @@ from agents.protocol import document_text
 from graph import resources as res
 from graph.configuration import Context
 from graph.nodes import SEED_DOC_CHARS, _recalled, ask
-from graph.state import DocState
+from graph.state import DocState, Draft
 
 FIELDS = {"category": "categories", "genre": "genres", "audience": "audiences"}  # brief field -> Domain list
 DRAFT_CHARS = 4000  # of a draft shown to the reviewer and the rewriter
@@ -61,13 +61,13 @@ async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
     prompts, memory = res.prompts(ctx), res.memory(ctx)
     domain = prompts.domain
     counts = {field: Counter(r.get(field) for r in memory.records if r.get(field)) for field in FIELDS}
-    rng = random.Random(f"{ctx.seed}:offer:{state.get('index', 0)}:{len(memory)}")
+    rng = random.Random(f"{ctx.seed}:offer:{state.index}:{len(memory)}")
     options = {field: least_covered(getattr(domain, attr), counts[field], ctx.choices, rng) for field, attr in FIELDS.items()}
     near = await _recalled(ctx, state)
-    if state.get("seed_doc"):
-        seed = prompts.render("structured/seed_document.md", document=state["seed_doc"][:SEED_DOC_CHARS])
+    if state.seed_doc:
+        seed = prompts.render("structured/seed_document.md", document=state.seed_doc[:SEED_DOC_CHARS])
     else:
-        seed = prompts.render("structured/seed_keywords.md", keywords=", ".join(state.get("seeds", [])))
+        seed = prompts.render("structured/seed_keywords.md", keywords=", ".join(state.seeds))
     task = prompts.render(
         "structured/task.md", domain=domain.name, seed=seed, corpus_size=len(memory),
         coverage=_coverage(prompts, {"categories": counts["category"], "genres": counts["genre"], "audiences": counts["audience"]}),
@@ -85,17 +85,17 @@ async def plan(state: DocState, runtime: Runtime[Context]) -> dict:
     """One conductor turn: the brief, constrained by the grammar of the options offered."""
     ctx = runtime.context
     prompts = res.prompts(ctx)
-    options = state["options"]
-    rules = grammar.render(prompts.texts["brief.gbnf"], {**options, "keyword": state.get("seeds", [])})
-    reply, usage = await ask(res.conductor_router(ctx), state["messages"], "conductor", rules)
-    update = {"messages": [reply], "round": state.get("round", 0) + 1, "usage": usage, "draft": None}
+    options = state.options
+    rules = grammar.render(prompts.texts["brief.gbnf"], {**options, "keyword": state.seeds})
+    reply, usage = await ask(res.conductor_router(ctx), state.messages, "conductor", rules)
+    update = {"messages": [reply], "round": state.round + 1, "usage": usage, "draft": None}
     try:
         brief = parse_brief(reply.text, options)
     except BriefError as e:
         note = prompts.render("structured/brief_error.md", error=str(e))
         return {**update, "messages": [reply, HumanMessage(note)], "brief": None,
-                "protocol_errors": state.get("protocol_errors", 0) + 1}
-    keywords = ", ".join(state.get("seeds", [])) or brief.category
+                "protocol_errors": state.protocol_errors + 1}
+    keywords = ", ".join(state.seeds) or brief.category
     instruction = prompts.render("structured/write.md", domain=prompts.domain.name, keywords=keywords, **brief.as_dict())
     return {**update, "brief": brief.as_dict(), "instruction": instruction, "genre": brief.genre,
             "audience": brief.audience}
@@ -104,74 +104,71 @@ async def plan(state: DocState, runtime: Runtime[Context]) -> dict:
 async def write(state: DocState, runtime: Runtime[Context]) -> dict:
     """The writer the conductor named drafts the document from the instruction alone."""
     ctx = runtime.context
-    name = state["brief"]["expert"]
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, state["instruction"]), f"expert:{name}")
-    return {"draft": _draft(ctx, state, reply.text), "source": "conductor", "usage": usage,
-            "experts": state.get("experts", []) + [name]}
+    name = state.brief["expert"]
+    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, state.instruction), f"expert:{name}")
+    return {"draft": _draft(ctx, state, reply.text), "source": "conductor", "usage": usage, "experts": state.experts + [name]}
 
 
 async def review(state: DocState, runtime: Runtime[Context]) -> dict:
     """A second expert, fresh eyes too, reads the draft against the brief: keep, or one fix."""
     ctx = runtime.context
     prompts = res.prompts(ctx)
-    brief = state["brief"]
-    text = prompts.render("structured/review.md", domain=prompts.domain.name, draft=state["draft"]["text"][:DRAFT_CHARS],
+    brief = state.brief
+    text = prompts.render("structured/review.md", domain=prompts.domain.name, draft=state.draft["text"][:DRAFT_CHARS],
                           genre=brief["genre"], audience=brief["audience"], entity=brief["entity"])
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), "expert:Reviewer",
                              prompts.texts["review.gbnf"])
     verdict = parse_review(reply.text)
-    return {"reviews": state.get("reviews", []) + [{"verdict": "keep" if verdict.keep else "revise", "fix": verdict.fix}],
-            "usage": usage, "experts": state.get("experts", []) + ["Reviewer"]}
+    return {"reviews": state.reviews + [{"verdict": "keep" if verdict.keep else "revise", "fix": verdict.fix}],
+            "usage": usage, "experts": state.experts + ["Reviewer"]}
 
 
 async def rewrite(state: DocState, runtime: Runtime[Context]) -> dict:
     """The writer rewrites its draft with the reviewer's fix; an unusable rewrite keeps the draft."""
     ctx = runtime.context
     prompts = res.prompts(ctx)
-    name = state["brief"]["expert"]
-    text = prompts.render("structured/rewrite.md", instruction=state["instruction"], fix=state["reviews"][-1]["fix"],
-                          draft=state["draft"]["text"][:DRAFT_CHARS])
+    name = state.brief["expert"]
+    text = prompts.render("structured/rewrite.md", instruction=state.instruction, fix=state.reviews[-1]["fix"],
+                          draft=state.draft["text"][:DRAFT_CHARS])
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{name}")
-    return {"draft": _draft(ctx, state, reply.text) or state["draft"], "usage": usage,
-            "experts": state.get("experts", []) + [name]}
+    return {"draft": _draft(ctx, state, reply.text) or state.draft, "usage": usage, "experts": state.experts + [name]}
 
 
 def replan(state: DocState, runtime: Runtime[Context]) -> dict:
     """A draft too close to the corpus: the conductor writes a new brief, told what it collided with."""
     ctx = runtime.context
-    verdict = state["verdict"]
+    verdict = state.verdict
     note = res.prompts(ctx).render("structured/too_similar.md", similarity=f"{verdict['similarity']:.3f}",
                                    threshold=f"{ctx.threshold:.2f}", summary=verdict["near_summary"])
-    last = state["messages"][-1]
-    messages = [HumanMessage(note)] if isinstance(last, AIMessage) else []
-    return {"messages": messages, "revisions": state.get("revisions", 0) + 1, "reviews": []}
+    messages = [HumanMessage(note)] if isinstance(state.messages[-1], AIMessage) else []
+    return {"messages": messages, "revisions": state.revisions + 1, "reviews": []}
 
 
-def _draft(ctx: Context, state: DocState, reply: str) -> dict | None:
+def _draft(ctx: Context, state: DocState, reply: str) -> Draft | None:
     text = document_text(reply)
     if text is None:
         return None
-    brief = state["brief"]
+    brief = state.brief
     summary = res.prompts(ctx).render("structured/summary.md", **brief).strip()
-    return {"text": text, "summary": summary, "category": brief["category"], "guessed": []}
+    return Draft(text=text, summary=summary, category=brief["category"], guessed=[])
 
 
 # -- routing ---------------------------------------------------------------------------------------
 def after_plan(state: DocState, runtime: Runtime[Context]) -> str:
     ctx = runtime.context
-    if state.get("brief"):
+    if state.brief:
         return "write"
-    if state.get("protocol_errors", 0) >= ctx.max_protocol_errors or state.get("round", 0) >= ctx.max_rounds:
+    if state.protocol_errors >= ctx.max_protocol_errors or state.round >= ctx.max_rounds:
         return "fallback"
     return "plan"
 
 
 def after_write(state: DocState, runtime: Runtime[Context]) -> str:
-    return "review" if state.get("draft") and len(state.get("reviews", [])) < runtime.context.reviews else "gate"
+    return "review" if state.draft and len(state.reviews) < runtime.context.reviews else "gate"
 
 
 def after_review(state: DocState, runtime: Runtime[Context]) -> str:
-    return "gate" if state["reviews"][-1]["verdict"] == "keep" else "rewrite"
+    return "gate" if state.reviews[-1]["verdict"] == "keep" else "rewrite"
 
 
 def after_rewrite(state: DocState, runtime: Runtime[Context]) -> str:

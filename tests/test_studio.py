@@ -53,6 +53,10 @@ def test_studio_runs_one_document_and_exposes_its_trace(dev_server, tmp_path):
     client = get_sync_client(url=dev_server)
     graphs = {a["graph_id"] for a in client.assistants.search()}
     assert graphs == {"metasynth", "template", "template-prior", "template-icl", "metasynth-instruct"}
+    for assistant in client.assistants.search():  # Studio draws its input and settings forms from these
+        schemas = client.assistants.get_schemas(assistant["assistant_id"])
+        assert "index" in schemas["input_schema"]["properties"], assistant["graph_id"]
+        assert schemas["context_schema"]["properties"]["domain"]["default"] == "finance"
     with MockServer() as mock_url:
         thread = client.threads.create()
         context = {"base_url": mock_url, "model": "mock-conductor", "out_dir": str(tmp_path / "run"), "domain": "finance"}
