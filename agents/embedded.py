@@ -29,6 +29,9 @@ from agents.tokens import CACHE, embedded_gguf
 from core.errors import UserError
 
 MODEL_NAME = "smollm2-135m-instruct"  # the default
+# llama-cpp-python serves one request at a time; llama.cpp's own server (prebuilt `xllamacpp` wheel)
+# batches concurrent requests in parallel slots. docs/embedded-server.md compares them.
+SERVERS = ("llama-cpp-python", "xllamacpp")
 CONTEXT = 8192  # SmolLM2's trained context (the Qwen models take more; 8k is what a document needs)
 
 
@@ -112,8 +115,10 @@ class EmbeddedServer:
     """`with EmbeddedServer() as server: ChatOpenAI(base_url=server.base_url, model=server.model)`."""
 
     def __init__(self, threads: int | None = None, log_path: str | Path | None = None, start_timeout: float = 120.0,
-                 model: str = MODEL_NAME):
-        self.model = model
+                 model: str = MODEL_NAME, server: str = SERVERS[0], slots: int = 4):
+        if server not in SERVERS:
+            raise UserError(f"unknown embedded server {server!r} (available: {', '.join(SERVERS)})")
+        self.model, self.server, self.slots = model, server, slots
         self.threads = threads or os.cpu_count() or 1
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"metasynth-llama-{os.getpid()}.log"
         self.start_timeout = start_timeout
@@ -124,18 +129,25 @@ class EmbeddedServer:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> "EmbeddedServer":
+    def command(self) -> list[str]:
+        if self.server == "xllamacpp":
+            if importlib.util.find_spec("xllamacpp") is None:
+                raise UserError("the xllamacpp server is not installed: pip install 'metasynth[batching]'")
+            return [sys.executable, "-m", "agents.xllama", str(gguf(self.model)), "--alias", self.model,
+                    "--port", str(self.port), "--parallel", str(self.slots), "--ctx", str(CONTEXT),
+                    "--threads", str(self.threads)]
         try:
             import llama_cpp.server  # noqa: F401  (fail here, clearly, rather than in the child)
         except ImportError:
             raise UserError("the embedded server is not installed: pip install 'llama-cpp-python[server]'") from None
+        return [sys.executable, "-m", "llama_cpp.server",
+                "--model", str(gguf(self.model)), "--model_alias", self.model,
+                "--host", "127.0.0.1", "--port", str(self.port),
+                "--n_ctx", str(CONTEXT), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads)]
+
+    def start(self) -> "EmbeddedServer":
         self.port = free_port()
-        command = [
-            sys.executable, "-m", "llama_cpp.server",
-            "--model", str(gguf(self.model)), "--model_alias", self.model,
-            "--host", "127.0.0.1", "--port", str(self.port),
-            "--n_ctx", str(CONTEXT), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
-        ]
+        command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -174,23 +186,23 @@ class EmbeddedServer:
         self.stop()
 
 
-_shared: dict[str, EmbeddedServer] = {}
+_shared: dict[tuple[str, str], EmbeddedServer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_server(model: str = MODEL_NAME, log_path: str | Path | None = None) -> EmbeddedServer:
-    """The one way the embedded server starts: one per model and process, on first use. The CLI starts
-    it before its run (log in the run directory) and stops it with `stop_shared`; under Studio the
-    first node that needs it starts it, and it lives as long as the server process."""
+def shared_server(model: str = MODEL_NAME, log_path: str | Path | None = None, server: str = SERVERS[0]) -> EmbeddedServer:
+    """The one way the embedded server starts: one per model, server kind and process, on first use. The
+    CLI starts it before its run (log in the run directory) and stops it with `stop_shared`; under
+    Studio the first node that needs it starts it, and it lives as long as the server process."""
     with _shared_lock:
-        server = _shared.get(model)
-        if server is None or server.process is None or server.process.poll() is not None:
-            server = _shared[model] = EmbeddedServer(model=model, log_path=log_path).start()
-        return server
+        running = _shared.get((model, server))
+        if running is None or running.process is None or running.process.poll() is not None:
+            running = _shared[(model, server)] = EmbeddedServer(model=model, log_path=log_path, server=server).start()
+        return running
 
 
-def stop_shared(model: str = MODEL_NAME) -> None:
+def stop_shared(model: str = MODEL_NAME, server: str = SERVERS[0]) -> None:
     with _shared_lock:
-        server = _shared.pop(model, None)
-    if server is not None:
-        server.stop()
+        running = _shared.pop((model, server), None)
+    if running is not None:
+        running.stop()

@@ -20,7 +20,7 @@ from pathlib import Path
 CONFIGS = {
     "structured": ["--protocol", "structured"],
     "structured-off": ["--protocol", "structured", "--constrain", "off"],
-    "structured-noreview": ["--protocol", "structured", "--reviews", "0"],
+    "structured-review": ["--protocol", "structured", "--reviews", "1"],  # one review per draft (off by default)
     "text": ["--protocol", "text"],
     "text-off": ["--protocol", "text", "--constrain", "off"],
     "template": ["--method", "template"],

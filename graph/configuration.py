@@ -36,6 +36,9 @@ class Context:
                     "qwen2.5-coder-1.5b-instruct: docs/protocol.md).", group=SERVERS)
     expert_base_url: str = _f("", "Server(s) for the experts, comma-separated; empty = the conductor's.", group=SERVERS, append=True)
     expert_model: str = _f("", "Model for the experts; empty = the conductor's.", group=SERVERS)
+    embedded_server: str = _f("llama-cpp-python", "Server for the embedded model: 'llama-cpp-python' (one request at a time) or "
+                              "'xllamacpp' (llama.cpp's own server, 4 parallel slots; pip install 'metasynth[batching]').",
+                              group=SERVERS, choices=("llama-cpp-python", "xllamacpp"))
     temperature: float = _f(0.8, "Conductor sampling temperature.", group=LOOP)
     expert_temperature: float = _f(0.9, "Expert sampling temperature.", group=LOOP)
     max_tokens: int = _f(768, "Completion token limit per conductor turn.", group=LOOP, positive=True)
@@ -66,7 +69,7 @@ class Context:
                         group=LOOP, choices=("auto", "off"))
     choices: int = _f(4, "Structured protocol: options the memory offers the conductor for category, genre and audience "
                       "(the least covered so far).", group=LOOP, positive=True)
-    reviews: int = _f(1, "Structured protocol: reviews of a draft by a fresh expert, each of which may ask for one rewrite; 0 skips review.",
+    reviews: int = _f(0, "Structured protocol: reviews of a draft by a fresh expert, each of which may ask for one rewrite; 0 (the default, chosen by measurement: docs/metrics.md) skips review.",
                       group=LOOP)
     max_experts_per_turn: int = _f(4, "Expert calls honoured per conductor turn (the rest are dropped).", group=LOOP, positive=True)
     tokenizer: str = _f("embedded", "Tokenizer that counts document tokens: 'embedded' (SmolLM2) or a local path.", group=BUDGET)

@@ -47,11 +47,11 @@ def urls(value: str) -> list[str]:
     return [u.strip() for u in value.split(",") if u.strip()]
 
 
-def _resolve(base_url: str, model: str) -> tuple[list[str], str]:
+def _resolve(base_url: str, model: str, server: str = embedded.SERVERS[0]) -> tuple[list[str], str]:
     """Endpoints and model name; no base URL means the embedded server (started once per process)."""
     if not base_url:
         name = embedded.model_name(model)
-        return [embedded.shared_server(name).base_url], name
+        return [embedded.shared_server(name, server=server).base_url], name
     if not model:
         served = _cached(("models", base_url), lambda: check_server(urls(base_url)[0]))
         model = served[0] if served else "default"
@@ -66,8 +66,8 @@ def _grammar_style(ctx: Context, endpoint: str) -> str:
 
 def grammar_styles(ctx: Context) -> dict[str, list[str]]:
     """How each role's servers take the protocol grammars ("none": unconstrained), for the manifest."""
-    servers = {"conductor": _resolve(ctx.base_url, ctx.model)[0],
-               "expert": _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)[0]}
+    servers = {"conductor": _resolve(ctx.base_url, ctx.model, ctx.embedded_server)[0],
+               "expert": _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model, ctx.embedded_server)[0]}
     return {role: sorted({_grammar_style(ctx, url) or "none" for url in endpoints}) for role, endpoints in servers.items()}
 
 
@@ -93,11 +93,11 @@ def accounting(ctx: Context) -> Accounting:
 
 def _router(ctx: Context, role: str, base_url: str, model: str, temperature: float, max_tokens: int,
             loop: int | None = None) -> Router:
-    key = ("router", role, _loop_id() if loop is None else loop, str(run_dir(ctx)), base_url, model, temperature, max_tokens,
-           ctx.max_inflight, ctx.adaptive, ctx.request_timeout, ctx.max_retries)
+    key = ("router", role, _loop_id() if loop is None else loop, str(run_dir(ctx)), base_url, model, ctx.embedded_server,
+           temperature, max_tokens, ctx.max_inflight, ctx.adaptive, ctx.request_timeout, ctx.max_retries)
 
     def build() -> Router:
-        endpoints, name = _resolve(base_url, model)
+        endpoints, name = _resolve(base_url, model, ctx.embedded_server)
         router = Router(endpoints, name, temperature, max_tokens, max_inflight=ctx.max_inflight, adaptive=ctx.adaptive,
                         timeout=ctx.request_timeout, retries=ctx.max_retries, accounting=accounting(ctx))
         for endpoint in router.endpoints:

@@ -160,6 +160,6 @@ def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, c
         return
     from agents import embedded
 
-    console.log(f"starting the embedded model server ({ctx.model}, llama.cpp)")
-    stack.callback(embedded.stop_shared, ctx.model)
-    embedded.shared_server(ctx.model, log_path=RunDir(out).server_log)
+    console.log(f"starting the embedded model server ({ctx.model}, {ctx.embedded_server})")
+    stack.callback(embedded.stop_shared, ctx.model, ctx.embedded_server)
+    embedded.shared_server(ctx.model, log_path=RunDir(out).server_log, server=ctx.embedded_server)

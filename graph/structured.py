@@ -56,14 +56,16 @@ def _writer_messages(ctx: Context, text: str) -> list:
 
 # -- nodes -----------------------------------------------------------------------------------------
 async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
-    """Open the conductor's brief: what the corpus holds, what is nearest, what it may choose."""
+    """Open the conductor's brief: what the corpus holds (and, where the task prompt shows it, what is
+    nearest), what it may choose."""
     ctx = runtime.context
     prompts, memory = res.prompts(ctx), res.memory(ctx)
     domain = prompts.domain
     counts = {field: Counter(r.get(field) for r in memory.records if r.get(field)) for field in FIELDS}
     rng = random.Random(f"{ctx.seed}:offer:{state.index}:{len(memory)}")
     options = {field: least_covered(getattr(domain, attr), counts[field], ctx.choices, rng) for field, attr in FIELDS.items()}
-    near = await _recalled(ctx, state)
+    # The prompt file decides the conductor's memory view: recall costs an embedding only where shown.
+    near = await _recalled(ctx, state) if "{recall}" in prompts.texts["structured/task.md"] else []
     if state.seed_doc:
         seed = prompts.render("structured/seed_document.md", document=state.seed_doc[:SEED_DOC_CHARS])
     else:

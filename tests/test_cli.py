@@ -225,7 +225,7 @@ def test_structured_protocol_over_http_against_the_mock_server(tmp_path, mock_ur
     """The structured protocol end to end through the real client; the mock is a server of unknown
     kind, so no grammar is sent (the manifest says so) and the parser is the check."""
     out = tmp_path / "run"
-    assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--protocol", "structured", "--quiet"]) == 0
+    assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--protocol", "structured", "--reviews", "1", "--quiet"]) == 0
     records = lines(out / "corpus.jsonl")
     assert len(records) == 3 and all(REQUIRED <= r.keys() for r in records)
     assert all(r["protocol"] == "structured" and r["ended"] == "final" for r in records)

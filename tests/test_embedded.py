@@ -62,3 +62,25 @@ def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
     corpora = json.loads((tmp_path / "report" / "metrics.json").read_text())["corpora"]
     assert corpora["icl"]["documents"] == corpora["fpb"]["documents"] == 3
     assert corpora["icl"]["rejection_rate"] is not None and corpora["icl"]["task2vec"] >= 0
+
+
+def test_the_batching_server_serves_concurrent_documents(tmp_path):
+    """`--embedded-server xllamacpp`: llama.cpp's own server from a prebuilt wheel answers documents in
+    flight at once from separate slots, with the same grammar-constrained protocol."""
+    pytest.importorskip("xllamacpp")
+    out = tmp_path / "run"
+    done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", "3", "--out", str(out),
+                           "--embedded-server", "xllamacpp", "--concurrency", "3", "--reviews", "0",
+                           "--expert-max-tokens", "256", "--quiet"], capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stderr[-2000:]
+    records = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(r["ended"] == "final" and len(r["text"]) >= 200 for r in records)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["grammar"] == {"conductor": ["llama.cpp"], "expert": ["llama.cpp"]}
+    busy = most = 0  # requests in slots at once, from the server's own log
+    for line in (out / "server.log").read_text().splitlines():
+        busy += ("launch_slot_:" in line) - ("slot      release:" in line)
+        most = max(most, busy)
+    assert most >= 2, "requests were never served side by side"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert "agents.xllama" not in ps  # the server stopped with the run

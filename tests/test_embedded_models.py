@@ -51,3 +51,21 @@ def test_model_names():
     assert embedded.model_name("") == embedded.model_name("embedded") == "smollm2-135m-instruct"
     with pytest.raises(UserError, match="unknown embedded model"):
         embedded.model_name("embedded:nope")
+
+
+def test_server_choice_and_its_commands(monkeypatch):
+    """Each embedded server kind starts as its own child command on loopback; an unknown kind or a
+    missing package is one clear error before anything starts."""
+    with pytest.raises(UserError, match="unknown embedded server 'vllm'"):
+        embedded.EmbeddedServer(server="vllm")
+    monkeypatch.setattr(embedded, "gguf", lambda name: "/models/m.gguf")
+    batching = embedded.EmbeddedServer(server="xllamacpp", threads=2, slots=3)
+    batching.port = 8123
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: object())
+    command = batching.command()
+    assert command[1:3] == ["-m", "agents.xllama"] and "/models/m.gguf" in command
+    assert command[command.index("--parallel") + 1] == "3" and command[command.index("--threads") + 1] == "2"
+    assert command[command.index("--ctx") + 1] == str(embedded.CONTEXT)  # per slot; agents.xllama multiplies
+    monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(UserError, match=r"xllamacpp server is not installed: pip install 'metasynth\[batching\]'"):
+        batching.command()

@@ -85,7 +85,7 @@ def test_every_message_a_model_reads_is_built_from_prompt_files_only(ctx, stub_m
     conductor, expert = stub_models(recorded(conductor_fn), recorded(expert_fn))
     runs = [("text", graph, replace(base, protocol="text", out_dir=str(tmp_path / "text"))),
             ("text-FAIL", graph, replace(base, protocol="text", out_dir=str(tmp_path / "fallback"))),
-            ("structured", graph, replace(base, protocol="structured", out_dir=str(tmp_path / "structured"))),
+            ("structured", graph, replace(base, protocol="structured", reviews=1, out_dir=str(tmp_path / "structured"))),
             ("template-prior", template_prior, replace(base, out_dir=str(tmp_path / "prior")))]
     for label, g, c in runs:
         CTX[:] = [c, label]

@@ -5,12 +5,14 @@ import random
 import re
 from collections import Counter
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import document, run_doc
 
 from agents.brief import BriefError, parse_brief, parse_review
 from graph import resources
+from graph.configuration import Context
 from graph.graph import graph
 from graph.structured import least_covered
 
@@ -45,9 +47,12 @@ def expert_fn(messages):
     return document(messages[-1].text.split("\n")[0][:120])
 
 
+RECALL_VARIANT = str(Path(__file__).parent.parent / "docs" / "variants" / "recall-entity")
+
+
 @pytest.fixture
 def sctx(ctx):
-    return replace(ctx, protocol="structured")
+    return replace(ctx, protocol="structured", reviews=1)
 
 
 def test_brief_write_review_commit_and_the_record_shows_every_choice(sctx, stub_models):
@@ -77,8 +82,28 @@ def test_brief_write_review_commit_and_the_record_shows_every_choice(sctx, stub_
     assert expert.extra[0] is None and expert.extra[1]["grammar"].startswith("# The reviewer")
 
 
+def test_the_default_conductor_sees_coverage_and_the_writer_starts_from_the_keywords(sctx, stub_models):
+    """The default (chosen on five seeds, docs/metrics.md): the memory reaches the conductor as coverage
+    counts and least-covered options, not as earlier documents; the writer gets the keywords, not the entity."""
+    conductor, expert = stub_models(brief_from_offer, expert_fn)
+    ctx = replace(sctx, reviews=Context().reviews)
+    for i in range(2):
+        run_doc(graph, {"index": i}, ctx)
+    first, second = corpus(ctx)
+    brief = text_of(conductor.seen[-1])
+    assert "The corpus holds 1 documents" in brief and f"{first['genre']}" in brief  # coverage of the first
+    assert first["summary"] not in brief and "Nearest earlier" not in brief
+    instruction = expert.seen[-1][-1].text
+    assert re.search(r"^You are Credit Risk Officer\. Write a finance .+ about: ", instruction)
+    assert ", ".join(second["seeds"]) in instruction and "Northwind Bank" not in instruction
+    assert len(expert.seen) == 2 and second["reviews"] == []  # no review by default
+
+
 def test_experts_never_see_prior_documents_only_the_conductor_does(sctx, stub_models):
+    """With the recall variant's prompts (the default until 2026-12-01), the conductor is also shown the
+    nearest earlier documents; the experts still see none."""
     conductor, expert = stub_models(lambda m: brief_from_offer(m, entity=f"Entity {len(m)}"), expert_fn)
+    sctx = replace(sctx, prompts_dir=RECALL_VARIANT)
     for i in range(3):
         run_doc(graph, {"index": i}, sctx)
     records = corpus(sctx)
@@ -171,7 +196,10 @@ def test_a_too_similar_draft_sends_the_conductor_back_for_a_new_brief(sctx, stub
     run_doc(graph, {"index": 0}, sctx)
 
     def conductor_fn(messages):
-        return brief_from_offer(messages, entity="Other Bank" if "too close" in text_of(messages) else "Northwind Bank")
+        if "too close" in text_of(messages):  # the new angle is what reaches the writer
+            seed = re.search(r"Keywords: (.+)", text_of(messages))[1]
+            return brief_from_offer(messages, entity="Other Bank", angle=f"{seed} as Other Bank saw it.")
+        return brief_from_offer(messages)
 
     def experts(messages):
         if "Verdict:" in messages[-1].text:
