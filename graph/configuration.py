@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+from agents.embedded import SERVERS as EMBEDDED_SERVERS
 from memory.store import DEFAULT_THRESHOLD
 
 PROTOCOLS = ("auto", "text", "structured")
@@ -36,9 +37,9 @@ class Context:
                     "qwen2.5-coder-1.5b-instruct: docs/protocol.md).", group=SERVERS)
     expert_base_url: str = _f("", "Server(s) for the experts, comma-separated; empty = the conductor's.", group=SERVERS, append=True)
     expert_model: str = _f("", "Model for the experts; empty = the conductor's.", group=SERVERS)
-    embedded_server: str = _f("llama-cpp-python", "Server for the embedded model: 'llama-cpp-python' (one request at a time) or "
+    embedded_server: str = _f(EMBEDDED_SERVERS[0], "Server for the embedded model: 'llama-cpp-python' (one request at a time) or "
                               "'xllamacpp' (llama.cpp's own server, 4 parallel slots; pip install 'metasynth[batching]').",
-                              group=SERVERS, choices=("llama-cpp-python", "xllamacpp"))
+                              group=SERVERS, choices=EMBEDDED_SERVERS)
     temperature: float = _f(0.8, "Conductor sampling temperature.", group=LOOP)
     expert_temperature: float = _f(0.9, "Expert sampling temperature.", group=LOOP)
     max_tokens: int = _f(768, "Completion token limit per conductor turn.", group=LOOP, positive=True)

@@ -65,7 +65,7 @@ async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
     rng = random.Random(f"{ctx.seed}:offer:{state.index}:{len(memory)}")
     options = {field: least_covered(getattr(domain, attr), counts[field], ctx.choices, rng) for field, attr in FIELDS.items()}
     # The prompt file decides the conductor's memory view: recall costs an embedding only where shown.
-    near = await _recalled(ctx, state) if "{recall}" in prompts.texts["structured/task.md"] else []
+    near = await _recalled(ctx, state) if prompts.uses("structured/task.md", "recall") else []
     if state.seed_doc:
         seed = prompts.render("structured/seed_document.md", document=state.seed_doc[:SEED_DOC_CHARS])
     else:

@@ -91,7 +91,7 @@ def test_the_default_conductor_sees_coverage_and_the_writer_starts_from_the_keyw
         run_doc(graph, {"index": i}, ctx)
     first, second = corpus(ctx)
     brief = text_of(conductor.seen[-1])
-    assert "The corpus holds 1 documents" in brief and f"{first['genre']}" in brief  # coverage of the first
+    assert "The corpus holds 1 documents" in brief and first["genre"] in brief  # coverage of the first
     assert first["summary"] not in brief and "Nearest earlier" not in brief
     instruction = expert.seen[-1][-1].text
     assert re.search(r"^You are Credit Risk Officer\. Write a finance .+ about: ", instruction)
