@@ -72,16 +72,3 @@ def load(name: str, dtype=None, trust_remote_code: bool = False):
         raise UserError(f"{name}: the tokenizer has no EOS token to separate documents")
     return model, tokenizer
 
-
-def tiny_mistral(folder: str | Path, vocab_from: str = EMBEDDED) -> Path:
-    """A tiny randomly initialised Mistral (for tests of the Mistral code path), with a real tokenizer."""
-    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
-
-    folder = Path(folder)
-    tokenizer = AutoTokenizer.from_pretrained(resolve(vocab_from))
-    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
-                           bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-    MistralForCausalLM(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder

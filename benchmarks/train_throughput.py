@@ -30,7 +30,12 @@ def packed(corpus: Path, seq_len: int, steps: int, out: Path) -> float:
 
 def unpacked(texts: list[str], batch_size: int, steps: int, out: Path) -> float:
     from datasets import Dataset
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainerCallback, TrainingArguments
+    from transformers import (
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
     from agents.checkpoint import load
 

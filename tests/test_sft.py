@@ -1,10 +1,11 @@
-"""train.sft: the loss is on the response tokens only (chat template of the embedded SmolLM2, a tiny Mistral)."""
+"""train.sft: the loss is on the response tokens only (the embedded SmolLM2's chat template, a
+tiny Mistral), on the loop train.cpt shares."""
 
 import json
 
 import pytest
+from tiny import tiny_mistral
 
-from agents.checkpoint import tiny_mistral
 from train.sft import IGNORE, collate, encode, read_chats
 from train.sft import main as sft
 
@@ -36,11 +37,13 @@ def test_prompt_tokens_are_masked_and_response_tokens_are_labelled(tokenizer):
     ids, labels = example["input_ids"], example["labels"]
     prompt = tokenizer.apply_chat_template(chat()[:1], add_generation_prompt=True, tokenize=False)
     n_prompt = len(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-    assert labels[:n_prompt] == [IGNORE] * n_prompt  # system prompt, instruction, assistant header: no loss
+    # system prompt, instruction, assistant header: no loss
+    assert labels[:n_prompt] == [IGNORE] * n_prompt
     assert labels[n_prompt:] == ids[n_prompt:] and n_prompt < len(ids)
     trained = tokenizer.decode([t for t in labels if t != IGNORE])
     assert trained.startswith(RESPONSE) and INSTRUCTION not in trained and "user" not in trained
-    # Cut at max_len inside the response: what is left of it is still trained; inside the prompt: dropped.
+    # Cut at max_len inside the response: what is left of it is still trained; inside the prompt:
+    # dropped.
     assert encode(chat(), tokenizer, n_prompt + 2)["labels"][-2:] == ids[n_prompt:n_prompt + 2]
     assert encode(chat(), tokenizer, n_prompt) is None
 
@@ -52,9 +55,11 @@ def test_the_training_loss_is_the_response_tokens_loss_only(model_dir, tokenizer
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
-    with torch.no_grad():  # sharpen the random model's logits: per-token losses then differ by whole units
+    # sharpen the random model's logits: per-token losses then differ by whole units
+    with torch.no_grad():
         model.lm_head.weight.mul_(200)
-    examples = [encode(chat(), tokenizer, 1024), encode(chat("What is a covenant?", "A promise in a loan contract."), tokenizer, 1024)]
+    other = chat("What is a covenant?", "A promise in a loan contract.")
+    examples = [encode(chat(), tokenizer, 1024), encode(other, tokenizer, 1024)]
     batch = collate(examples, tokenizer.eos_token_id)
     with torch.no_grad():
         loss = model(**batch).loss.item()
@@ -68,20 +73,49 @@ def test_the_training_loss_is_the_response_tokens_loss_only(model_dir, tokenizer
     assert loss == pytest.approx(response_only, rel=1e-5)
     # Training on the prompt too would give `everything`, which the assertion above tells apart:
     assert abs(response_only - everything) > 1e-3 * loss
-    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()  # padding is never trained
+    assert (batch["labels"][batch["attention_mask"] == 0] == IGNORE).all()  # padding: never trained
 
 
 def test_sft_end_to_end_on_an_instruction_run(tmp_path, model_dir):
     run = tmp_path / "set"
     run.mkdir()
-    records = [{"instruction": f"{INSTRUCTION} ({i})", "response": RESPONSE, "text": INSTRUCTION} for i in range(4)]
+    records = [{"instruction": f"{INSTRUCTION} ({i})", "response": RESPONSE, "text": INSTRUCTION}
+               for i in range(4)]
     (run / "instructions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert read_chats(run) == [chat(r["instruction"]) for r in records]
     out = tmp_path / "sft"
-    assert sft(["--data", str(run), "--model", str(model_dir), "--out", str(out), "--max-steps", "3", "--batch-size", "2",
+    assert sft(["--data", str(run), "--model", str(model_dir), "--out", str(out),
+                "--max-steps", "3", "--batch-size", "2",
                 "--lr", "1e-3", "--log-every", "1"]) == 0
     config = json.loads((out / "train_config.json").read_text())
     assert config["examples"] == 4 and config["prompt_tokens"] > config["response_tokens"] > 0
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert len(losses) == 3 and (out / "final" / "config.json").exists()
-    assert sft(["--data", str(run), "--model", str(model_dir), "--out", str(out)]) == 2  # never overwritten
+    # never overwritten
+    assert sft(["--data", str(run), "--model", str(model_dir), "--out", str(out)]) == 2
+
+
+def test_sft_runs_on_the_shared_loop_stops_and_resumes(tmp_path, model_dir):
+    """The loop's flags work for SFT too: accumulation, --stop-after-steps, --resume and
+    --min-lr-ratio."""
+    from train.loop import lr_at
+
+    data = tmp_path / "chats.jsonl"
+    data.write_text("".join(json.dumps({"messages": chat(f"{INSTRUCTION} ({i})")}) + "\n"
+                            for i in range(6)))
+    out = tmp_path / "sft"
+    common = ["--data", str(data), "--model", str(model_dir), "--out", str(out), "--max-steps", "4",
+              "--batch-size", "1", "--accumulation", "2", "--lr", "1e-3", "--warmup", "0",
+              "--min-lr-ratio", "0.5", "--log-every", "1", "--save-every", "2"]
+    assert sft([*common, "--stop-after-steps", "2"]) == 0
+    assert not (out / "final").exists() and (out / "checkpoints" / "step-000002").is_dir()
+    assert sft(common) == 2  # a started run is continued only when asked
+    assert sft([*common, "--resume"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    # one schedule step per optimizer step (not per micro-batch or per process), down to lr x 0.5
+    expected = [lr_at(s, 4, 0, 1e-3, 0.5) for s in (1, 2, 3, 4)]
+    assert [r["lr"] for r in rows] == pytest.approx(expected)
+    config = json.loads((out / "train_config.json").read_text())
+    assert config["accumulation"] == 2 and config["examples"] == 6
+    assert (out / "final" / "config.json").exists()

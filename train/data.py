@@ -1,4 +1,4 @@
-"""Tokenise and pack (as HF run_clm does): documents joined with EOS into fixed-length blocks, no padding.
+"""Tokenise and pack (as HF run_clm does): documents joined by EOS into fixed-length blocks.
 
 With `boundaries`, each block also carries position ids that restart at every document. transformers
 (>= 5) turns them into a block-diagonal causal mask when no KV cache is in use (train.cpt turns it
@@ -8,6 +8,7 @@ none with documents of 100-1,500 tokens, 11 % fewer tokens/s with sentence-lengt
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 
@@ -15,48 +16,98 @@ import numpy as np
 
 from core.errors import UserError
 from core.jsonl import read_jsonl
-from core.rundir import is_run_file
+from core.rundir import RunDir, is_run_file
+
+
+def read_records(path: str | Path) -> list[dict]:
+    """The records with non-blank `text` of a corpus: a JSONL file, or a run directory's corpus."""
+    path = Path(path)
+    if path.is_dir():
+        path = RunDir.find(path).records
+    if not path.is_file():
+        raise UserError(f"corpus not found: {path}")
+    records = [r for r in read_jsonl(path, committed=is_run_file(path)) if r["text"].strip()]
+    if not records:
+        raise UserError(f"{path}: no documents")
+    return records
 
 
 def read_texts(path: str | Path) -> list[str]:
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"corpus not found: {path}")
-    texts = [r["text"] for r in read_jsonl(path, committed=is_run_file(path)) if r["text"].strip()]
-    if not texts:
-        raise UserError(f"{path}: no documents")
-    return texts
+    return [r["text"] for r in read_records(path)]
 
 
 def split(texts: list[str], held_out: float, seed: int) -> tuple[list[str], list[str]]:
     """A held-out set of whole documents (at least one when there are two or more)."""
     order = list(range(len(texts)))
     random.Random(seed).shuffle(order)
-    n_val = min(len(texts) - 1, max(1, round(held_out * len(texts)))) if held_out > 0 and len(texts) > 1 else 0
+    n_val = 0
+    if held_out > 0 and len(texts) > 1:
+        n_val = min(len(texts) - 1, max(1, round(held_out * len(texts))))
     val = {i for i in order[:n_val]}
-    return [t for i, t in enumerate(texts) if i not in val], [t for i, t in enumerate(texts) if i in val]
+    train = [t for i, t in enumerate(texts) if i not in val]
+    return train, [t for i, t in enumerate(texts) if i in val]
 
 
-def pack(texts: list[str], tokenizer, seq_len: int, boundaries: bool = False, required: bool = True) -> list[dict]:
-    """Blocks of exactly seq_len tokens: {"input_ids", ("position_ids")}, int32 arrays (a Python int
-    list would take ~2 GB at the paper's 25 M tokens). The tail that does not fill a block is dropped
-    (as run_clm does); text shorter than one block is an error when `required`, and gives no blocks
-    otherwise (a validation split too small to use)."""
-    docs = [np.asarray(ids + [tokenizer.eos_token_id], dtype=np.int32)
+def _documents(texts: list[str], tokenizer) -> list[np.ndarray]:
+    """Each text's token ids with the EOS that separates it from the next, as int32."""
+    return [np.asarray(ids + [tokenizer.eos_token_id], dtype=np.int32)
             for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+
+def _blocks(docs: list[np.ndarray], seq_len: int, boundaries: bool,
+            limit: int | None = None) -> list[dict]:
+    """The documents' stream (cut at `limit` tokens) in whole blocks; the tail is dropped."""
     stream = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int32)
-    n_blocks = len(stream) // seq_len
-    if n_blocks == 0 and required:
-        raise UserError(f"the corpus has {len(stream)} tokens, fewer than one block of --seq-len {seq_len}")
     starts = np.zeros(len(stream), dtype=bool)
     starts[np.cumsum([0] + [len(d) for d in docs])[:-1]] = True
+    if limit is not None:
+        stream, starts = stream[:limit], starts[:limit]
     blocks = []
-    for b in range(n_blocks):
+    for b in range(len(stream) // seq_len):
         block = {"input_ids": stream[b * seq_len:(b + 1) * seq_len]}
         if boundaries:
             block["position_ids"] = _positions(starts[b * seq_len:(b + 1) * seq_len])
         blocks.append(block)
     return blocks
+
+
+def pack(texts: list[str], tokenizer, seq_len: int, boundaries: bool = False,
+         required: bool = True) -> list[dict]:
+    """Blocks of exactly seq_len tokens: {"input_ids", ("position_ids")}, int32 arrays (a Python
+    int list would take ~2 GB at the paper's 25 M tokens). The tail that does not fill a block is
+    dropped (as run_clm does); text shorter than one block is an error when `required`, and gives
+    no blocks otherwise (a validation split too small to use)."""
+    docs = _documents(texts, tokenizer)
+    blocks = _blocks(docs, seq_len, boundaries)
+    if not blocks and required:
+        n = sum(len(d) for d in docs)
+        raise UserError(f"the corpus has {n} tokens, fewer than one block of --seq-len {seq_len}")
+    return blocks
+
+
+def budget_blocks(texts: list[str], tokenizer, seq_len: int, tokens: int, epochs: int, seed: int,
+                  boundaries: bool = False, corpus: str = "the corpus") -> tuple[list[dict], dict]:
+    """Exactly `tokens` tokens of the corpus (a multiple of seq_len) in blocks, and what they hold.
+
+    Documents are taken in an order shuffled by `seed` (a corpus longer than the budget is sampled
+    across its length, not cut after its first documents); a corpus shorter than the budget is
+    repeated, reshuffled each pass, only when `epochs` allows that many passes."""
+    docs = _documents(texts, tokenizer)
+    corpus_tokens = int(sum(len(d) for d in docs))
+    passes = math.ceil(tokens / corpus_tokens)
+    if passes > epochs:
+        more = "" if epochs == 1 else f" even in {epochs} passes"
+        raise UserError(f"{corpus} has {corpus_tokens} tokens, fewer than --tokens {tokens}{more}; "
+                        f"pass --epochs {passes} to repeat it")
+    stream: list[np.ndarray] = []
+    for p in range(passes):
+        order = list(range(len(docs)))
+        random.Random(f"{seed}:{p}").shuffle(order)
+        stream += [docs[i] for i in order]
+    used = np.searchsorted(np.cumsum([len(d) for d in stream]), tokens) + 1
+    info = {"trained_tokens": tokens, "corpus_tokens": corpus_tokens, "corpus_documents": len(docs),
+            "passes": round(tokens / corpus_tokens, 4), "documents_seen": int(used)}
+    return _blocks(stream[:used], seq_len, boundaries, limit=tokens), info
 
 
 def _positions(starts: np.ndarray) -> np.ndarray:
@@ -71,6 +122,7 @@ def _positions(starts: np.ndarray) -> np.ndarray:
 def collate(blocks: list[dict]) -> dict:
     import torch
 
-    batch = {k: torch.from_numpy(np.stack([b[k] for b in blocks]).astype(np.int64)) for k in blocks[0]}
+    batch = {k: torch.from_numpy(np.stack([b[k] for b in blocks]).astype(np.int64))
+             for k in blocks[0]}
     batch["labels"] = batch["input_ids"].clone()
     return batch

@@ -1,0 +1,52 @@
+"""One writer per output folder: an OS file lock held for the life of the command.
+
+`flock` on `<folder>/.lock`: the kernel releases it when the process exits, however it exits, so a
+SIGKILL never leaves a stale lock behind. A second writer gets one line naming the holder (exit 2)
+instead of interleaving its lines with the first one's.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from core.errors import UserError
+
+LOCK = ".lock"
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text() or "{}")
+    except (OSError, ValueError):
+        return "another process"
+    since = time.strftime("%H:%M:%S", time.localtime(info.get("since", 0)))
+    return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {since} ({info.get('command', '?')})"
+
+
+@contextmanager
+def hold(folder: str | Path) -> Iterator[Path]:
+    """Hold `folder`'s lock until the block ends; UserError when another process holds it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / LOCK
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{folder} is in use by {_holder(path)}; wait for it or use another --out") from None
+        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
+                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(info).encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
