@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-BRIEF_FIELDS = ("category", "genre", "audience", "expert", "entity", "angle")
+BRIEF_FIELDS = ("category", "genre", "audience", "expert", "angle")
 _LINE = re.compile(r"^[ \t*]*(?P<key>[A-Za-z]+)[ \t*]*:[ \t*]*(?P<value>.*?)[ \t*]*$", re.MULTILINE)
 _PERSONA = re.compile(r"[A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*){0,5}")
 
@@ -26,7 +26,6 @@ class Brief:
     genre: str
     audience: str
     expert: str  # the writer's persona ("Credit Risk Officer")
-    entity: str
     angle: str
 
     def as_dict(self) -> dict:
@@ -70,7 +69,7 @@ def parse_brief(reply: str, options: dict[str, list[str]]) -> Brief:
     return Brief(category=_pick(found["category"], options.get("category", []), "category"),
                  genre=_pick(found["genre"], options.get("genre", []), "genre"),
                  audience=_pick(found["audience"], options.get("audience", []), "audience"),
-                 expert=expert, entity=found["entity"][:80], angle=found["angle"][:200])
+                 expert=expert, angle=found["angle"][:200])
 
 
 def parse_review(reply: str) -> Review:

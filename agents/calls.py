@@ -24,7 +24,7 @@ import openai
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
 
-from agents.grammar import request_fields
+from agents.grammar import LLAMA_CPP, VLLM, request_fields
 from agents.llm import api_key
 
 RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
@@ -139,6 +139,26 @@ class Limiter:
             self.cond.notify_all()
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """Repetition controls, sent only to a server known to take them (by the kind the grammar probe
+    found: agents.llm.grammar_style); a setting at its neutral value is not sent at all."""
+
+    repeat_penalty: float = 1.0  # llama.cpp repeat_penalty, vLLM repetition_penalty
+    dry_multiplier: float = 0.0  # llama.cpp's DRY (vLLM has none)
+    min_p: float = 0.0  # both
+
+    def fields(self, style: str) -> dict:
+        if style == LLAMA_CPP:
+            chosen = {"repeat_penalty": (self.repeat_penalty, 1.0), "dry_multiplier": (self.dry_multiplier, 0.0),
+                      "min_p": (self.min_p, 0.0)}
+        elif style == VLLM:
+            chosen = {"repetition_penalty": (self.repeat_penalty, 1.0), "min_p": (self.min_p, 0.0)}
+        else:
+            return {}
+        return {name: value for name, (value, neutral) in chosen.items() if value != neutral}
+
+
 @dataclass
 class Endpoint:
     base_url: str
@@ -151,8 +171,10 @@ class Router:
 
     def __init__(self, base_urls: list[str], model: str, temperature: float, max_tokens: int, *,
                  max_inflight: int = 32, adaptive: bool = False, timeout: float = 600.0, retries: int = 5,
-                 backoff: float = 0.5, accounting: Accounting | None = None, grammar_style: str = "") -> None:
+                 backoff: float = 0.5, accounting: Accounting | None = None, grammar_style: str = "",
+                 sampling: Sampling = Sampling()) -> None:
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
+        self.sampling = sampling
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.endpoints = [Endpoint(url, Limiter(max_inflight, adaptive), grammar_style) for url in base_urls]
         self.accounting = accounting or Accounting()
@@ -163,7 +185,7 @@ class Router:
             self._clients[endpoint.base_url] = ChatOpenAI(
                 base_url=endpoint.base_url, model=self.model, api_key=api_key(), temperature=self.temperature,
                 max_tokens=self.max_tokens,
-                extra_body=self.extra_body(),
+                extra_body=self.extra_body(endpoint),
                 # An httpx Timeout (unhashable) gives this client its own connection pool, bound to the
                 # running event loop, instead of langchain's process-wide cached one.
                 timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
@@ -176,6 +198,7 @@ class Router:
         add a grammar send the whole dict again."""
         fields = {"max_tokens": self.max_tokens}  # llama.cpp ignores max_completion_tokens
         if endpoint is not None:
+            fields.update(self.sampling.fields(endpoint.grammar_style))
             fields.update(request_fields(endpoint.grammar_style, grammar))
         return fields
 

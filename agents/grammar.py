@@ -242,6 +242,12 @@ def render(text: str, extra: dict[str, list[str]] | None = None) -> str:
     return text.rstrip("\n") + "\n" + "\n".join(added) + ("\n" if added else "")
 
 
+def samples(texts: dict[str, str], grammars: dict[str, set[str]]) -> dict[str, str]:
+    """Each grammar file as a server would receive it, its per-request rules filled with a stand-in
+    option (what a server's own parser must accept does not depend on which options)."""
+    return {name: render(texts[name], {rule: ["example"] for rule in provided}) for name, provided in grammars.items()}
+
+
 # -- how each server takes a grammar -----------------------------------------------------------------
 LLAMA_CPP = "llama.cpp"  # top-level "grammar" (llama-cpp-python and llama.cpp's llama-server)
 VLLM = "vllm"  # "structured_outputs": {"grammar": ...} (vLLM >= 0.10.2)

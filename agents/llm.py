@@ -64,3 +64,26 @@ def grammar_style(base_url: str, timeout: float = 5.0) -> str:
     except (httpx.HTTPError, ValueError, AttributeError, TypeError):
         pass
     return ""
+
+
+def check_grammars(base_url: str, model: str, style: str, grammars: dict[str, str], timeout: float = 60.0) -> None:
+    """Send each grammar (name -> rendered text) once to the server that will use it, one token
+    long: llama.cpp answers a grammar it cannot parse with HTTP 400 (and keeps serving), vLLM too.
+    A refusal is one line naming the file, before any document is tried."""
+    from agents.grammar import request_fields
+
+    headers = {"Authorization": f"Bearer {api_key().get_secret_value()}"}
+    for name, text in grammars.items():
+        body = {"model": model, "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 1,
+                **request_fields(style, text)}
+        try:
+            response = httpx.post(base_url.rstrip("/") + "/chat/completions", json=body, headers=headers,
+                                  timeout=timeout)
+        except httpx.HTTPError as e:
+            raise UserError(f"cannot reach the LLM server at {base_url} ({type(e).__name__})") from None
+        if response.status_code == 400:
+            try:
+                message = response.json()["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = response.text[:200]
+            raise UserError(f"{name}: the server at {base_url} refused the grammar ({' '.join(message.split())})")

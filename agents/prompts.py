@@ -28,6 +28,11 @@ REQUIRED: dict[str, set[str]] = {
     "last_round.md": set(),
     "too_similar.md": {"similarity", "summary"},
     "fallback.md": {"seeds"},
+    # The quality gate's note to a writer (or, in the text protocol, to the conductor) on a refused draft.
+    "quality.md": {"problem"},
+    "quality_conductor.md": {"problem"},
+    # The text protocol: a final answer the experts did not write (graph/nodes.py: conductor).
+    "final_needs_experts.md": {"share", "required"},
     # The structured protocol (graph/structured.py): a grammar-bounded brief, then experts write and review.
     "structured/conductor.md": set(),
     "structured/task.md": {"seed"},

@@ -129,3 +129,25 @@ def parse_turn(reply: str, max_calls: int = 4) -> Turn:
     if mark:
         return Turn(error="final answer without a usable document")
     return Turn(error="no expert call and no final answer")
+
+
+SHARE_WORDS = 8  # a run of this many words found in an expert's reply was written by that expert
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _windows(text: str) -> list[str]:
+    words = _TOKEN.findall(text.lower())
+    return [" ".join(words[i:i + SHARE_WORDS]) for i in range(len(words) - SHARE_WORDS + 1)]
+
+
+def expert_share(text: str, replies: dict[str, list[str]]) -> tuple[float, str]:
+    """How much of `text` the experts wrote: the share of its SHARE_WORDS-word runs found verbatim
+    in their replies (name -> replies), and the expert who wrote most of it ("" when none did)."""
+    runs = _windows(text)
+    if not runs:
+        return 0.0, ""
+    found = {name: {w for reply in texts for w in _windows(reply)} for name, texts in replies.items()}
+    every = set().union(*found.values()) if found else set()
+    share = sum(w in every for w in runs) / len(runs)
+    best = max(found, key=lambda name: sum(w in found[name] for w in runs), default="")
+    return share, best if share else ""

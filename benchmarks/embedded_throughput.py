@@ -1,7 +1,7 @@
 """Aggregate tokens/s of an embedded model's server at several concurrencies, free and grammar-constrained.
 
     .venv/bin/python -m benchmarks.embedded_throughput [--model embedded:NAME] [--concurrency 1 4 8] [--requests 8]
-        [--server llama-cpp-python xllamacpp] [--slots 4]
+        [--slots 4]
 
 Prints server start time and, per concurrency, completion tokens/s summed over all requests, for the
 same brief prompt answered free (up to 128 tokens) and constrained by the structured protocol's brief
@@ -18,7 +18,7 @@ import time
 from langchain_core.messages import HumanMessage
 
 from agents.calls import Router
-from agents.embedded import SERVERS, EmbeddedServer, model_name
+from agents.embedded import SLOTS, EmbeddedServer, model_name
 from agents.grammar import LLAMA_CPP, render
 from agents.prompts import load_prompts
 
@@ -54,18 +54,15 @@ def main() -> None:
     parser.add_argument("--model", default="embedded", help="embedded:NAME (default: the embedded default)")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 4, 8])
     parser.add_argument("--requests", type=int, default=8)
-    parser.add_argument("--server", nargs="+", default=[SERVERS[0]], choices=SERVERS, help="servers to compare, one after the other")
-    parser.add_argument("--slots", type=int, default=4, help="xllamacpp's parallel slots")
+    parser.add_argument("--slots", type=int, default=SLOTS, help="the server's parallel slots")
     args = parser.parse_args()
     name = model_name(args.model)
-    for kind in args.server:
-        t0 = time.perf_counter()
-        with EmbeddedServer(model=name, server=kind, slots=args.slots) as server:
-            slots = f", {server.slots} slots" if kind == "xllamacpp" else ""
-            print(f"{name} on {kind}: server start {time.perf_counter() - t0:.1f}s ({server.threads} threads{slots})")
-            # temperature 0 and a fixed 128-token budget keep completions comparable across runs
-            model = Router([server.base_url], name, 0.0, 128, grammar_style=LLAMA_CPP)
-            asyncio.run(sweep(model, args.concurrency, args.requests))
+    t0 = time.perf_counter()
+    with EmbeddedServer(model=name, slots=args.slots) as server:
+        print(f"{name}: server start {time.perf_counter() - t0:.1f}s ({server.threads} threads, {server.slots} slots)")
+        # temperature 0 and a fixed 128-token budget keep completions comparable across runs
+        model = Router([server.base_url], name, 0.0, 128, grammar_style=LLAMA_CPP)
+        asyncio.run(sweep(model, args.concurrency, args.requests))
 
 
 async def sweep(model: Router, concurrencies: list[int], requests: int) -> None:

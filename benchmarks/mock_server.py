@@ -3,8 +3,9 @@
 `python -m benchmarks.mock_server --port 8001` serves /v1/models and /v1/chat/completions on 127.0.0.1.
 Replies follow the MetaSynth protocol and depend only on the request's content, so parallel
 branches get deterministic answers:
-  - a conductor conversation (its system prompt names the Conductor) with no expert output yet
-    -> two expert calls; with expert outputs -> a final answer built from the seed keywords;
+  - a conductor conversation (its system prompt names the Conductor) whose last turn holds no
+    expert output (the start, or a draft sent back) -> two expert calls on the seed; with the
+    experts' outputs -> a final answer that is the Analyst's draft;
   - anything else (an expert) -> a paragraph on its instruction.
 Documents differ with the seed, so the novelty gate passes them; identical seeds give identical text.
 
@@ -29,18 +30,36 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 MODEL = "mock-conductor"
-WORDS = ("ledger", "margin", "covenant", "tranche", "spread", "hedge", "accrual", "liquidity", "coupon",
-         "duration", "collateral", "arbitrage", "dividend", "leverage", "volatility", "solvency", "equity")
+# Filler for documents: varied enough to pass the quality gate (no repeated clauses, the topic named
+# once), and different for every topic, so the novelty gate tells topics apart.
+NOUNS = ("ledger", "margin", "covenant", "tranche", "spread", "hedge", "accrual", "liquidity", "coupon",
+         "duration", "collateral", "arbitrage", "dividend", "leverage", "volatility", "solvency", "equity",
+         "auditor", "regulator", "treasurer", "portfolio", "benchmark", "forecast", "reserve", "charter",
+         "lender", "borrower", "exchange", "index", "mandate", "pension", "premium", "subsidy", "tariff")
+VERBS = ("tightens", "widens", "outlasts", "reshapes", "follows", "anchors", "unsettles", "supports",
+         "delays", "measures", "protects", "tests", "limits", "funds", "exposes", "rewards")
+ADJS = ("quarterly", "regional", "fragile", "durable", "cautious", "surprising", "modest", "seasonal",
+        "unhedged", "secured", "rising", "narrow", "annual", "distant", "local", "sovereign")
+FRAMES = ("This note is about {topic}.",
+          "A {a} {n1} {v} the {n2} when the {n3} moves.",
+          "Few readers expect the {n1} to matter, yet it {v} every {a} {n2}.",
+          "In {year}, one {n1} {v} a {a} {n2} for months.",
+          "Its {n1} and its {n2} tell different stories about the {n3}.",
+          "Nobody on the {a} desk saw how the {n1} {v} the {n2}.",
+          "So the {n1} is worth watching, and the {a} {n2} with it.",
+          "What follows depends on the {n3}, not on the {n1}.")
 
 
-def _prose(topic: str, sentences: int = 8) -> str:
-    """Deterministic but topic-specific filler: each topic hashes to its own word choices."""
+def prose(topic: str, sentences: int = 8) -> str:
+    """Deterministic, topic-specific text: each topic hashes to its own word choices."""
     digest = hashlib.sha256(topic.encode()).digest()
-    out = []
-    for i in range(sentences):
-        a, b, c = (WORDS[digest[(3 * i + j) % len(digest)] % len(WORDS)] for j in range(3))
-        out.append(f"Regarding {topic}, the {a} and the {b} move with the {c} in case {digest[i] % 97}.")
-    return " ".join(out)
+
+    def pick(pool: tuple[str, ...], k: int) -> str:
+        return pool[digest[k % len(digest)] % len(pool)]
+
+    return " ".join(FRAMES[i % len(FRAMES)].format(
+        topic=topic, a=pick(ADJS, 5 * i), n1=pick(NOUNS, 5 * i + 1), n2=pick(NOUNS, 5 * i + 2),
+        n3=pick(NOUNS, 5 * i + 3), v=pick(VERBS, 5 * i + 4), year=1990 + digest[i] % 30) for i in range(sentences))
 
 
 def _offered(conversation: str, label: str) -> str:
@@ -55,21 +74,24 @@ def reply_for(messages: list[dict]) -> str:
         keywords = re.search(r"Keywords: (.*)", conversation)
         topic = keywords[1].strip() if keywords else "the topic"
         return (f"Category: {_offered(conversation, 'Categories')}\nGenre: {_offered(conversation, 'Genres')}\n"
-                f"Audience: {_offered(conversation, 'Audiences')}\nExpert: Senior Analyst\nEntity: Mock Holdings\n"
+                f"Audience: {_offered(conversation, 'Audiences')}\nExpert: Senior Analyst\n"
                 f"Angle: What {topic[:120]} means in practice (attempt {conversation.count('too close') + 1}).\n")
     if "Verdict:" in (messages[-1]["content"] if messages else ""):
         return "Verdict: keep\nFix: None needed.\n"
     if "Conductor" in system:
         seed = re.search(r"Seed: (.*)", conversation)
         topic = seed[1].strip() if seed else "the topic"
-        if "output:" not in conversation:
-            return (f"Plan: consult two experts.\n\nExpert Analyst:\n\"\"\"\nDraft a note on {topic}.\n\"\"\"\n\n"
-                    f"Expert Editor:\n\"\"\"\nList three style rules for {topic}.\n\"\"\"")
-        revision = conversation.count("too close")
-        body = _prose(f"{topic} (version {revision})" if revision else topic)
-        return f">> FINAL ANSWER:\n\"\"\"\n{body}\n\"\"\"\nSummary: A note on {topic[:80]}.\nCategory: mock topic"
+        last = str(messages[-1]["content"]) if messages else ""
+        drafts = re.findall(r"Analyst's output:\n\"\"\"\n(.*?)\n\"\"\"", last, re.DOTALL)
+        if not drafts:  # the first turn, or sent back: (re)consult the experts, a new version each time
+            revision = conversation.count("too close") + conversation.count("quality check")
+            about = f"{topic} (version {revision})" if revision else topic
+            return (f"Plan: consult two experts.\n\nExpert Analyst:\n\"\"\"\nDraft a note on {about}.\n\"\"\"\n\n"
+                    f"Expert Editor:\n\"\"\"\nList three style rules for {about}.\n\"\"\"")
+        return f">> FINAL ANSWER:\n\"\"\"\n{drafts[0]}\n\"\"\"\nSummary: A note on {topic[:80]}.\nCategory: mock topic"
     instruction = messages[-1]["content"] if messages else ""
-    return _prose(instruction[-200:], 3)
+    subject = re.search(r"(?:about: |note on |rules for )([^\n]+)", instruction)  # a writer's keywords
+    return prose(subject[1].strip()[:200] if subject else instruction[-200:])
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -4,13 +4,15 @@
     template-prior:  seed -> prompt (+ the most recent corpus documents)        -> write -> commit
     template-icl:    seed -> prompt (+ real documents drawn from --seed-docs)   -> write -> commit
 
-No conductor, no experts, no novelty gate: every usable document is committed (its similarity to
-the nearest earlier document is still recorded), because the gate is part of what MetaSynth adds.
+    commit --(passes the quality gate)--> END;  --(refused, budget left)--> redo -> write;  else reject
+
+No conductor, no experts, no novelty gate (its similarity to the nearest earlier document is still
+recorded), because the novelty gate is part of what MetaSynth adds. The quality gate is the same as
+MetaSynth's, with the same revision budget, so that comparisons stay fair.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import random
 
@@ -19,11 +21,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agents.protocol import parse_final
+from graph import nodes
 from graph import resources as res
 from graph.configuration import Context
-from graph.nodes import ask, embed, make_record
+from graph.nodes import ask, judge, with_fix
 from graph.seeds import sample_seeds
-from graph.state import DocInput, TemplateState, draft_of
+from graph.state import DocInput, Draft, TemplateState, draft_of
 
 SHOWN_CHARS = 1500  # per document put in the prompt: five of them stay well inside SmolLM2's 8k context
 
@@ -50,17 +53,18 @@ async def seed(state: TemplateState, runtime: Runtime[Context]) -> dict:
 
 
 def plain_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
-    return {"method": "template", "shown": [], "messages": [HumanMessage(_instruction(runtime.context, state))]}
+    instruction = _instruction(runtime.context, state)
+    return {"method": "template", "shown": [], "messages": [HumanMessage(instruction)], "instruction": instruction}
 
 
 def prior_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     """The fixed prompt after the corpus's most recent documents, with "make it different"."""
     ctx = runtime.context
     recent = [r["text"] for r in res.memory(ctx).records[-ctx.recall_k:]] if ctx.recall_k else []
-    body = _instruction(ctx, state)
+    instruction = body = _instruction(ctx, state)
     if recent:
         body = f"{res.prompts(ctx).render('templates/prior.md', documents=_quoted(ctx, recent))}\n\n{body}"
-    return {"method": "template-prior", "shown": recent, "messages": [HumanMessage(body)]}
+    return {"method": "template-prior", "shown": recent, "messages": [HumanMessage(body)], "instruction": instruction}
 
 
 def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
@@ -73,32 +77,38 @@ def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     examples = rng.sample(pool, min(ctx.recall_k, len(pool)))
     prompts = res.prompts(ctx)
     shown = prompts.render("templates/icl.md", domain=prompts.domain.name, examples=_quoted(ctx, examples))
-    body = f"{shown}\n\n{_instruction(ctx, state)}"
-    return {"method": "template-icl", "shown": examples, "messages": [HumanMessage(body)]}
+    instruction = _instruction(ctx, state)
+    body = f"{shown}\n\n{instruction}"
+    return {"method": "template-icl", "shown": examples, "messages": [HumanMessage(body)], "instruction": instruction}
 
 
 async def write(state: TemplateState, runtime: Runtime[Context]) -> dict:
-    """One call; the reply is the document (chat preambles stripped, too-short replies unusable)."""
+    """One call (a fresh one after a refused draft, with the gate's note); the reply is the
+    document (chat preambles stripped, too-short replies unusable)."""
     ctx = runtime.context
-    reply, usage = await ask(res.expert_router(ctx), state.messages, state.method)
-    return {"messages": [reply], "draft": draft_of(parse_final(reply.text)), "round": 1, "usage": usage}
+    prompt = HumanMessage(with_fix(ctx, state.messages[0].text, state.fix))
+    reply, usage = await ask(res.expert_router(ctx), [prompt], state.method)
+    draft = draft_of(parse_final(reply.text)) or Draft(text=reply.text, summary="", category="", guessed=[])
+    return {"messages": [reply], "draft": draft if len(draft["text"]) else None, "round": state.round + 1,
+            "usage": usage, "usable": draft_of(parse_final(reply.text)) is not None}
 
 
 async def commit(state: TemplateState, runtime: Runtime[Context]) -> dict:
-    ctx = runtime.context
-    memory = res.memory(ctx)
-    draft = state.draft
-    if not draft:
-        reply = state.messages[-1].text if state.messages else ""
-        record = make_record(ctx, state, "rejected", {"text": reply}, state.method, reason="no document")
-        await asyncio.to_thread(memory.reject, record)
-        return {"result": record, "ended": "rejected"}
-    vector = await embed(draft["text"])
-    if "category" in draft["guessed"]:
-        draft = {**draft, "category": res.category_of(ctx, vector)}
-    record = make_record(ctx, state, "final", draft, state.method)
-    verdict = await asyncio.to_thread(memory.admit, record, vector, math.inf)  # no gate: always admitted
-    return {"result": verdict.record, "ended": "final"}
+    """The quality gate and the commit; no novelty gate (math.inf: always novel enough)."""
+    if not state.usable:
+        return {"verdict": {"accepted": False, "reason": "no document"}}
+    return await judge(runtime.context, state, state.draft, "final", math.inf)
+
+
+def redo(state: TemplateState, runtime: Runtime[Context]) -> dict:
+    """A draft the quality gate refused: the writer is asked again, told only what to fix."""
+    return {"revisions": state.revisions + 1}
+
+
+def after_commit(state: TemplateState, runtime: Runtime[Context]) -> str:
+    if state.verdict.get("accepted"):
+        return END
+    return "redo" if state.usable and state.revisions < runtime.context.max_revisions else "reject"
 
 
 # -- graphs ----------------------------------------------------------------------------------------
@@ -111,11 +121,15 @@ def build_template_graph(method: str):
     builder.add_node("prompt", PROMPT_NODES[method])
     builder.add_node("write", write)
     builder.add_node("commit", commit)
+    builder.add_node("redo", redo)
+    builder.add_node("reject", nodes.reject)
     builder.add_edge(START, "seed")
     builder.add_edge("seed", "prompt")
     builder.add_edge("prompt", "write")
     builder.add_edge("write", "commit")
-    builder.add_edge("commit", END)
+    builder.add_conditional_edges("commit", after_commit, [END, "redo", "reject"])
+    builder.add_edge("redo", "write")
+    builder.add_edge("reject", END)
     return builder.compile(name=method)
 
 

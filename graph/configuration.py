@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from agents.embedded import SERVERS as EMBEDDED_SERVERS
 from memory.store import DEFAULT_THRESHOLD
 
 PROTOCOLS = ("auto", "text", "structured")
@@ -37,11 +36,14 @@ class Context:
                     "qwen2.5-coder-1.5b-instruct: docs/protocol.md).", group=SERVERS)
     expert_base_url: str = _f("", "Server(s) for the experts, comma-separated; empty = the conductor's.", group=SERVERS, append=True)
     expert_model: str = _f("", "Model for the experts; empty = the conductor's.", group=SERVERS)
-    embedded_server: str = _f(EMBEDDED_SERVERS[0], "Server for the embedded model: 'llama-cpp-python' (one request at a time) or "
-                              "'xllamacpp' (llama.cpp's own server, 4 parallel slots; pip install 'metasynth[batching]').",
-                              group=SERVERS, choices=EMBEDDED_SERVERS)
     temperature: float = _f(0.8, "Conductor sampling temperature.", group=LOOP)
     expert_temperature: float = _f(0.9, "Expert sampling temperature.", group=LOOP)
+    repeat_penalty: float = _f(1.1, "Writers' repetition penalty (llama.cpp repeat_penalty, vLLM repetition_penalty; 1 = off). Sent only to servers known to take it; chosen by measurement: docs/quality.md.",
+                               group=LOOP, positive=True)
+    dry_multiplier: float = _f(0.8, "Writers' DRY multiplier (llama.cpp only; 0 = off): penalises repeating what the text already says.",
+                               group=LOOP)
+    min_p: float = _f(0.05, "Writers' min_p: drop tokens below this share of the likeliest one's probability (0 = off).",
+                      group=LOOP)
     max_tokens: int = _f(768, "Completion token limit per conductor turn.", group=LOOP, positive=True)
     expert_max_tokens: int = _f(512, "Completion token limit per expert reply.", group=LOOP, positive=True)
     max_inflight: int = _f(32, "Requests in flight per endpoint (the cap that keeps a queueing server's latency bounded).",
@@ -59,7 +61,10 @@ class Context:
                          group=LOOP, positive=True)
     index: str = _f("auto", "Novelty index: 'flat' (exact), 'ivf' or 'hnsw' (approximate), or 'auto' (exact, then IVF past 10k documents).",
                     group=LOOP, choices=("auto", "flat", "ivf", "hnsw"))
-    max_revisions: int = _f(2, "Times a too-similar draft is sent back before it goes to rejects.jsonl.", group=LOOP)
+    max_revisions: int = _f(2, "Times a draft is sent back (too similar, or refused by the quality gate) before it goes to rejects.jsonl.",
+                            group=LOOP)
+    quality_gate: str = _f("on", "Quality gate before the novelty gate, for every method: 'on' sends back drafts that loop, are too short, talk about the task "
+                           "or miss their keywords (memory/quality.py); 'off' only records the figures.", group=LOOP, choices=("on", "off"))
     max_protocol_errors: int = _f(3, "Malformed conductor turns before the fallback (one expert writes the document).",
                                   group=LOOP, positive=True)
     protocol: str = _f("auto", "Conductor protocol: 'text' (the paper's free-text turns, for strong models), 'structured' "
@@ -72,6 +77,8 @@ class Context:
                       "(the least covered so far).", group=LOOP, positive=True)
     reviews: int = _f(0, "Structured protocol: reviews of a draft by a fresh expert, each of which may ask for one rewrite; 0 (the default, chosen by measurement: docs/metrics.md) skips review.",
                       group=LOOP)
+    min_expert_share: float = _f(0.5, "Text protocol: share of the final document (its 8-word runs) that must come verbatim from replies of the experts it consulted; "
+                                 "a final answer below it is a protocol error that costs a round. 0 lets the conductor write alone.", group=LOOP)
     max_experts_per_turn: int = _f(4, "Expert calls honoured per conductor turn (the rest are dropped).", group=LOOP, positive=True)
     tokenizer: str = _f("embedded", "Tokenizer that counts document tokens: 'embedded' (SmolLM2) or a local path.", group=BUDGET)
     seed: int = _f(0, "Random seed; document i of a run uses seed + i.", group=LOOP)

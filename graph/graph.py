@@ -49,8 +49,9 @@ def after_gate(state: DocState, runtime: Runtime[Context]) -> str:
     if state.verdict.get("accepted"):
         return END
     if state.draft and state.revisions < runtime.context.max_revisions:
-        structured_draft = state.protocol == "structured" and state.source == "conductor"
-        return "replan" if structured_draft else "revise"
+        if state.protocol == "structured" and state.source == "conductor":
+            return "redo" if state.fix else "replan"  # the writer again (quality), or a new brief
+        return "revise"
     return "reject"
 
 
@@ -66,7 +67,7 @@ def build_graph():
                  nodes.gate, nodes.revise, nodes.reject):  # the free-text protocol and the shared ending
         builder.add_node(node.__name__, node)
     for node in (structured.offer, structured.plan, structured.write, structured.review, structured.rewrite,
-                 structured.replan):  # the structured protocol
+                 structured.redo, structured.replan):  # the structured protocol
         builder.add_node(node.__name__, node)
     builder.add_node("expert", nodes.expert, input_schema=ExpertTask)  # a Send target: its own input
 
@@ -78,13 +79,14 @@ def build_graph():
     builder.add_conditional_edges("review", structured.after_review, ["rewrite", "gate"])
     builder.add_conditional_edges("rewrite", structured.after_rewrite, ["review", "gate"])
     builder.add_edge("replan", "plan")
+    builder.add_edge("redo", "write")
     builder.add_edge("recall", "conductor")
     builder.add_conditional_edges("conductor", after_conductor, ["expert", "gate", "fallback", "protocol_error"])
     builder.add_edge("expert", "relay")
     builder.add_edge("relay", "conductor")
     builder.add_edge("protocol_error", "conductor")
     builder.add_edge("fallback", "gate")
-    builder.add_conditional_edges("gate", after_gate, [END, "revise", "replan", "reject"])
+    builder.add_conditional_edges("gate", after_gate, [END, "revise", "replan", "redo", "reject"])
     builder.add_conditional_edges("revise", after_revise, ["conductor", "fallback"])
     builder.add_edge("reject", END)
     return builder.compile(name="MetaSynth")

@@ -18,6 +18,8 @@ from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 
+from agents import grammar
+from agents.instruction import GRAMMARS
 from core.cli import Parser, add_fields, field_values, positive, run_command
 from core.errors import UserError
 from core.rundir import INSTRUCTIONS, RunDir
@@ -45,7 +47,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     budget.add_argument("--max-attempts", type=positive(int), help="instructions tried at most (default 3 x --instructions)")
     budget.add_argument("--max-failures", type=int, default=10, help="failed instructions tolerated (default 10)")
     groups = {SERVERS: p.add_argument_group("servers (as graph.run)"), LOOP: p.add_argument_group(LOOP)}
-    groups[SERVERS].add_argument("--concurrency", type=positive(int), default=1, help="instructions in flight (default 1)")
+    groups[SERVERS].add_argument("--concurrency", type=positive(int), default=4,
+                                 help="instructions in flight (default 4)")
     groups[SERVERS].add_argument("--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens")
     groups[SERVERS].add_argument("--price-completion", type=float, default=0.0, help="USD per 1M completion tokens")
     add_fields(p, InstructContext, FLAGS, groups)
@@ -116,7 +119,7 @@ def generate(args: argparse.Namespace) -> int:
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        open_run(stack, ctx, args, rundir, console)
+        open_run(stack, ctx, args, rundir, console, grammar.samples(prompts.texts, GRAMMARS))
         memory = nodes.memory(ctx)
         console.log(f"{prompts.domain.name} instructions from {len(args.sources)} documents ({args.corpus}): {len(memory)} in "
                     f"{out}, target {args.instructions}, {args.evolve_rounds} evolution rounds, {args.concurrency} in flight")

@@ -12,9 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from agents import embedded
-from agents.calls import Accounting, Router
-from agents.llm import check_server, grammar_style
+from agents import embedded, llm
+from agents.calls import Accounting, Router, Sampling
 from agents.prompts import PromptSet, load_prompts
 from agents.tokens import load_tokenizer
 from graph.configuration import Context
@@ -47,13 +46,13 @@ def urls(value: str) -> list[str]:
     return [u.strip() for u in value.split(",") if u.strip()]
 
 
-def _resolve(base_url: str, model: str, server: str = embedded.SERVERS[0]) -> tuple[list[str], str]:
+def _resolve(base_url: str, model: str) -> tuple[list[str], str]:
     """Endpoints and model name; no base URL means the embedded server (started once per process)."""
     if not base_url:
         name = embedded.model_name(model)
-        return [embedded.shared_server(name, server=server).base_url], name
+        return [embedded.shared_server(name).base_url], name
     if not model:
-        served = _cached(("models", base_url), lambda: check_server(urls(base_url)[0]))
+        served = _cached(("models", base_url), lambda: llm.check_server(urls(base_url)[0]))
         model = served[0] if served else "default"
     return urls(base_url), model
 
@@ -61,14 +60,26 @@ def _resolve(base_url: str, model: str, server: str = embedded.SERVERS[0]) -> tu
 def _grammar_style(ctx: Context, endpoint: str) -> str:
     if ctx.constrain == "off":
         return ""
-    return _cached(("grammar-style", endpoint), lambda: grammar_style(endpoint))
+    return _cached(("grammar-style", endpoint), lambda: llm.grammar_style(endpoint))
 
 
 def grammar_styles(ctx: Context) -> dict[str, list[str]]:
     """How each role's servers take the protocol grammars ("none": unconstrained), for the manifest."""
-    servers = {"conductor": _resolve(ctx.base_url, ctx.model, ctx.embedded_server)[0],
-               "expert": _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model, ctx.embedded_server)[0]}
+    servers = {"conductor": _resolve(ctx.base_url, ctx.model)[0],
+               "expert": _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)[0]}
     return {role: sorted({_grammar_style(ctx, url) or "none" for url in endpoints}) for role, endpoints in servers.items()}
+
+
+def check_grammars(ctx: Context, grammars: dict[str, str]) -> None:
+    """Every grammar through the parser of every server that takes one (agents.llm.check_grammars)."""
+    roles = ((ctx.base_url, ctx.model), (ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model))
+    seen = set()
+    for base_url, model in roles:
+        endpoints, name = _resolve(base_url, model)
+        for url in endpoints:
+            if (style := _grammar_style(ctx, url)) and (url, name) not in seen:
+                seen.add((url, name))
+                llm.check_grammars(url, name, style, grammars)
 
 
 def protocol(ctx: Context) -> str:
@@ -92,14 +103,15 @@ def accounting(ctx: Context) -> Accounting:
 
 
 def _router(ctx: Context, role: str, base_url: str, model: str, temperature: float, max_tokens: int,
-            loop: int | None = None) -> Router:
-    key = ("router", role, _loop_id() if loop is None else loop, str(run_dir(ctx)), base_url, model, ctx.embedded_server,
-           temperature, max_tokens, ctx.max_inflight, ctx.adaptive, ctx.request_timeout, ctx.max_retries)
+            loop: int | None = None, sampling: Sampling = Sampling()) -> Router:
+    key = ("router", role, _loop_id() if loop is None else loop, str(run_dir(ctx)), base_url, model,
+           temperature, max_tokens, ctx.max_inflight, ctx.adaptive, ctx.request_timeout, ctx.max_retries, sampling)
 
     def build() -> Router:
-        endpoints, name = _resolve(base_url, model, ctx.embedded_server)
+        endpoints, name = _resolve(base_url, model)
         router = Router(endpoints, name, temperature, max_tokens, max_inflight=ctx.max_inflight, adaptive=ctx.adaptive,
-                        timeout=ctx.request_timeout, retries=ctx.max_retries, accounting=accounting(ctx))
+                        timeout=ctx.request_timeout, retries=ctx.max_retries, accounting=accounting(ctx),
+                        sampling=sampling)
         for endpoint in router.endpoints:
             endpoint.grammar_style = _grammar_style(ctx, endpoint.base_url)
         return router
@@ -112,10 +124,13 @@ def conductor_router(ctx: Context, loop: int | None = None) -> Router:
 
 
 def expert_router(ctx: Context, loop: int | None = None) -> Router:
-    """Experts default to the conductor's server and model; a separate server is asked for its model."""
+    """Experts default to the conductor's server and model; a separate server is asked for its model.
+    Only the writers get the repetition controls: the conductor copies its experts' text into its
+    final answer, which a DRY penalty would fight."""
     model = ctx.expert_model or ("" if ctx.expert_base_url else ctx.model)
+    sampling = Sampling(repeat_penalty=ctx.repeat_penalty, dry_multiplier=ctx.dry_multiplier, min_p=ctx.min_p)
     return _router(ctx, "expert", ctx.expert_base_url or ctx.base_url, model, ctx.expert_temperature,
-                   ctx.expert_max_tokens, loop)
+                   ctx.expert_max_tokens, loop, sampling)
 
 
 def prompts(ctx: Context) -> PromptSet:

@@ -15,6 +15,8 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
+from agents import grammar
+from agents.prompts import GRAMMARS
 from agents.tokens import load_tokenizer
 from core.cli import Parser, add_fields, cli_fields, field_values, positive, run_command
 from core.errors import UserError
@@ -37,7 +39,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     budget.add_argument("--tokens", type=positive(int), help="corpus tokens the corpus should hold (counted with --tokenizer)")
     budget.add_argument("--max-attempts", type=positive(int), help="documents tried at most (default 3 x --docs)")
     budget.add_argument("--max-failures", type=int, default=10, help="failed documents tolerated before the run stops (default 10)")
-    server.add_argument("--concurrency", type=positive(int), default=1, help="documents in flight (default 1)")
+    server.add_argument("--concurrency", type=positive(int), default=4,
+                        help="documents in flight (default 4; the embedded server gets one slot per document)")
     server.add_argument("--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens (cost in the manifest)")
     server.add_argument("--price-completion", type=float, default=0.0, help="USD per 1M completion tokens")
     add_fields(p, Context, cli_fields(Context), groups)
@@ -108,7 +111,8 @@ def generate(args: argparse.Namespace) -> int:
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        open_run(stack, ctx, args, rundir, console)
+        grammars = grammar.samples(prompts.texts, GRAMMARS) if args.method == "metasynth" else {}
+        open_run(stack, ctx, args, rundir, console, grammars)
         memory = res.memory(ctx)
         target = f"{args.docs} documents" if args.docs else f"{args.tokens:,} tokens"
         console.log(f"{prompts.domain.name} by {args.method}: {len(memory)} documents in {out}, target {target}, "
@@ -126,10 +130,14 @@ def generate(args: argparse.Namespace) -> int:
                 stats["grammar"] = res.grammar_styles(ctx)
             memory.save_index()
             write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency, args.method)
-    run = stats["this_run"]
+    run, gates = stats["this_run"], stats["gates"]
+    print(f"gates: {gates['refusals']} of {gates['drafts_checked']} drafts sent back {gates['refused_by_reason']}, "
+          f"quality rules {gates['refused_by_rule']}", file=sys.stderr)
     if args.method == "metasynth":
-        print(f"{out}: {stats['documents_in_corpus']} documents ({run['final']} by the conductor, {run['fallback']} by the "
-              f"fallback, {run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; {ctx.protocol} "
+        written = stats["written_by"]
+        print(f"{out}: {stats['documents_in_corpus']} documents ({written.get('experts', 0)} written through the experts, "
+              f"{written.get('conductor', 0)} by the conductor alone, {run['fallback']} by the fallback; "
+              f"{run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; {ctx.protocol} "
               f"protocol, success {stats['protocol_success_rate']}; revisions {stats['revisions']}", file=sys.stderr)
     else:
         print(f"{out}: {stats['documents_in_corpus']} documents by {args.method} ({run['rejected']} unusable replies, "

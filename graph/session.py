@@ -10,6 +10,7 @@ import platform
 import shutil
 import sys
 import time
+from collections import Counter
 from contextlib import ExitStack
 from importlib import metadata
 from pathlib import Path
@@ -22,7 +23,7 @@ from graph import resources
 from graph.configuration import Context
 
 PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "faiss-cpu", "sentence-transformers",
-            "transformers", "llama-cpp-python", "torch")
+            "transformers", "xllamacpp", "datatrove", "torch")
 
 
 def check_embedded_model(args: argparse.Namespace) -> None:
@@ -83,6 +84,20 @@ def versions() -> dict[str, str]:
     return found
 
 
+def gate_stats(results: list[dict]) -> dict:
+    """What the gates did to this run's drafts: every refusal (sent back, or the last one before a
+    reject) by reason and by quality rule, and the documents rejected by rule."""
+    refusals = [s for r in results for s in r.get("sent_back") or []]
+    committed = sum(r.get("ended") in ("final", "fallback") for r in results)
+    drafts = committed + len(refusals)
+    rejected = [r for r in results if r.get("ended") == "rejected" and r.get("reason") == "low quality"]
+    return {"drafts_checked": drafts, "refusals": len(refusals),
+            "refused_share": round(len(refusals) / drafts, 3) if drafts else None,
+            "refused_by_reason": dict(Counter(s["reason"] for s in refusals)),
+            "refused_by_rule": dict(Counter(s["rule"] for s in refusals if s.get("rule"))),
+            "rejected_low_quality_by_rule": dict(Counter(r.get("rule") for r in rejected))}
+
+
 def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict:
     wall = time.perf_counter() - tally.started
     tried = len(tally.results)
@@ -94,10 +109,15 @@ def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict
     return {
         "documents_in_corpus": len(memory), "corpus_tokens": sum(r.get("tokens", 0) for r in memory.records),
         "this_run": {"tried": tried, **ended},
-        # Only the conductor keeps (or breaks) a protocol; a baseline's documents all end "final".
-        "protocol_success_rate": round(ended["final"] / tried, 3) if tried and args.method == "metasynth" else None,
+        # How each committed document was written: through the experts (the protocol ran), by the
+        # conductor alone (where --min-expert-share allows it), by the fallback; a baseline by its method.
+        "written_by": dict(Counter(r.get("written_by") for r in tally.results if r.get("ended") in ("final", "fallback"))),
+        # Success means the protocol ran: the conductor planned and its experts wrote the document.
+        "protocol_success_rate": round(sum(r.get("written_by") == "experts" for r in tally.results) / tried, 3)
+        if tried and args.method == "metasynth" else None,
         "rejection_rate": round(ended["rejected"] / tried, 3) if tried else None,
         "revisions": sum(r.get("revisions", 0) for r in tally.results),
+        "gates": gate_stats(tally.results),
         "protocol_errors": sum(r.get("protocol_errors", 0) for r in tally.results),
         "corpus_tokens_this_run": tally.corpus_tokens,
         "llm": {"calls": calls, "prompt_tokens": prompt, "completion_tokens": completion,
@@ -119,13 +139,16 @@ def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: b
     write_atomic(RunDir(out).manifest, json.dumps(manifest, indent=2).encode())
 
 
-def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunDir, console) -> None:
-    """Start the servers (see serve), then make the run directory ready to append to: cleared with
+def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunDir, console,
+             grammars: dict[str, str] | None = None) -> None:
+    """Start the servers (see serve) and put every grammar through their parsers (a grammar they
+    refuse is bad input, found before anything on disk changes), then make the run directory ready to append to: cleared with
     --overwrite, an unfinished last line cut after a hard stop. Nothing built so far is rebuilt: the
     run's memory is opened only after this. What the run caches (memory, accounting, the routers to its
     server) is dropped when `stack` closes, so a second run in the same process starts clean."""
     stack.callback(resources.clear)
     serve(stack, ctx, args, run.root, console)
+    resources.check_grammars(ctx, grammars or {})
     if args.overwrite:
         clear_run_dir(run)
     for note in repair_run_dir(run):
@@ -160,6 +183,7 @@ def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, c
         return
     from agents import embedded
 
-    console.log(f"starting the embedded model server ({ctx.model}, {ctx.embedded_server})")
-    stack.callback(embedded.stop_shared, ctx.model, ctx.embedded_server)
-    embedded.shared_server(ctx.model, log_path=RunDir(out).server_log, server=ctx.embedded_server)
+    slots = max(args.concurrency, 1)  # one slot per document in flight
+    console.log(f"starting the embedded model server ({ctx.model}, {slots} slots)")
+    stack.callback(embedded.stop_shared, ctx.model)
+    embedded.shared_server(ctx.model, log_path=RunDir(out).server_log, slots=slots)

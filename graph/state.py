@@ -61,6 +61,7 @@ class Document:
     """What every method's document carries, and what its record reports (graph.nodes.make_record)."""
 
     index: int = 0
+    method: str = "metasynth"  # or a baseline: "template" | "template-prior" | "template-icl"
     seeds: list[str] = field(default_factory=list)
     seed_doc: str = ""
     genre: str = ""
@@ -75,7 +76,12 @@ class Document:
     brief: dict | None = None  # the conductor's latest usable brief (agents.brief.Brief fields)
     reviews: list[dict] = field(default_factory=list)  # each review: {verdict, fix}
     draft: Draft | None = None
+    instruction: str = ""  # what the draft's writer was asked (the quality gate looks for echoes of it)
+    fix: str = ""  # the quality gate's note for the writer's next attempt ("" = none)
+    sent_back: list[dict] = field(default_factory=list)  # each refusal by the gates: reason, rule, similarity
     source: str | None = None  # "conductor" or "fallback": who wrote the draft
+    written_by: str = ""  # "experts" (the protocol ran), "conductor" (alone, where allowed), "fallback", or the method
+    writer: str = ""  # the expert who wrote most of the document's text
     fallback_reason: str = ""
     result: dict = field(default_factory=dict)  # the committed or rejected record
     ended: str = ""  # "final" | "fallback" | "rejected"
@@ -88,15 +94,18 @@ class DocState(Document):
 
     calls: list[dict] = field(default_factory=list)  # expert calls of the latest conductor turn
     replies: Annotated[list[dict], collect_replies] = field(default_factory=list)
+    expert_replies: list[dict] = field(default_factory=list)  # every expert reply relayed so far: name, text
+    expert_share: float | None = None  # share of the final text the experts wrote (text protocol)
+    premature: bool = False  # the latest turn was a final answer the experts did not write
     verdict: dict = field(default_factory=dict)  # novelty-gate outcome of the latest draft
     # The structured protocol (graph/structured.py)
     options: dict[str, list[str]] = field(default_factory=dict)  # what the memory offers: category, genre, audience
-    instruction: str = ""  # the writer's instruction, rendered from the brief
 
 
 @dataclass(kw_only=True)
 class TemplateState(Document):
     """A baseline document (graph/baselines.py): one prompt, one reply."""
 
-    method: str = "template"  # "template" | "template-prior" | "template-icl"
     shown: list[str] = field(default_factory=list)  # documents put in the prompt: recent corpus documents or real examples
+    usable: bool = False  # the latest reply was long enough to be a document
+    verdict: dict = field(default_factory=dict)  # the gate's outcome of the latest draft

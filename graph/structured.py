@@ -8,11 +8,11 @@
 - offer: the memory's view for the conductor, and only for it: counts of the categories, genres and
   audiences the corpus has, the nearest earlier documents, and the least-covered options offered
   for this document (the grammar admits only those).
-- plan: the conductor fills a six-line brief (category, genre, audience, the writer's persona, a
-  named entity, an angle), one grammar-bounded turn (prompts/brief.gbnf).
+- plan: the conductor fills a five-line brief (category, genre, audience, the writer's persona, an
+  angle on one of the seed keywords), one grammar-bounded turn (prompts/brief.gbnf).
 - write / review / rewrite: experts with fresh eyes. The writer sees the instruction rendered from
   the brief (prompts/structured/write.md), never the corpus; the reviewer sees that draft and the
-  brief's genre, audience and entity, and answers keep or one fix (prompts/review.gbnf).
+  brief's genre and audience, and answers keep or one fix (prompts/review.gbnf).
 The brief and the reviews land in the record, so a user can see why the corpus is diverse.
 """
 
@@ -29,7 +29,7 @@ from agents.brief import BriefError, parse_brief, parse_review
 from agents.protocol import document_text
 from graph import resources as res
 from graph.configuration import Context
-from graph.nodes import SEED_DOC_CHARS, _recalled, ask
+from graph.nodes import SEED_DOC_CHARS, _recalled, ask, with_fix
 from graph.state import DocState, Draft
 
 FIELDS = {"category": "categories", "genre": "genres", "audience": "audiences"}  # brief field -> Domain list
@@ -107,8 +107,10 @@ async def write(state: DocState, runtime: Runtime[Context]) -> dict:
     """The writer the conductor named drafts the document from the instruction alone."""
     ctx = runtime.context
     name = state.brief["expert"]
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, state.instruction), f"expert:{name}")
-    return {"draft": _draft(ctx, state, reply.text), "source": "conductor", "usage": usage, "experts": state.experts + [name]}
+    asked = with_fix(ctx, state.instruction, state.fix)  # the quality gate's note, after a refused draft
+    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, asked), f"expert:{name}")
+    return {"draft": _draft(ctx, state, reply.text), "source": "conductor", "usage": usage, "experts": state.experts + [name],
+            "written_by": "experts", "writer": name}
 
 
 async def review(state: DocState, runtime: Runtime[Context]) -> dict:
@@ -117,7 +119,7 @@ async def review(state: DocState, runtime: Runtime[Context]) -> dict:
     prompts = res.prompts(ctx)
     brief = state.brief
     text = prompts.render("structured/review.md", domain=prompts.domain.name, draft=state.draft["text"][:DRAFT_CHARS],
-                          genre=brief["genre"], audience=brief["audience"], entity=brief["entity"])
+                          genre=brief["genre"], audience=brief["audience"])
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), "expert:Reviewer",
                              prompts.texts["review.gbnf"])
     verdict = parse_review(reply.text)
@@ -134,6 +136,11 @@ async def rewrite(state: DocState, runtime: Runtime[Context]) -> dict:
                           draft=state.draft["text"][:DRAFT_CHARS])
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{name}")
     return {"draft": _draft(ctx, state, reply.text) or state.draft, "usage": usage, "experts": state.experts + [name]}
+
+
+def redo(state: DocState, runtime: Runtime[Context]) -> dict:
+    """A draft the quality gate refused: the same writer writes again, told only what to fix."""
+    return {"revisions": state.revisions + 1, "reviews": []}
 
 
 def replan(state: DocState, runtime: Runtime[Context]) -> dict:

@@ -29,6 +29,7 @@ class Corpus:
     embeddings: np.ndarray | None = None  # the run's stored vectors, row i = texts[i]
     rejection_rate: float | None = None
     method: str | None = None
+    seeds: list[list[str]] = field(default_factory=list)  # each text's seed keywords ([] for real text)
     meta: dict = field(default_factory=dict)
 
 
@@ -73,6 +74,7 @@ def load(spec: str, reference: bool = False) -> Corpus:
     name = name or (path.parent.name if path.name in (CORPUS, INSTRUCTIONS) else path.stem)
     corpus = Corpus(name=name, path=path, texts=texts, reference=reference)
     corpus.method = next((r.get("method") for r in records if r.get("method")), None)
+    corpus.seeds = [list(r.get("seeds") or []) if isinstance(r.get("seeds"), list) else [] for r in records]
     _attach_run(corpus)
     return corpus
 

@@ -39,6 +39,9 @@ def bars(results: dict, metrics: dict, path: Path) -> None:
             lows, highs = [c[0] for c in cis], [c[1] for c in cis]
             err = np.array([np.subtract(heights, lows), np.subtract(highs, heights)])
             ax.errorbar(x, heights, yerr=err, fmt="none", ecolor="black", capsize=3)
+        if all(v == 0 for v in values if v is not None):  # say so, rather than draw empty axes
+            ax.text(0.5, 0.5, "0 for every corpus", ha="center", va="center", transform=ax.transAxes, fontsize=9)
+            ax.set_ylim(0, 1)
         ax.set_title(f"{label} {'↑' if higher else '↓'}", fontsize=9)
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)

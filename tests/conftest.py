@@ -11,6 +11,7 @@ from langchain_core.language_models.fake_chat_models import FakeChatModel
 from langchain_core.messages import BaseMessage
 
 from agents.calls import Router
+from benchmarks.mock_server import prose
 from graph import resources
 from graph.configuration import Context
 from train.tasks import DATA
@@ -78,10 +79,19 @@ def run_doc(graph, payload: dict, ctx: Context) -> dict:
     return asyncio.run(graph.ainvoke(payload, context=ctx))
 
 
-def document(topic: str, n: int = 6) -> str:
-    """A plausible document whose content (and so embedding) is driven by `topic`."""
-    return " ".join(f"This paragraph discusses {topic} in detail, point {i}, for readers of {topic}." for i in range(n))
+def document(topic: str, n: int = 8) -> str:
+    """A plausible document whose content (and so embedding) is driven by `topic`, varied enough to
+    pass the quality gate."""
+    return prose(topic, n)
 
 
 def final_answer(text: str, summary: str = "A document.", category: str = "banking") -> str:
     return f'>> FINAL ANSWER:\n"""\n{text}\n"""\nSummary: {summary}\nCategory: {category}'
+
+
+def relayed(messages, name: str) -> str:
+    """The latest reply of expert `name` relayed to the conductor in this conversation."""
+    import re
+
+    text = "\n".join(m.text for m in messages)
+    return re.findall(rf'{re.escape(name)}\'s output:\n"""\n(.*?)\n"""', text, re.DOTALL)[-1]

@@ -5,7 +5,7 @@ import random
 from dataclasses import replace
 
 import pytest
-from conftest import document, final_answer, run_doc
+from conftest import document, final_answer, relayed, run_doc
 
 from graph import resources
 from graph.baselines import template, template_icl, template_prior
@@ -36,7 +36,16 @@ def test_template_prompt_fills_the_same_keywords_metasynth_would_draw(ctx, stub_
 
 
 def test_baseline_records_have_the_metasynth_schema(ctx, stub_models):
-    stub_models(lambda m: final_answer(document("bond ladders")), by_keywords)
+    def conductor_fn(messages):  # consults one expert, then answers with its text
+        if "Writer's output" in "\n".join(m.text for m in messages):
+            return final_answer(relayed(messages, "Writer"))
+        return 'Expert Writer:\n"""\nWrite a note on bond ladders.\n"""'
+
+    def writer_fn(messages):
+        asked = messages[-1].text
+        return by_keywords(messages) if "words about:" in asked else document("bond ladders")
+
+    stub_models(conductor_fn, writer_fn)
     run_doc(graph, {"index": 0}, ctx)
     run_doc(template, {"index": 1}, ctx)
     meta, base = corpus(ctx)

@@ -39,7 +39,7 @@ def test_a_document_whose_calls_keep_failing_is_recorded_and_the_run_goes_on(tmp
     out = tmp_path / "run"
     with MockServer(error_rate=1.0) as url:
         code = main(["--docs", "2", "--out", str(out), "--base-url", url, "--max-retries", "1",
-                     "--max-failures", "3", "--quiet"])
+                     "--max-failures", "3", "--quiet", "--concurrency", "1"])
     assert code == 1  # past --max-failures
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
     assert len(failures) == 4 and all("InternalServerError after 1 retries" in f["error"] for f in failures)

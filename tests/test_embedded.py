@@ -1,4 +1,4 @@
-"""The real embedded model (SmolLM2-135M-Instruct on llama.cpp), end to end for 2 documents."""
+"""The real embedded model (SmolLM2-135M-Instruct on llama.cpp's own server), end to end."""
 
 import json
 import os
@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 def llama_servers() -> set[str]:
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in ps.splitlines() if "llama_cpp.server" in line}
+    return {line.split()[0] for line in ps.splitlines() if "agents.xllama" in line}
 
 
 def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_path):
@@ -64,13 +64,12 @@ def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
     assert corpora["icl"]["rejection_rate"] is not None and corpora["icl"]["task2vec"] >= 0
 
 
-def test_the_batching_server_serves_concurrent_documents(tmp_path):
-    """`--embedded-server xllamacpp`: llama.cpp's own server from a prebuilt wheel answers documents in
-    flight at once from separate slots, with the same grammar-constrained protocol."""
-    pytest.importorskip("xllamacpp")
+def test_the_server_serves_concurrent_documents(tmp_path):
+    """llama.cpp's own server from a prebuilt wheel answers documents in flight at once from separate
+    slots, with the same grammar-constrained protocol."""
     out = tmp_path / "run"
     done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", "3", "--out", str(out),
-                           "--embedded-server", "xllamacpp", "--concurrency", "3", "--reviews", "0",
+                           "--concurrency", "3", "--reviews", "0",
                            "--expert-max-tokens", "256", "--quiet"], capture_output=True, text=True, timeout=1200)
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]

@@ -53,19 +53,17 @@ def test_model_names():
         embedded.model_name("embedded:nope")
 
 
-def test_server_choice_and_its_commands(monkeypatch):
-    """Each embedded server kind starts as its own child command on loopback; an unknown kind or a
-    missing package is one clear error before anything starts."""
-    with pytest.raises(UserError, match="unknown embedded server 'vllm'"):
-        embedded.EmbeddedServer(server="vllm")
+def test_the_server_command(monkeypatch):
+    """The embedded server is llama.cpp's own (agents.xllama, a child on loopback) with one slot per
+    document in flight; a missing package is one clear error before anything starts."""
     monkeypatch.setattr(embedded, "gguf", lambda name: "/models/m.gguf")
-    batching = embedded.EmbeddedServer(server="xllamacpp", threads=2, slots=3)
-    batching.port = 8123
+    server = embedded.EmbeddedServer(threads=2, slots=3)
+    server.port = 8123
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: object())
-    command = batching.command()
+    command = server.command()
     assert command[1:3] == ["-m", "agents.xllama"] and "/models/m.gguf" in command
     assert command[command.index("--parallel") + 1] == "3" and command[command.index("--threads") + 1] == "2"
     assert command[command.index("--ctx") + 1] == str(embedded.CONTEXT)  # per slot; agents.xllama multiplies
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(UserError, match=r"xllamacpp server is not installed: pip install 'metasynth\[batching\]'"):
-        batching.command()
+    with pytest.raises(UserError, match=r"server is not installed: pip install xllamacpp=="):
+        server.command()

@@ -9,6 +9,7 @@ from agents import grammar
 from agents.calls import Router
 from agents.grammar import GrammarError, check, render, request_fields, vllm_style
 from agents.prompts import GRAMMARS, PROMPTS_DIR, load_prompts
+from core.errors import UserError
 
 FINANCE = load_prompts("finance")
 
@@ -92,38 +93,38 @@ def test_router_merges_the_grammar_into_the_clients_extra_body():
     assert chat.extra[-1] is None
 
 
-def test_shipped_grammars_parse_in_llama_cpp():
-    """llama.cpp's own grammar parser (inside llama-cpp-python) accepts every shipped grammar and
-    refuses an invalid one; it needs a vocabulary, so the embedded model's is loaded (vocab only)."""
-    llama_cpp = pytest.importorskip("llama_cpp")
-    from agents.tokens import embedded_gguf
+@pytest.mark.slow
+def test_shipped_grammars_parse_in_the_llama_cpp_server():
+    """llama.cpp's own server (the embedded one) accepts every shipped grammar, the instruction
+    graph's included, and answers one it cannot parse with one line naming the file; it keeps
+    serving after a refusal."""
+    from agents.embedded import EmbeddedServer
+    from agents.instruction import GRAMMARS as INSTRUCT_GRAMMARS
+    from agents.instruction import load_instruct_prompts
+    from agents.llm import check_grammars
 
-    llama_cpp.llama_backend_init()
-    params = llama_cpp.llama_model_default_params()
-    params.vocab_only = True
-    model = llama_cpp.llama_model_load_from_file(str(embedded_gguf()).encode(), params)
-    assert model
-    vocab = llama_cpp.llama_model_get_vocab(model)
-    try:
-        def parses(text: str) -> bool:
-            sampler = llama_cpp.llama_sampler_init_grammar(vocab, text.encode(), b"root")
-            if sampler:
-                llama_cpp.llama_sampler_free(sampler)
-            return bool(sampler)
-
-        for name in GRAMMARS:
-            assert parses(shipped(name)), name
-        assert not parses('root ::= "a" | undefined-rule')
-    finally:
-        llama_cpp.llama_model_free(model)
+    instruct = load_instruct_prompts("finance")
+    every = {**grammar.samples(FINANCE.texts, GRAMMARS), **grammar.samples(instruct.texts, INSTRUCT_GRAMMARS)}
+    assert len(every) == len(GRAMMARS) + len(INSTRUCT_GRAMMARS) == 8
+    with EmbeddedServer(slots=1) as server:
+        check_grammars(server.base_url, server.model, grammar.LLAMA_CPP, every)
+        for bad in ('root ::= "a" | undefined-rule', 'root ::= root "a" | "b"'):  # the second passes our check
+            with pytest.raises(UserError, match=r"^mine.gbnf: the server at .* refused the grammar \(.*\)$"):
+                check_grammars(server.base_url, server.model, grammar.LLAMA_CPP, {"mine.gbnf": bad})
+        check_grammars(server.base_url, server.model, grammar.LLAMA_CPP, {"brief.gbnf": every["brief.gbnf"]})
 
 
 def test_shipped_grammars_compile_in_xgrammar():
     """vLLM's grammar engine compiles every shipped grammar (skipped where xgrammar is not installed)."""
+    from agents.instruction import GRAMMARS as INSTRUCT_GRAMMARS
+    from agents.instruction import load_instruct_prompts
+
     xgr = pytest.importorskip("xgrammar")
     for name in GRAMMARS:
         xgr.Grammar.from_ebnf(shipped(name))
-    with pytest.raises(Exception):
+    for text in grammar.samples(load_instruct_prompts("finance").texts, INSTRUCT_GRAMMARS).values():
+        xgr.Grammar.from_ebnf(text)
+    with pytest.raises(RuntimeError, match='Rule "undefined-rule" is not defined'):
         xgr.Grammar.from_ebnf('root ::= "a" | undefined-rule')
 
 

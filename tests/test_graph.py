@@ -1,9 +1,11 @@
 """Routing of the document graph, with chat models stubbed at the model boundary."""
 
 import json
+import re
 from dataclasses import replace
 
-from conftest import document, final_answer, run_doc
+import pytest
+from conftest import document, final_answer, relayed, run_doc
 
 from graph import resources
 from graph.graph import graph
@@ -25,14 +27,22 @@ def expert_echo(messages):
     name = messages[-1].text.split("\n")[0].removeprefix("You are Expert ").rstrip(".")
     if name == FALLBACK_NAME:
         return document("fallback writing on liquidity coverage")
-    return f"reply from {name}"
+    instruction = messages[-1].text.split("\n\n", 1)[-1]
+    return f"reply from {name}. {document(instruction)}"  # a draft on what it was asked
+
+
+@pytest.fixture
+def solo(ctx):
+    """The routing tests below are about other mechanics: the conductor may write alone."""
+    return replace(ctx, min_expert_share=0.0)
 
 
 def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order(ctx, stub_models):
     def conductor_fn(messages):
-        if "Analyst's output" in text_of(messages):
-            return final_answer(document("bank capital buffers"), "Capital buffers.", "Banking")
-        return ('Expert Analyst:\n"""\nExplain capital buffers.\n"""\n'
+        if "Analyst's output" in text_of(messages):  # the final answer is the Analyst's draft
+            return final_answer(relayed(messages, "Analyst"), "Capital buffers.", "Banking")
+        keywords = re.search(r"keywords: ([^;\n]+)", text_of(messages))[1]
+        return (f'Expert Analyst:\n"""\nExplain capital buffers through {keywords}.\n"""\n'
                 'Expert Editor:\n"""\nGive two style rules.\n"""')
 
     conductor, expert = stub_models(conductor_fn, expert_echo)
@@ -49,13 +59,14 @@ def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order
     for conversation in expert.seen:  # fresh eyes: system prompt + one instruction, nothing else
         assert len(conversation) == 2
         assert conversation[0].text == resources.prompts(ctx).texts["expert.md"]
-        assert conversation[1].text in ("You are Expert Analyst.\n\nExplain capital buffers.",
+        assert conversation[1].text in (f"You are Expert Analyst.\n\nExplain capital buffers through {', '.join(state['seeds'])}.",
                                         "You are Expert Editor.\n\nGive two style rules.")
         assert "ROUND" not in text_of(conversation) and "Conductor" not in text_of(conversation)
         assert conversation[1].text.split("\n\n", 1)[1] not in conductor_history.split("Expert", 1)[0]
     [record] = corpus(ctx)
     assert record["experts"] == ["Analyst", "Editor"] and record["category"] == "banking"
     assert record["ended"] == "final" and record["rounds"] == 2 and record["tokens"] > 50
+    assert record["written_by"] == "experts" and record["writer"] == "Analyst" and record["expert_share"] == 1.0
     assert record["seeds"] == state["seeds"] and len(record["seeds"]) == 4
 
 
@@ -88,7 +99,8 @@ def test_protocol_errors_are_answered_then_trigger_the_fallback(ctx, stub_models
     assert record["category"] in resources.prompts(ctx).domain.categories  # nearest label by embedding
 
 
-def test_one_protocol_error_then_a_final_answer_counts_as_final(ctx, stub_models):
+def test_one_protocol_error_then_a_final_answer_counts_as_final(solo, stub_models):
+    ctx = solo
     def conductor_fn(messages):
         return final_answer(document("pension fund liability matching")) if len(messages) > 2 else "Hmm."
 
@@ -127,7 +139,8 @@ def seed_memory(ctx, text):
     return memory
 
 
-def test_near_duplicate_is_sent_back_and_the_revision_is_accepted(ctx, stub_models):
+def test_near_duplicate_is_sent_back_and_the_revision_is_accepted(solo, stub_models):
+    ctx = solo
     existing = document("deposit insurance schemes")
     seed_memory(ctx, existing)
 
@@ -148,7 +161,8 @@ def test_near_duplicate_is_sent_back_and_the_revision_is_accepted(ctx, stub_mode
     assert records[1]["nearest_similarity"] < ctx.threshold
 
 
-def test_draft_still_too_similar_past_the_budget_goes_to_rejects(ctx, stub_models):
+def test_draft_still_too_similar_past_the_budget_goes_to_rejects(solo, stub_models):
+    ctx = solo
     existing = document("deposit insurance schemes")
     seed_memory(ctx, existing)
     conductor, _ = stub_models(lambda m: final_answer(existing))
@@ -174,7 +188,8 @@ def test_fallback_without_a_document_is_rejected_not_committed(ctx, stub_models)
     assert reject["reason"] == "no document"
 
 
-def test_given_seeds_are_used_and_recall_shows_prior_documents(ctx, stub_models):
+def test_given_seeds_are_used_and_recall_shows_prior_documents(solo, stub_models):
+    ctx = solo
     seed_memory(ctx, document("deposit insurance schemes"))
     conductor, _ = stub_models(lambda m: final_answer(document("venture debt for startups")))
     run_doc(graph, {"seeds": ["venture debt", "warrants"]}, ctx)
@@ -183,7 +198,8 @@ def test_given_seeds_are_used_and_recall_shows_prior_documents(ctx, stub_models)
     assert "- [banking] An existing note on deposit insurance." in task and "- banking: 1" in task
 
 
-def test_topic_aware_mode_feeds_real_seed_documents(ctx, stub_models, tmp_path):
+def test_topic_aware_mode_feeds_real_seed_documents(solo, stub_models, tmp_path):
+    ctx = solo
     seeds = tmp_path / "seeds.jsonl"
     seeds.write_text("\n".join(json.dumps({"text": t}) for t in
                                ["Nokia's net sales rose 5 %.", "The statin cut LDL cholesterol.", "Oil prices fell."]))
@@ -195,3 +211,56 @@ def test_topic_aware_mode_feeds_real_seed_documents(ctx, stub_models, tmp_path):
     assert all("derive 3 to 5 keywords from this real document" in t for t in shown)
     used = [next(s for s in ["Nokia", "statin", "Oil"] if s in t) for t in shown]
     assert sorted(used) == ["Nokia", "Oil", "statin"]  # each seed once, none repeated
+
+
+def test_a_final_answer_the_experts_did_not_write_is_refused_and_costs_a_round(ctx, stub_models):
+    """The paper's conductor orchestrates experts who write: a final answer of its own is a protocol
+    error that says what is missing; the document it then builds from its expert's draft counts."""
+    def conductor_fn(messages):
+        text = text_of(messages)
+        if "Analyst's output" in text:
+            return final_answer(relayed(messages, "Analyst"))
+        if "not written by your experts" in messages[-1].text:
+            keywords = re.search(r"keywords: ([^;\n]+)", text)[1]
+            return f'Expert Analyst:\n"""\nWrite a bank note on {keywords}.\n"""'
+        return final_answer(document("what the conductor wrote itself"))
+
+    conductor, _ = stub_models(conductor_fn, expert_echo)
+    state = run_doc(graph, {"index": 0}, ctx)
+    refusal = conductor.seen[1][-1].text
+    assert refusal.startswith("ROUND 2: ") and "0% of it comes from their replies" in refusal and "at least 50%" in refusal
+    assert state["ended"] == "final" and state["protocol_errors"] == 1 and state["round"] == 3
+    [record] = corpus(ctx)
+    assert record["written_by"] == "experts" and record["writer"] == "Analyst" and record["expert_share"] == 1.0
+    assert record["protocol_notes"] == ["round 1: final answer not written by the experts (0% of it from their replies)"]
+
+
+def test_a_conductor_that_only_writes_alone_ends_with_the_fallback(ctx, stub_models):
+    stub_models(lambda m: final_answer(document("the conductor's own text")), expert_echo)
+    state = run_doc(graph, {"index": 0}, ctx)
+    assert state["ended"] == "fallback" and state["protocol_errors"] == ctx.max_protocol_errors
+    assert corpus(ctx)[0]["written_by"] == "fallback"
+
+
+def test_where_the_conductor_may_write_alone_the_record_says_so(solo, stub_models):
+    stub_models(lambda m: final_answer(document("venture debt and warrants")))
+    run_doc(graph, {"index": 0, "seeds": ["venture debt", "warrants"]}, solo)
+    [record] = corpus(solo)
+    assert record["ended"] == "final" and record["written_by"] == "conductor" and record["expert_share"] == 0.0
+
+
+def test_protocol_success_counts_only_documents_written_through_the_experts():
+    from types import SimpleNamespace
+
+    from graph.driver import Tally
+    from graph.session import summarize
+
+    tally = Tally(results=[{"ended": "final", "written_by": "experts"}, {"ended": "final", "written_by": "conductor"},
+                           {"ended": "fallback", "written_by": "fallback"}, {"ended": "rejected"}])
+    class Memory(list):
+        records = []
+
+    args = SimpleNamespace(method="metasynth", price_prompt=0.0, price_completion=0.0)
+    stats = summarize(tally, {"by_role": {}, "by_name": {}, "errors": {}}, Memory(), args)
+    assert stats["protocol_success_rate"] == 0.25
+    assert stats["written_by"] == {"experts": 1, "conductor": 1, "fallback": 1}

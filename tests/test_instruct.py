@@ -242,7 +242,7 @@ def mock_reply(messages: list[dict]) -> str:
         return f"Type: {kind}\nFocus: {focus}\nExpert: Senior Analyst\n"
     if "Reply with one line:\nInstruction:" in last:
         focus = re.search(r"about this part of the document: (.+)\.", last)[1]
-        return f"Instruction: {mock._prose(focus, 2)} What does this imply?\n"
+        return f"Instruction: {mock.prose(focus, 2)} What does this imply?\n"
     if "Rewrite the instruction" in last:
         current = re.search(r'Here is an instruction about it:\n"(.+)"', last)[1]
         move = re.search(r"make it more complex: (.+?)\. Keep", last)[1].replace("the document", "the source")

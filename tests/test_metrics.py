@@ -160,7 +160,7 @@ def test_head_fisher_is_the_expected_squared_gradient():
 
 @pytest.fixture(scope="module")
 def tiny_probe(tmp_path_factory):
-    from agents.checkpoint import tiny_mistral
+    from tiny import tiny_mistral
 
     return tiny_mistral(tmp_path_factory.mktemp("probe") / "tiny")
 
@@ -275,3 +275,24 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
     assert not out.exists()
+
+
+def test_report_gives_the_flagged_share_of_every_corpus(tmp_path):
+    """The quality gate's rules on any corpus: a half-looping generated corpus flags half its documents
+    as repetition; keywords a document never touches are off topic; text without keywords gets no
+    off-topic figure."""
+    from conftest import document
+
+    loops = [{"text": f"The bank raised rate {i} to attract savers. " * 12, "seeds": ["bond ladders"]} for i in range(5)]
+    fine = [{"text": document(f"bond ladders {i}"), "seeds": ["bond ladders"]} for i in range(5)]
+    stray = [{"text": document(f"bond ladders {i}"), "seeds": ["pediatric asthma inhalers"]} for i in range(5, 10)]
+    for name, rows in (("mixed", loops + fine), ("stray", fine + stray)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = write_corpus(tmp_path / "plain.jsonl", [r["text"] for r in fine + fine])
+    out = tmp_path / "r"
+    assert main([str(tmp_path / "mixed.jsonl"), str(tmp_path / "stray.jsonl"), plain, "--no-task2vec", "--out", str(out)]) == 0
+    corpora = json.loads((out / "metrics.json").read_text())["corpora"]
+    assert corpora["mixed"]["flagged_repetition"] == 0.5 and corpora["mixed"]["flagged"] == 0.5
+    assert corpora["stray"]["flagged_off_topic"] == 0.5 and corpora["stray"]["flagged_repetition"] == 0
+    assert corpora["plain"]["flagged_off_topic"] is None and corpora["plain"]["flagged"] == 0
+    assert "| Flagged: repetition (share) | 0.500 | 0.000 | 0.000 |" in (out / "metrics.md").read_text()

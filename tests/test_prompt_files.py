@@ -11,7 +11,7 @@ import re
 from dataclasses import replace
 
 import yaml
-from conftest import final_answer, run_doc
+from conftest import document, final_answer, run_doc
 
 from agents.prompts import FRAGMENTS, GRAMMARS, PROMPTS_DIR, REQUIRED
 from graph.baselines import template_prior
@@ -43,6 +43,17 @@ def write_marked_prompts(folder):
 
 
 REPLY = 'Quorvex zintaline Plumbrick.'  # a vocabulary no prompt or domain file uses
+AGAIN = 'Zintaline Quorvex again.'
+
+
+def draft(messages) -> str:
+    """A first draft that loops (the quality gate sends it back, with its own prompt file); after
+    that, a document on the seed keywords that passes."""
+    text = "\n".join(m.text for m in messages)
+    if "«quality" not in text:
+        return f"{REPLY} Doc {len(messages)} " * 30
+    keywords = re.search(r"keywords=\[([^\]]*)\]", text)
+    return document(f"{keywords[1] if keywords else ''} {REPLY}")
 
 
 def conductor_fn(messages):
@@ -50,18 +61,26 @@ def conductor_fn(messages):
     if "«structured/" in text:  # a brief: the first option offered of each field
         return (f"Category: {offered(messages, 'categories')}\nGenre: {offered(messages, 'genres')}\n"
                 f"Audience: {offered(messages, 'audiences')}\nAngle: {offered(messages, 'keywords')} zintaline quorvex.\n"
-                "Entity: Quorvex Bank\nExpert: Zintal Analyst\n")
+                "Expert: Zintal Analyst\n")
     if "FAIL" in CTX[1]:
         return "no protocol here"
-    if len(messages) <= 2:
-        return f'Expert Zintal:\n"""\n{REPLY}\n"""'
-    return final_answer(f"{REPLY} Doc {len(messages)} " * 30, summary="Quorvex summary.", category="banking")
+    last = messages[-1].text
+    if "«expert_output»" in last:  # the final answer is the expert's latest text
+        text = re.findall(r"«expert_output» name=\[Zintal\] text=\[(.*?)\]", last, re.DOTALL)[-1]
+        return final_answer(text, summary="Quorvex summary.", category="banking")
+    # First turn: ask for a draft; after the quality check sent it back, ask again.
+    return f'Expert Zintal:\n"""\n{AGAIN if "«quality_conductor.md»" in last else REPLY}\n"""'
 
 
 def expert_fn(messages):
-    if "«structured/review.md»" in messages[-1].text:
+    last = messages[-1].text
+    if "«structured/review.md»" in last:
         return "Verdict: revise\nFix: Quorvex plumbrick."
-    return final_answer(f"{REPLY} Expert draft " * 30, summary="Quorvex summary.", category="banking")
+    if AGAIN in last:  # the text protocol's expert, asked again: a document that passes
+        return document(f"{REPLY} Plumbrick")
+    if REPLY in last:  # its first draft loops
+        return f"{REPLY} Doc {len(messages)} " * 30
+    return final_answer(draft(messages), summary="Quorvex summary.", category="banking")
 
 
 CTX = [None, ""]
@@ -107,4 +126,5 @@ def test_every_message_a_model_reads_is_built_from_prompt_files_only(ctx, stub_m
             assert not stray, f"words from Python, not from a prompt file: {sorted(stray)[:10]} in {message.text[:300]!r}"
     # The paths above read most of the files: the check is not vacuous.
     assert {"«task.md»", "«round»", "«expert_turn»", "«expert_output»", "«fallback.md»", "«structured/write.md»",
-            "«structured/review.md»", "«templates/prior.md»", "«quoted»", "«recall_line»"} <= used
+            "«structured/review.md»", "«templates/prior.md»", "«quoted»", "«recall_line»", "«quality.md»",
+            "«quality_conductor.md»", "«quality_repetition»"} <= used

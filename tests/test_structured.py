@@ -32,22 +32,28 @@ def offered(messages, label):
     return re.search(rf"^{label}: (.+)$", text_of(messages), re.MULTILINE)[1].split("; ")
 
 
-def brief_from_offer(messages, entity="Northwind Bank", angle=None):
-    """A conductor that takes the last option offered for each field and an entity of the seed."""
+def brief_from_offer(messages, angle=None):
+    """A conductor that takes the last option offered for each field and an angle on the seed."""
     seed = re.search(r"Keywords: (.+)", text_of(messages))[1]
     return (f"Category: {offered(messages, 'Categories')[-1]}\nGenre: {offered(messages, 'Genres')[-1]}\n"
             f"Audience: {offered(messages, 'Audiences')[-1]}\nAngle: {angle or seed + ' changes lending decisions.'}\n"
-            f"Entity: {entity}\nExpert: Credit Risk Officer\n")
+            f"Expert: Credit Risk Officer\n")
+
+
+def topic_of(instruction: str) -> str:
+    """The writer's subject: its keywords and angle (the rest of the instruction is the task)."""
+    lines = instruction.split("\n")
+    return f"{lines[0].split('about: ')[-1]} {lines[1] if len(lines) > 1 else ''}".strip()
 
 
 def expert_fn(messages):
     """Writers get a document on their instruction; the reviewer keeps every draft."""
     if "Verdict:" in messages[-1].text:
         return "Verdict: keep\nFix: Nothing to fix."
-    return document(messages[-1].text.split("\n")[0][:120])
+    return document(topic_of(messages[-1].text))
 
 
-RECALL_VARIANT = str(Path(__file__).parent.parent / "docs" / "variants" / "recall-entity")
+RECALL_VARIANT = str(Path(__file__).parent.parent / "docs" / "variants" / "recall")
 
 
 @pytest.fixture
@@ -63,12 +69,12 @@ def test_brief_write_review_commit_and_the_record_shows_every_choice(sctx, stub_
     [record] = corpus(sctx)
     brief = record["brief"]
     assert record["protocol"] == "structured" and record["ended"] == "final"
-    assert brief["expert"] == "Credit Risk Officer" and brief["entity"] == "Northwind Bank"
+    assert brief["expert"] == "Credit Risk Officer" and "entity" not in brief
     assert record["category"] == brief["category"] and record["genre"] == brief["genre"]
     assert record["audience"] == brief["audience"]
     assert record["experts"] == ["Credit Risk Officer", "Reviewer"]
     assert record["reviews"] == [{"verdict": "keep", "fix": "Nothing to fix."}]
-    assert brief["entity"] in record["summary"] and brief["genre"] in record["summary"]
+    assert record["summary"] == f"{brief['genre']} for {brief['audience']}: {brief['angle']}"
     domain = resources.prompts(sctx).domain
     assert brief["category"] in domain.categories and brief["genre"] in domain.genres
 
@@ -84,7 +90,7 @@ def test_brief_write_review_commit_and_the_record_shows_every_choice(sctx, stub_
 
 def test_the_default_conductor_sees_coverage_and_the_writer_starts_from_the_keywords(sctx, stub_models):
     """The default (chosen on five seeds, docs/metrics.md): the memory reaches the conductor as coverage
-    counts and least-covered options, not as earlier documents; the writer gets the keywords, not the entity."""
+    counts and least-covered options, not as earlier documents; the writer starts from the keywords."""
     conductor, expert = stub_models(brief_from_offer, expert_fn)
     ctx = replace(sctx, reviews=Context().reviews)
     for i in range(2):
@@ -95,14 +101,14 @@ def test_the_default_conductor_sees_coverage_and_the_writer_starts_from_the_keyw
     assert first["summary"] not in brief and "Nearest earlier" not in brief
     instruction = expert.seen[-1][-1].text
     assert re.search(r"^You are Credit Risk Officer\. Write a finance .+ about: ", instruction)
-    assert ", ".join(second["seeds"]) in instruction and "Northwind Bank" not in instruction
+    assert ", ".join(second["seeds"]) in instruction
     assert len(expert.seen) == 2 and second["reviews"] == []  # no review by default
 
 
 def test_experts_never_see_prior_documents_only_the_conductor_does(sctx, stub_models):
     """With the recall variant's prompts (the default until 2026-12-01), the conductor is also shown the
     nearest earlier documents; the experts still see none."""
-    conductor, expert = stub_models(lambda m: brief_from_offer(m, entity=f"Entity {len(m)}"), expert_fn)
+    conductor, expert = stub_models(brief_from_offer, expert_fn)
     sctx = replace(sctx, prompts_dir=RECALL_VARIANT)
     for i in range(3):
         run_doc(graph, {"index": i}, sctx)
@@ -142,7 +148,7 @@ def test_the_memory_offers_the_least_covered_options(sctx, stub_models):
 def test_an_unusable_brief_is_explained_then_the_next_is_used(sctx, stub_models):
     def conductor_fn(messages):
         if len(messages) == 2:
-            return ("Category: astrology\nGenre: FAQ\nAudience: retirees\nExpert: Writer Person\nEntity: X Corp\n"
+            return ("Category: astrology\nGenre: FAQ\nAudience: retirees\nExpert: Writer Person\n"
                     "Angle: Something long enough here.")
         return brief_from_offer(messages)
 
@@ -193,12 +199,12 @@ def test_reviews_zero_skips_review(sctx, stub_models):
 
 def test_a_too_similar_draft_sends_the_conductor_back_for_a_new_brief(sctx, stub_models):
     stub_models(brief_from_offer, lambda m: "Verdict: keep\nFix: ok" if "Verdict:" in m[-1].text else document("same text"))
-    run_doc(graph, {"index": 0}, sctx)
+    first = run_doc(graph, {"index": 0}, sctx)
 
     def conductor_fn(messages):
         if "too close" in text_of(messages):  # the new angle is what reaches the writer
             seed = re.search(r"Keywords: (.+)", text_of(messages))[1]
-            return brief_from_offer(messages, entity="Other Bank", angle=f"{seed} as Other Bank saw it.")
+            return brief_from_offer(messages, angle=f"{seed} as Other Bank saw it.")
         return brief_from_offer(messages)
 
     def experts(messages):
@@ -207,13 +213,13 @@ def test_a_too_similar_draft_sends_the_conductor_back_for_a_new_brief(sctx, stub
         return document("a different story about Other Bank") if "Other Bank" in messages[-1].text else document("same text")
 
     conductor, _ = stub_models(conductor_fn, experts)
-    state = run_doc(graph, {"index": 1}, sctx)
+    state = run_doc(graph, {"index": 1, "seeds": first["seeds"]}, sctx)  # the same topic, the same text
     assert state["ended"] == "final" and state["revisions"] == 1
-    assert "too close" in conductor.seen[1][-1].text and corpus(sctx)[1]["brief"]["entity"] == "Other Bank"
+    assert "too close" in conductor.seen[1][-1].text and "Other Bank" in corpus(sctx)[1]["brief"]["angle"]
 
 
 def test_parse_brief_accepts_options_case_insensitively_and_refuses_the_rest():
-    reply = ("Category: Banking\nGenre: faq\nAudience: retirees\nExpert: Pension Adviser\nEntity: Acme Pension Fund\n"
+    reply = ("Category: Banking\nGenre: faq\nAudience: retirees\nExpert: Pension Adviser\n"
              "Angle: Why the funding gap widened in 2022.\n")
     brief = parse_brief(reply, OPTIONS)
     assert (brief.category, brief.genre, brief.expert) == ("banking", "FAQ", "Pension Adviser")

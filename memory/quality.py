@@ -1,0 +1,171 @@
+"""The quality gate: what a draft must pass before the novelty gate compares it with the corpus.
+
+Rules, checked in this order (the first one failed is the draft's `rule`):
+
+- `length`: at least MIN_WORDS words that are not punctuation (Gopher's minimum document length,
+  counted as datatrove's GopherQualityFilter counts them).
+- `repetition`: Gopher's repetition rules (Rae et al. 2021, table A1), as datatrove's
+  GopherRepetitionFilter implements them and with its thresholds: duplicate line and paragraph
+  shares, the top 2-4-gram's character share, the duplicated 5-10-grams' character share.
+- `task_text`: text about the task instead of the domain: a chat preamble ("Here is the document"),
+  placeholders ("[Company Name]"), lines that are the brief's own fields ("Genre: ..."), sentences
+  about the instructions ("300 to 600 words", "your answer should"), or a run of ECHO_WORDS words
+  copied from the instruction the writer was given, outside what was filled into it (the keywords,
+  genre, audience, angle: those a document may well repeat).
+- `off_topic`: a document that never touches its seed keywords: the cosine of its embedding (the
+  one the novelty gate computes) to the keywords' is below TOPIC_THRESHOLD, calibrated on real
+  abstracts against their own MeSH terms (docs/quality.md, benchmarks/topic_threshold.py).
+
+`check` returns the figures behind every rule, so a record shows how close it came, and a
+metrics report can give the flagged share of any corpus, real text included.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+RULES = ("length", "repetition", "task_text", "off_topic")
+MIN_WORDS = 50  # Gopher's min_doc_words
+ECHO_WORDS = 8  # consecutive words of the instruction: longer than any keyword, genre or audience
+# The 1st percentile of real PubMedQA abstracts against 4 of their own MeSH terms (0.235), rounded
+# down to a multiple of 0.05: 0.4 % of those abstracts fall below it, 80 % of mismatched pairs do.
+TOPIC_THRESHOLD = 0.20
+
+_TASK_PATTERNS = {
+    "preamble": r"\A\s*(?:here is|here's|here are|below is|sure|certainly|of course)\b",
+    "placeholder": r"\[(?:insert|your|company|client|recipient|name|date|address|title|author|amount|"
+                   r"number|x{2,})\b[^\]\n]{0,40}\]|\{[a-z_]{2,30}\}|<(?:insert|your|name)\b[^>\n]{0,40}>",
+    "brief_field": r"^[ \t*#>-]*(?:category|genre|audience|angle|entity|expert|keywords?|summary|"
+                   r"word count)[ \t*]*:",
+    "instructions": r"\b(?:these|your|the above) instructions?\b|\binstructions? (?:above|below)\b|\bword count\b|"
+                    r"\b\d{2,4} (?:to|-|–) \d{2,4} words\b|\b(?:at least|no more than|up to) \d+ "
+                    r"(?:words|placeholders|paragraphs|sentences|bullet points)\b|"
+                    r"\byour (?:answer|response|document|essay|article|text) (?:should|must|will)\b|"
+                    r"\bas an ai\b|\b(?:an ai|a) language model\b",
+}
+_TASK = {name: re.compile(pattern, re.IGNORECASE | re.MULTILINE) for name, pattern in _TASK_PATTERNS.items()}
+_WORD = re.compile(r"[a-z0-9]+")
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Quality:
+    """A draft's figures per rule and the rules it failed (in RULES order)."""
+
+    flags: tuple[str, ...]
+    figures: dict = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return not self.flags
+
+    @property
+    def rule(self) -> str:
+        return self.flags[0] if self.flags else ""
+
+    def as_record(self) -> dict:
+        return {"flags": list(self.flags), **self.figures}
+
+
+def _repetition(text: str, words: list[str]) -> tuple[str, dict]:
+    """Gopher's repetition figures, datatrove's helpers and thresholds; the first rule exceeded."""
+    from datatrove.pipeline.filters.gopher_repetition_filter import (
+        find_all_duplicate,
+        find_duplicates,
+        find_top_duplicate,
+        get_n_grams,
+    )
+
+    rules = _gopher()
+    figures, failed = {}, ""
+
+    def share(name: str, value: float, limit: float | None) -> None:
+        nonlocal failed
+        figures[name] = round(value, 4)
+        if limit and value > limit and not failed:
+            failed = name
+
+    paragraphs = re.split(r"\n{2,}", text.strip())
+    dup, chars = find_duplicates(paragraphs)
+    share("dup_para_frac", dup / len(paragraphs), rules.dup_para_frac)
+    share("dup_para_char_frac", chars / len(text), rules.dup_para_char_frac)
+    lines = re.split(r"\n+", text)
+    dup, chars = find_duplicates(lines)
+    share("dup_line_frac", dup / len(lines), rules.dup_line_frac)
+    share("dup_line_char_frac", chars / len(text), rules.dup_line_char_frac)
+    for n, limit in rules.top_n_grams:
+        grams = get_n_grams(words, n)
+        share(f"top_{n}_gram", find_top_duplicate(grams) / len(text) if grams else 0.0, limit)
+    for n, limit in rules.dup_n_grams:
+        share(f"dup_{n}_gram", find_all_duplicate(words, n) / len(text), limit)
+    return failed, figures
+
+
+def _gopher():
+    from datatrove.pipeline.filters import GopherRepetitionFilter
+
+    return GopherRepetitionFilter()  # its defaults are the paper's thresholds
+
+
+def _words(text: str) -> list[str]:
+    from datatrove.utils.text import split_into_words
+
+    with _lock:  # datatrove's spaCy tokenizer is built lazily and uses memory zones: one thread at a time
+        return list(split_into_words(text))
+
+
+def _spans(words: list[str]) -> set[str]:
+    return {" ".join(words[i:i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1)}
+
+
+def task_text(text: str, instruction: str = "", values: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Which task-text patterns `text` shows; `echo` when it copies ECHO_WORDS words of `instruction`
+    that are the instruction's own wording, not one of the `values` filled into it."""
+    found = [name for name, pattern in _TASK.items() if pattern.search(text)]
+    filled = [v for v in values if v and v.strip()]
+    parts = re.split("|".join(re.escape(v) for v in sorted(filled, key=len, reverse=True)), instruction,
+                     flags=re.IGNORECASE) if filled else [instruction]
+    spans = set().union(*(_spans(_WORD.findall(part.lower())) for part in parts))
+    if spans and _spans(_WORD.findall(text.lower())) & spans:
+        found.append("echo")
+    return found
+
+
+def check(text: str, instruction: str = "", topic_similarity: float | None = None,
+          values: tuple[str, ...] | list[str] = ()) -> Quality:
+    """Every rule's figures for `text`. `instruction`: what its writer was asked, `values`: what was
+    filled into it (for echoes); `topic_similarity`: cosine of the text's embedding to its seed
+    keywords' (None: not checked)."""
+    from datatrove.utils.text import PUNCTUATION_SET
+
+    words = _words(text)
+    counted = sum(1 for w in words if any(ch not in PUNCTUATION_SET for ch in w))
+    flags = []
+    if counted < MIN_WORDS:
+        flags.append("length")
+    repeated, figures = _repetition(text, words) if text.strip() else ("empty", {})
+    if repeated:
+        flags.append("repetition")
+    said = task_text(text, instruction, values)
+    if said:
+        flags.append("task_text")
+    if topic_similarity is not None and topic_similarity < TOPIC_THRESHOLD:
+        flags.append("off_topic")
+    figures = {"words": counted, "repetition": repeated or None, "task_text": said,
+               "topic_similarity": None if topic_similarity is None else round(float(topic_similarity), 4),
+               "gopher": figures}
+    return Quality(flags=tuple(flags), figures=figures)
+
+
+def subject(keywords: list[str]) -> str:
+    """What a document's topic is compared against: its seed keywords, as the calibration wrote
+    the MeSH terms."""
+    return ", ".join(keywords)
+
+
+def topic_similarity(text_vector: np.ndarray, subject_vector: np.ndarray) -> float:
+    return float(np.asarray(text_vector).reshape(-1) @ np.asarray(subject_vector).reshape(-1))
