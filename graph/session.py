@@ -18,6 +18,7 @@ from pathlib import Path
 from agents.llm import check_server
 from core.errors import UserError
 from core.jsonl import read_jsonl, repair_tail, write_atomic
+from core.lock import hold
 from core.rundir import RunDir
 from graph import resources
 from graph.configuration import Context
@@ -145,7 +146,9 @@ def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunD
     refuse is bad input, found before anything on disk changes), then make the run directory ready to append to: cleared with
     --overwrite, an unfinished last line cut after a hard stop. Nothing built so far is rebuilt: the
     run's memory is opened only after this. What the run caches (memory, accounting, the routers to its
-    server) is dropped when `stack` closes, so a second run in the same process starts clean."""
+    server) is dropped when `stack` closes, so a second run in the same process starts clean.
+    The run holds its directory's lock (core.lock) until then: a second writer is refused first."""
+    stack.enter_context(hold(run.root))
     stack.callback(resources.clear)
     serve(stack, ctx, args, run.root, console)
     resources.check_grammars(ctx, grammars or {})

@@ -292,3 +292,26 @@ def test_a_second_run_in_the_same_process_starts_clean(tmp_path, mock_url):
     assert main(["--docs", "1", "--out", str(out), "--base-url", mock_url, "--quiet", "--overwrite"]) == 0
     assert len((out / "corpus.jsonl").read_text().splitlines()) == 1
     assert json.loads((out / "manifest.json").read_text())["llm"]["calls"] == 4  # one mock document: 4 calls
+
+
+def test_a_second_writer_on_a_running_directory_is_refused(tmp_path, capsys):
+    """Two `--resume` on one directory at once: the second gets one line naming the holder, exit 2,
+    and the first finishes alone (no duplicated ids)."""
+    import time
+
+    out = tmp_path / "run"
+    with MockServer(latency=0.2) as url:
+        argv = ["--docs", "6", "--out", str(out), "--base-url", url, "--resume", "--quiet", "--concurrency", "1"]
+        first = subprocess.Popen([sys.executable, "-m", "graph.run", *argv], stderr=subprocess.PIPE, text=True)
+        try:
+            for _ in range(300):  # until the first run holds the lock
+                if (out / ".lock").exists() and (out / ".lock").read_text():
+                    break
+                time.sleep(0.1)
+            assert main(argv) == 2
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and f"pid {first.pid}" in err and "in use" in err, err
+        finally:
+            assert first.wait(timeout=300) == 0, first.stderr.read()
+    ids = [r["id"] for r in lines(out / "corpus.jsonl")]
+    assert ids == [f"finance-{i:06d}" for i in range(6)]
