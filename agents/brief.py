@@ -66,10 +66,13 @@ def parse_brief(reply: str, options: dict[str, list[str]]) -> Brief:
         raise BriefError(f"Expert {expert!r} is not a job title of capitalised words")
     if len(found["angle"]) < 15:
         raise BriefError("the angle is too short to write from")
-    return Brief(category=_pick(found["category"], options.get("category", []), "category"),
-                 genre=_pick(found["genre"], options.get("genre", []), "genre"),
-                 audience=_pick(found["audience"], options.get("audience", []), "audience"),
-                 expert=expert, angle=found["angle"][:200])
+    return Brief(
+        category=_pick(found["category"], options.get("category", []), "category"),
+        genre=_pick(found["genre"], options.get("genre", []), "genre"),
+        audience=_pick(found["audience"], options.get("audience", []), "audience"),
+        expert=expert,
+        angle=found["angle"][:200],
+    )
 
 
 def parse_review(reply: str) -> Review:

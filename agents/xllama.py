@@ -1,10 +1,11 @@
-"""llama.cpp's own server (parallel slots, continuous batching) from the prebuilt `xllamacpp` wheel: no
+"""llama.cpp's own server (parallel slots, continuous batching) from the prebuilt `xllamacpp` \
+wheel: no
 compile at install, unlike llama-cpp-python. Run as a child process by agents.embedded:
 
     python -m agents.xllama MODEL.gguf --port PORT --alias NAME --parallel 4 --ctx 8192 --threads 2
 
-`--ctx` is per request; llama.cpp splits its total context across the slots, so it gets ctx × parallel.
-Loopback only, no web UI, no server-side tools.
+`--ctx` is per request; llama.cpp splits its total context across the slots, so it gets ctx ×
+parallel. Loopback only, no web UI, no server-side tools.
 """
 
 from __future__ import annotations

@@ -1,6 +1,8 @@
-"""Which repetition controls keep an embedded writer from looping: the quality gate's flags per setting.
+"""Which repetition controls keep an embedded writer from looping: the quality gate's flags per \
+setting.
 
-    .venv/bin/python -m benchmarks.decoding [--model embedded:NAME] [--prompts 16] [--domains finance biomedicine]
+    .venv/bin/python -m benchmarks.decoding [--model embedded:NAME] [--prompts 16]
+        [--domains finance biomedicine]
 
 The same writer prompts (prompts/structured/write.md, filled from the domain's vocabulary with a
 seeded brief: keywords, genre, audience, a persona, an angle on the first keyword) are answered
@@ -32,10 +34,18 @@ SETTINGS = {  # name -> Sampling
     "dry 0.8": Sampling(dry_multiplier=0.8),
     "repeat 1.1": Sampling(repeat_penalty=1.1),
     "dry 0.8 + repeat 1.1": Sampling(repeat_penalty=1.1, dry_multiplier=0.8),
-    "dry 0.8 + repeat 1.1 + min_p 0.05": Sampling(repeat_penalty=1.1, dry_multiplier=0.8, min_p=0.05),
+    "dry 0.8 + repeat 1.1 + min_p 0.05": Sampling(
+        repeat_penalty=1.1, dry_multiplier=0.8, min_p=0.05
+    ),
     "repeat 1.1 + min_p 0.05": Sampling(repeat_penalty=1.1, min_p=0.05),
 }
-PERSONAS = ["Credit Analyst", "Senior Economist", "Clinical Researcher", "Health Journalist", "Policy Adviser"]
+PERSONAS = [
+    "Credit Analyst",
+    "Senior Economist",
+    "Clinical Researcher",
+    "Health Journalist",
+    "Policy Adviser",
+]
 
 
 def writer_prompts(domain: str, n: int, seed: int = 0) -> list[tuple[str, list[str]]]:
@@ -46,9 +56,15 @@ def writer_prompts(domain: str, n: int, seed: int = 0) -> list[tuple[str, list[s
     for _ in range(n):
         keywords = rng.sample(vocab.keywords, 4)
         audience = rng.choice(vocab.audiences)
-        text = prompts.render("structured/write.md", expert=rng.choice(PERSONAS), domain=vocab.name,
-                              genre=rng.choice(vocab.genres), audience=audience,
-                              keywords=", ".join(keywords), angle=f"{keywords[0]} and what it changes for {audience}")
+        text = prompts.render(
+            "structured/write.md",
+            expert=rng.choice(PERSONAS),
+            domain=vocab.name,
+            genre=rng.choice(vocab.genres),
+            audience=audience,
+            keywords=", ".join(keywords),
+            angle=f"{keywords[0]} and what it changes for {audience}",
+        )
         out.append((text, keywords))
     return out
 
@@ -58,7 +74,9 @@ async def answer(router: Router, system: str, jobs: list[tuple[str, list[str]]])
 
     async def one(text: str) -> str:
         async with semaphore:
-            return str((await router.call([SystemMessage(system), HumanMessage(text)], "writer")).text)
+            return str(
+                (await router.call([SystemMessage(system), HumanMessage(text)], "writer")).text
+            )
 
     return await asyncio.gather(*(one(text) for text, _ in jobs))
 
@@ -76,12 +94,20 @@ def main() -> None:
     system = load_prompts("finance").render("expert.md")
     embedder = default_embedder()
     subjects = embedder.encode([quality.subject(keywords) for _, keywords in jobs])
-    print(f"{name}: {len(jobs)} writer prompts ({', '.join(args.domains)}), temperature "
-          f"{DEFAULTS.expert_temperature}, {args.max_tokens} tokens")
+    print(
+        f"{name}: {len(jobs)} writer prompts ({', '.join(args.domains)}), temperature "
+        f"{DEFAULTS.expert_temperature}, {args.max_tokens} tokens"
+    )
     with EmbeddedServer(model=name, slots=4) as server:
         for setting in args.settings:
-            router = Router([server.base_url], name, DEFAULTS.expert_temperature, args.max_tokens,
-                            grammar_style=LLAMA_CPP, sampling=SETTINGS[setting])
+            router = Router(
+                [server.base_url],
+                name,
+                DEFAULTS.expert_temperature,
+                args.max_tokens,
+                grammar_style=LLAMA_CPP,
+                sampling=SETTINGS[setting],
+            )
             replies = asyncio.run(answer(router, system, jobs))
             vectors = embedder.encode(replies)
             flags, words = Counter(), 0
@@ -90,7 +116,9 @@ def main() -> None:
                 flags.update(checked.flags)
                 flags["any"] += not checked.passed
                 words += checked.figures["words"]
-            shares = "  ".join(f"{rule} {flags[rule] / len(jobs):.0%}" for rule in (*quality.RULES, "any"))
+            shares = "  ".join(
+                f"{rule} {flags[rule] / len(jobs):.0%}" for rule in (*quality.RULES, "any")
+            )
             print(f"{setting:<36} {shares}  words {words / len(jobs):.0f}", flush=True)
 
 

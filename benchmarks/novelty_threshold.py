@@ -27,9 +27,17 @@ from memory.embedder import default_embedder
 
 def load(data: Path, n: int, rng: random.Random) -> dict[str, list[str]]:
     fpb = [json.loads(line)["text"] for line in open(data / "finance" / "fpb.jsonl")]
-    pubmed = [" ".join(json.loads(line)["contexts"]) for line in open(data / "biomed" / "pubmedqa_pqal.jsonl")]
-    return {name: rng.sample(sorted(set(texts)), min(n, len(set(texts)))) for name, texts in
-            (("finance (FPB sentences)", fpb), ("biomedicine (PubMedQA abstracts)", pubmed))}
+    pubmed = [
+        " ".join(json.loads(line)["contexts"])
+        for line in open(data / "biomed" / "pubmedqa_pqal.jsonl")
+    ]
+    return {
+        name: rng.sample(sorted(set(texts)), min(n, len(set(texts))))
+        for name, texts in (
+            ("finance (FPB sentences)", fpb),
+            ("biomedicine (PubMedQA abstracts)", pubmed),
+        )
+    }
 
 
 def drop(text, rng, p=0.1):
@@ -57,8 +65,13 @@ def trim(text, rng):
     return " ".join(words[: max(1, int(len(words) * 0.75))])
 
 
-PERTURB = {"drop10": drop, "shuffle": shuffle, "numbers": numbers, "trim": trim,
-           "combo": lambda t, r: trim(numbers(drop(t, r), r), r)}
+PERTURB = {
+    "drop10": drop,
+    "shuffle": shuffle,
+    "numbers": numbers,
+    "trim": trim,
+    "combo": lambda t, r: trim(numbers(drop(t, r), r), r),
+}
 
 
 def pct(values: np.ndarray) -> str:
@@ -70,7 +83,9 @@ def main() -> None:
     parser.add_argument("--data", default="../shared/data")
     parser.add_argument("--n", type=int, default=400)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.75, 0.80, 0.85, 0.90, 0.95])
+    parser.add_argument(
+        "--thresholds", type=float, nargs="+", default=[0.75, 0.80, 0.85, 0.90, 0.95]
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     embedder = default_embedder()
@@ -87,7 +102,10 @@ def main() -> None:
             para[name] = np.sum(base * embedder.encode(changed), axis=1)
             print(f"paraphrase {name:<8}: {pct(para[name])}")
         allp = np.concatenate(list(para.values()))
-        print("threshold | distinct docs sent back (false positives) | paraphrases let through (misses)")
+        print(
+            "threshold | distinct docs sent back (false positives) | paraphrases let through "
+            "(misses)"
+        )
         for t in args.thresholds:
             print(f"{t:.2f}      | {np.mean(nearest_other >= t):6.1%} | {np.mean(allp < t):6.1%}")
 

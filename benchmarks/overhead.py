@@ -29,8 +29,19 @@ from graph.run import main as run
 @contextmanager
 def mock_server_process(latency: float, *extra: str):
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "benchmarks.mock_server", "--port", str(port), "--latency", str(latency),
-                                *extra], stdout=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.mock_server",
+            "--port",
+            str(port),
+            "--latency",
+            str(latency),
+            *extra,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}/v1"
     try:
         for _ in range(100):
@@ -65,23 +76,46 @@ def measure(latency: float, args) -> None:
     with tempfile.TemporaryDirectory() as tmp, mock_server_process(args.latency) as url:
         out = Path(tmp) / "run"
         cpu0 = cpu_seconds()
-        code = run(["--docs", str(args.docs), "--out", str(out), "--base-url", url, "--quiet",
-                    "--concurrency", str(args.concurrency), "--max-inflight", str(4 * args.concurrency)])
+        code = run(
+            [
+                "--docs",
+                str(args.docs),
+                "--out",
+                str(out),
+                "--base-url",
+                url,
+                "--quiet",
+                "--concurrency",
+                str(args.concurrency),
+                "--max-inflight",
+                str(4 * args.concurrency),
+            ]
+        )
         cpu = cpu_seconds() - cpu0
         manifest = json.loads((out / "manifest.json").read_text())
     llm = manifest["llm"]
-    # Experts of one turn run in parallel, so a document can have 2 calls in flight; the ideal counts
-    # one call per document in flight, as the goal states.
+    # Experts of one turn run in parallel, so a document can have 2 calls in flight; the ideal
+    # counts one call per document in flight, as the goal states.
     ideal = args.concurrency / args.latency
     achieved = llm["calls"] / manifest["wall_seconds"]
-    print(f"exit {code}; {manifest['documents_in_corpus']} documents, {llm['calls']} LLM calls in {manifest['wall_seconds']} s")
-    print(f"latency L = {args.latency} s, C = {args.concurrency}: {achieved:.1f} calls/s, ideal C/L = {ideal:.1f}, "
-          f"ratio {achieved / ideal:.3f}")
-    # Stricter: a mock document is 3 sequential latencies (conductor, two parallel experts, conductor).
+    print(
+        f"exit {code}; {manifest['documents_in_corpus']} documents, {llm['calls']} LLM calls in "
+        f"{manifest['wall_seconds']} s"
+    )
+    print(
+        f"latency L = {args.latency} s, C = {args.concurrency}: {achieved:.1f} calls/s, ideal C/L "
+        f"= {ideal:.1f}, ratio {achieved / ideal:.3f}"
+    )
+    # Stricter: a mock document is 3 sequential latencies (conductor, two parallel experts,
+    # conductor).
     steps = 3
     docs_per_s = manifest["this_run"]["tried"] / manifest["wall_seconds"]
-    print(f"documents/s {docs_per_s:.2f}, ideal C/(3L) = {args.concurrency / (steps * args.latency):.2f}, "
-          f"ratio {docs_per_s / (args.concurrency / (steps * args.latency)):.3f} (includes ramp-up and the last wave)")
+    print(
+        f"documents/s {docs_per_s:.2f}, ideal C/(3L) = "
+        f"{args.concurrency / (steps * args.latency):.2f}, ratio "
+        f"{docs_per_s / (args.concurrency / (steps * args.latency)):.3f} (includes ramp-up and the "
+        "last wave)"
+    )
     for role, stats in llm["by_role"].items():
         print(f"  {role}: {stats['calls']} calls, latency {stats['latency_s']}")
     print(f"client CPU per LLM call: {1000 * cpu / llm['calls']:.1f} ms (client process only)")

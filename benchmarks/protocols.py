@@ -21,7 +21,8 @@ from pathlib import Path
 CONFIGS = {
     "structured": ["--protocol", "structured"],
     "structured-off": ["--protocol", "structured", "--constrain", "off"],
-    "structured-review": ["--protocol", "structured", "--reviews", "1"],  # one review per draft (off by default)
+    # one review per draft (off by default)
+    "structured-review": ["--protocol", "structured", "--reviews", "1"],
     "text": ["--protocol", "text"],
     "text-off": ["--protocol", "text", "--constrain", "off"],
     "template": ["--method", "template"],
@@ -30,22 +31,43 @@ CONFIGS = {
 
 def run(name: str, docs: int, out: Path, extra: list[str], domain: str = "finance") -> dict:
     target = out / name
-    command = [sys.executable, "-m", "graph.run", "--domain", domain, "--docs", str(docs), "--max-attempts",
-               str(docs), "--out", str(target), "--overwrite", "--quiet", *CONFIGS[name], *extra]
+    command = [
+        sys.executable,
+        "-m",
+        "graph.run",
+        "--domain",
+        domain,
+        "--docs",
+        str(docs),
+        "--max-attempts",
+        str(docs),
+        "--out",
+        str(target),
+        "--overwrite",
+        "--quiet",
+        *CONFIGS[name],
+        *extra,
+    ]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode not in (0, 1):
         raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
     manifest = json.loads((target / "manifest.json").read_text())
     corpus = target / "corpus.jsonl"
-    records = [json.loads(line) for line in corpus.read_text().splitlines()] if corpus.exists() else []
+    records = (
+        [json.loads(line) for line in corpus.read_text().splitlines()] if corpus.exists() else []
+    )
     roles = manifest["llm"]["by_role"]
     tried = manifest["this_run"]["tried"] or 1
     committed = max(1, len(records))
     gates = manifest.get("gates", {})
     return {
-        "config": name, "tried": manifest["this_run"]["tried"], "final": manifest["this_run"]["final"],
-        "fallback": manifest["this_run"].get("fallback", 0), "rejected": manifest["this_run"]["rejected"],
-        "success": manifest.get("protocol_success_rate"), "grammar": manifest.get("grammar", {}).get("conductor"),
+        "config": name,
+        "tried": manifest["this_run"]["tried"],
+        "final": manifest["this_run"]["final"],
+        "fallback": manifest["this_run"].get("fallback", 0),
+        "rejected": manifest["this_run"]["rejected"],
+        "success": manifest.get("protocol_success_rate"),
+        "grammar": manifest.get("grammar", {}).get("conductor"),
         "s_per_doc": manifest["wall_seconds"] / tried,
         "prompt_tok_per_doc": sum(r["prompt_tokens"] for r in roles.values()) / tried,
         "completion_tok_per_doc": sum(r["completion_tokens"] for r in roles.values()) / tried,
@@ -64,8 +86,15 @@ def run(name: str, docs: int, out: Path, extra: list[str], domain: str = "financ
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=5)
-    parser.add_argument("--configs", nargs="+", choices=CONFIGS, default=["structured", "structured-off", "text", "text-off", "template"])
-    parser.add_argument("--model", help="e.g. embedded:qwen2.5-coder-0.5b (default: the embedded default)")
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        choices=CONFIGS,
+        default=["structured", "structured-off", "text", "text-off", "template"],
+    )
+    parser.add_argument(
+        "--model", help="e.g. embedded:qwen2.5-coder-0.5b (default: the embedded default)"
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/bench-protocols"))
     parser.add_argument("--domain", default="finance")
     parser.add_argument("--seed", type=int, default=0)
@@ -76,16 +105,22 @@ def main() -> None:
         rows.append(run(name, args.docs, args.out, extra, args.domain))
         print(json.dumps(rows[-1]), flush=True)
     base = next((r["s_per_doc"] for r in rows if r["config"] == "template"), None)
-    print(f"\n{'config':<20} {'success':>7} {'final/tried':>11} {'s/doc':>7} {'x tmpl':>6} {'prompt/doc':>10} "
-          f"{'compl/doc':>9} {'calls/doc':>9} {'doc tokens':>10} {'experts':>7} {'exp/doc':>7} "
-          f"{'q-refused':>9} {'q-rej':>5}  grammar")
+    print(
+        f"\n{'config':<20} {'success':>7} {'final/tried':>11} {'s/doc':>7} {'x tmpl':>6} "
+        f"{'prompt/doc':>10} {'compl/doc':>9} {'calls/doc':>9} {'doc tokens':>10} {'experts':>7} "
+        f"{'exp/doc':>7} {'q-refused':>9} {'q-rej':>5}  grammar"
+    )
     for r in rows:
         ratio = f"{r['s_per_doc'] / base:.2f}" if base else "-"
         success = "-" if r["success"] is None else f"{r['success']:.2f}"
-        print(f"{r['config']:<20} {success:>7} {r['final']:>5}/{r['tried']:<5} {r['s_per_doc']:>7.1f} {ratio:>6} "
-              f"{r['prompt_tok_per_doc']:>10.0f} {r['completion_tok_per_doc']:>9.0f} {r['calls_per_doc']:>9.1f} "
-              f"{r['corpus_tokens_per_doc']:>10.0f} {r['through_experts']:>7.2f} {r['experts_per_doc']:>7.1f} "
-              f"{r['quality_refused_share']:>9.2f} {r['rejected_low_quality']:>5}  {r['grammar']}")
+        print(
+            f"{r['config']:<20} {success:>7} {r['final']:>5}/{r['tried']:<5} "
+            f"{r['s_per_doc']:>7.1f} {ratio:>6} {r['prompt_tok_per_doc']:>10.0f} "
+            f"{r['completion_tok_per_doc']:>9.0f} {r['calls_per_doc']:>9.1f} "
+            f"{r['corpus_tokens_per_doc']:>10.0f} {r['through_experts']:>7.2f} "
+            f"{r['experts_per_doc']:>7.1f} {r['quality_refused_share']:>9.2f} "
+            f"{r['rejected_low_quality']:>5}  {r['grammar']}"
+        )
 
 
 if __name__ == "__main__":

@@ -19,10 +19,18 @@ from train.tasks import DATA
 
 
 def real_texts() -> dict[str, list[str]]:
-    rows = [json.loads(line) for line in (DATA / "biomed" / "pubmedqa_pqal.jsonl").read_text().splitlines()]
-    fpb = [json.loads(line)["text"] for line in (DATA / "finance" / "fpb.jsonl").read_text().splitlines()]
-    return {"PubMedQA abstracts": ["\n\n".join([*r["contexts"], r["long_answer"]]) for r in rows],
-            "FPB sentences": fpb}
+    rows = [
+        json.loads(line)
+        for line in (DATA / "biomed" / "pubmedqa_pqal.jsonl").read_text().splitlines()
+    ]
+    fpb = [
+        json.loads(line)["text"]
+        for line in (DATA / "finance" / "fpb.jsonl").read_text().splitlines()
+    ]
+    return {
+        "PubMedQA abstracts": ["\n\n".join([*r["contexts"], r["long_answer"]]) for r in rows],
+        "FPB sentences": fpb,
+    }
 
 
 def main() -> None:
@@ -36,9 +44,14 @@ def main() -> None:
             details.update(checked.figures["task_text"])
             if checked.figures["repetition"]:
                 details[checked.figures["repetition"]] += 1
-            disagree += (gopher.filter(Document(text=text, id="x")) is True) != (checked.figures["repetition"] is None)
-        print(f"{name}: {len(texts)} documents, {flagged} flagged ({flagged / len(texts):.1%}); by rule "
-              f"{dict(rules)}; details {dict(details)}; repetition verdicts unlike datatrove's: {disagree}")
+            disagree += (gopher.filter(Document(text=text, id="x")) is True) != (
+                checked.figures["repetition"] is None
+            )
+        print(
+            f"{name}: {len(texts)} documents, {flagged} flagged ({flagged / len(texts):.1%}); by "
+            f"rule {dict(rules)}; details {dict(details)}; repetition verdicts unlike datatrove's: "
+            f"{disagree}"
+        )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ def main() -> None:
     from memory.embedder import default_embedder
 
     embedder = default_embedder()
-    print("| corpus | cosine to its own seed keywords | mean pairwise cosine | words per document |")
+    print(
+        "| corpus | cosine to its own seed keywords | mean pairwise cosine | words per document |"
+    )
     print("|---|---|---|---|")
     for run in args.runs:
         records = read_jsonl(RunDir(run).records, committed=True)
@@ -36,7 +38,9 @@ def main() -> None:
         n = len(records)
         pairwise = (float((docs @ docs.T).sum()) - n) / (n * n - n)
         words = np.mean([len(r["text"].split()) for r in records])
-        print(f"| {run} | {float((docs * seeds).sum(1).mean()):.3f} | {pairwise:.3f} | {words:.0f} |")
+        print(
+            f"| {run} | {float((docs * seeds).sum(1).mean()):.3f} | {pairwise:.3f} | {words:.0f} |"
+        )
 
 
 if __name__ == "__main__":

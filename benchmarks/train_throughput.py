@@ -1,6 +1,8 @@
-"""Training tokens/s: train.cpt (packed blocks) vs a plain HF Trainer without packing, same model, same text.
+"""Training tokens/s: train.cpt (packed blocks) vs a plain HF Trainer without packing, same model, \
+same text.
 
-    .venv/bin/python -m benchmarks.train_throughput [--data ../shared/data/finance/fpb.jsonl] [--docs 600] [--steps 12]
+    .venv/bin/python -m benchmarks.train_throughput [--data ../shared/data/finance/fpb.jsonl]
+        [--docs 600] [--steps 12]
 
 Both see the same documents and about the same real tokens per optimizer step (packed: one block of
 --seq-len; unpacked: a batch of whole documents padded to the longest in the batch, ~the same real
@@ -21,11 +23,38 @@ import torch
 def packed(corpus: Path, seq_len: int, steps: int, out: Path) -> float:
     from train.cpt import main as cpt
 
-    assert cpt(["--corpus", str(corpus), "--out", str(out), "--seq-len", str(seq_len), "--batch-size", "1",
-                "--max-steps", str(steps), "--log-every", "2", "--save-every", "100000", "--held-out", "0",
-                "--lr", "2e-5"]) == 0
-    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if "tokens_per_s" in line]
-    return sum(r["tokens_per_s"] for r in rows[1:]) / len(rows[1:])  # windows of 2 steps, first one skipped
+    assert (
+        cpt(
+            [
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(out),
+                "--seq-len",
+                str(seq_len),
+                "--batch-size",
+                "1",
+                "--max-steps",
+                str(steps),
+                "--log-every",
+                "2",
+                "--save-every",
+                "100000",
+                "--held-out",
+                "0",
+                "--lr",
+                "2e-5",
+            ]
+        )
+        == 0
+    )
+    rows = [
+        json.loads(line)
+        for line in (out / "metrics.jsonl").read_text().splitlines()
+        if "tokens_per_s" in line
+    ]
+    # windows of 2 steps, first one skipped
+    return sum(r["tokens_per_s"] for r in rows[1:]) / len(rows[1:])
 
 
 def unpacked(texts: list[str], batch_size: int, steps: int, out: Path) -> float:
@@ -42,8 +71,12 @@ def unpacked(texts: list[str], batch_size: int, steps: int, out: Path) -> float:
     model, tokenizer = load("embedded")
     tokenizer.pad_token = tokenizer.pad_token or tokenizer.eos_token
     data = Dataset.from_dict({"text": texts}).map(
-        lambda b: tokenizer([t + tokenizer.eos_token for t in b["text"]], truncation=True, max_length=512),
-        batched=True, remove_columns=["text"])
+        lambda b: tokenizer(
+            [t + tokenizer.eos_token for t in b["text"]], truncation=True, max_length=512
+        ),
+        batched=True,
+        remove_columns=["text"],
+    )
     seen = {"tokens": 0, "start": None}
 
     class Clock(TrainerCallback):
@@ -57,11 +90,25 @@ def unpacked(texts: list[str], batch_size: int, steps: int, out: Path) -> float:
             seen["tokens"] += int(batch["attention_mask"].sum())
             return batch
 
-    args = TrainingArguments(output_dir=str(out), per_device_train_batch_size=batch_size, max_steps=steps,
-                             learning_rate=2e-5, logging_steps=1000, save_strategy="no", report_to=[],
-                             dataloader_drop_last=True, use_cpu=True, seed=0)
-    Trainer(model=model, args=args, train_dataset=data, data_collator=Counting(tokenizer, mlm=False),
-            callbacks=[Clock()]).train()
+    args = TrainingArguments(
+        output_dir=str(out),
+        per_device_train_batch_size=batch_size,
+        max_steps=steps,
+        learning_rate=2e-5,
+        logging_steps=1000,
+        save_strategy="no",
+        report_to=[],
+        dataloader_drop_last=True,
+        use_cpu=True,
+        seed=0,
+    )
+    Trainer(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=Counting(tokenizer, mlm=False),
+        callbacks=[Clock()],
+    ).train()
     return seen["tokens"] / (time.perf_counter() - seen["start"])
 
 
@@ -78,14 +125,17 @@ def main() -> None:
 
     _, tokenizer = load("embedded")
     mean_len = sum(len(tokenizer(t)["input_ids"]) + 1 for t in texts) / len(texts)
-    batch_size = max(1, round(args.seq_len / mean_len))  # ~ the same real tokens per step as one packed block
+    # ~ the same real tokens per step as one packed block
+    batch_size = max(1, round(args.seq_len / mean_len))
     with tempfile.TemporaryDirectory() as tmp:
         corpus = Path(tmp) / "corpus.jsonl"
         corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
         a = packed(corpus, args.seq_len, args.steps, Path(tmp) / "packed")
         b = unpacked(texts, batch_size, args.steps, Path(tmp) / "trainer")
-    print(f"{len(texts)} documents, mean {mean_len:.1f} tokens; packed: 1 x {args.seq_len} tokens/step; "
-          f"unpacked: batch {batch_size}, padded to the longest in the batch")
+    print(
+        f"{len(texts)} documents, mean {mean_len:.1f} tokens; packed: 1 x {args.seq_len} "
+        f"tokens/step; unpacked: batch {batch_size}, padded to the longest in the batch"
+    )
     print(f"train.cpt packed: {a:.1f} tok/s; HF Trainer unpacked: {b:.1f} tok/s; ratio {a / b:.2f}")
 
 

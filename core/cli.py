@@ -12,8 +12,8 @@ from core.errors import UserError, exit_code
 
 
 def offline(tokenizer_threads: bool = True) -> None:
-    """Hugging Face reads only local files: nothing downloads at run time. Without tokenizer threads,
-    a generation run's tokenizer stays off the cores its own threads use."""
+    """Hugging Face reads only local files: nothing downloads at run time. Without tokenizer
+    threads, a generation run's tokenizer stays off the cores its own threads use."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not tokenizer_threads:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -39,6 +39,7 @@ def positive(kind):
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
+
     return check
 
 
@@ -46,15 +47,19 @@ _TYPES = {"str": str, "int": int, "float": float, "bool": bool}
 
 
 def cli_fields(cls) -> list[str]:
-    """The fields of a settings dataclass that are command-line flags (metadata cli=False: Studio only)."""
+    """The fields of a settings dataclass that are command-line flags (metadata cli=False: Studio
+    only)."""
     return [f.name for f in fields(cls) if f.metadata.get("cli", True)]
 
 
-def add_fields(parser: argparse.ArgumentParser, cls, names: Iterable[str], groups: dict | None = None) -> None:
-    """One flag per field of the dataclass `cls` named in `names`, so the command line and every other
-    reader of the dataclass (LangGraph Studio) share one default and one description. The flag is
-    --the-name (metadata `flag` renames it), in the argument group metadata `group` names; metadata
-    `choices`, `positive` (must be > 0) and `append` (repeatable, joined with commas) shape it."""
+def add_fields(
+    parser: argparse.ArgumentParser, cls, names: Iterable[str], groups: dict | None = None
+) -> None:
+    """One flag per field of the dataclass `cls` named in `names`, so the command line and every
+    other reader of the dataclass (LangGraph Studio) share one default and one description. The flag
+    is --the-name (metadata `flag` renames it), in the argument group metadata `group` names;
+    metadata `choices`, `positive` (must be > 0) and `append` (repeatable, joined with commas) shape
+    it."""
     by_name = {f.name: f for f in fields(cls)}
     for name in names:
         f = by_name[name]
@@ -69,12 +74,23 @@ def add_fields(parser: argparse.ArgumentParser, cls, names: Iterable[str], group
             target.add_argument(flag, dest=name, action="append", help=text)
         else:
             shown = f" (default {default})" if default not in ("", None) else ""
-            target.add_argument(flag, dest=name, type=positive(kind) if meta.get("positive") else kind, default=default,
-                                choices=meta.get("choices"), help=text + shown)
+            target.add_argument(
+                flag,
+                dest=name,
+                type=positive(kind) if meta.get("positive") else kind,
+                default=default,
+                choices=meta.get("choices"),
+                help=text + shown,
+            )
 
 
 def field_values(cls, args: argparse.Namespace, names: Iterable[str]) -> dict:
-    """The parsed values of the fields `names`, ready for cls(**values) (repeated flags joined with commas)."""
+    """The parsed values of the fields `names`, ready for cls(**values) (repeated flags joined with
+    commas)."""
     by_name = {f.name: f for f in fields(cls)}
-    return {name: ",".join(getattr(args, name) or []) if by_name[name].metadata.get("append") else getattr(args, name)
-            for name in names}
+    return {
+        name: ",".join(getattr(args, name) or [])
+        if by_name[name].metadata.get("append")
+        else getattr(args, name)
+        for name in names
+    }

@@ -5,7 +5,8 @@ from collections.abc import Callable
 
 
 class UserError(Exception):
-    """Bad input from the user (flags, files, prompts, servers): reported in one line, never a traceback."""
+    """Bad input from the user (flags, files, prompts, servers): reported in one line, never a
+    traceback."""
 
 
 def exit_code(command: Callable[[], int]) -> int:

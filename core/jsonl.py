@@ -16,7 +16,8 @@ from core.errors import UserError
 
 
 def iter_jsonl(path: str | Path, committed: bool = False) -> Iterator[tuple[int, object]]:
-    """(line number, value) for each non-blank line; a line that is not JSON is a UserError naming it."""
+    """(line number, value) for each non-blank line; a line that is not JSON is a UserError naming
+    it."""
     path = Path(path)
     if not path.exists():
         return
@@ -38,8 +39,11 @@ def read_jsonl(path: str | Path, committed: bool = False, field: str | None = "t
     records = []
     for number, record in iter_jsonl(path, committed):
         if not isinstance(record, dict) or (field and not isinstance(record.get(field), str)):
-            raise UserError(f"{path}: line {number} has no {field!r} field" if field else
-                            f"{path}: line {number} is not a JSON object")
+            raise UserError(
+                f"{path}: line {number} has no {field!r} field"
+                if field
+                else f"{path}: line {number} is not a JSON object"
+            )
         records.append(record)
     return records
 

@@ -28,7 +28,10 @@ def _holder(path: Path) -> str:
     except (OSError, ValueError):
         return "another process"
     since = time.strftime("%H:%M:%S", time.localtime(info.get("since", 0)))
-    return f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {since} ({info.get('command', '?')})"
+    return (
+        f"pid {info.get('pid', '?')} on {info.get('host', '?')} since {since} "
+        f"({info.get('command', '?')})"
+    )
 
 
 @contextmanager
@@ -42,9 +45,15 @@ def hold(folder: str | Path) -> Iterator[Path]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise UserError(f"{folder} is in use by {_holder(path)}; wait for it or use another --out") from None
-        info = {"pid": os.getpid(), "host": socket.gethostname(), "since": time.time(),
-                "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200]}
+            raise UserError(
+                f"{folder} is in use by {_holder(path)}; wait for it or use another --out"
+            ) from None
+        info = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "since": time.time(),
+            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(info).encode(), 0)
         yield path

@@ -35,9 +35,14 @@ class RunDir:
 
     @classmethod
     def find(cls, path: str | Path) -> RunDir:
-        """The run at `path`: an instruction run when it has instructions.jsonl and no corpus.jsonl."""
+        """The run at `path`: an instruction run when it has instructions.jsonl and no
+        corpus.jsonl."""
         path = Path(path)
-        kind = INSTRUCTIONS if (path / INSTRUCTIONS).exists() and not (path / CORPUS).exists() else CORPUS
+        kind = (
+            INSTRUCTIONS
+            if (path / INSTRUCTIONS).exists() and not (path / CORPUS).exists()
+            else CORPUS
+        )
         return cls(path, kind)
 
     @property

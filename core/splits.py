@@ -40,7 +40,7 @@ def position(text: str) -> float:
 
 
 def split_of(text: str) -> str:
-    """"generation" or "evaluation" for this text."""
+    """ "generation" or "evaluation" for this text."""
     return GENERATION if position(text) < GENERATION_SHARE else EVALUATION
 
 

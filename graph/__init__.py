@@ -1,1 +1,2 @@
-"""The MetaSynth document graph: seed -> recall -> conductor <-> experts -> novelty gate -> commit."""
+"""The MetaSynth document graph: seed -> recall -> conductor <-> experts -> novelty gate ->
+commit."""

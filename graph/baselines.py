@@ -1,10 +1,13 @@
-"""The template baselines MetaSynth is measured against: same model, same budget, same record schema.
+"""The template baselines MetaSynth is measured against: same model, same budget, same record
+schema.
 
     template:        seed -> prompt (fixed template + keywords)                 -> write -> commit
     template-prior:  seed -> prompt (+ the most recent corpus documents)        -> write -> commit
     template-icl:    seed -> prompt (+ real documents drawn from --seed-docs)   -> write -> commit
 
-    commit --(passes the quality gate)--> END;  --(refused, budget left)--> redo -> write;  else reject
+    commit --(passes the quality gate)--> END
+         |--(refused, budget left)--> redo -> write
+         '--(else)--> reject
 
 No conductor, no experts, no novelty gate (its similarity to the nearest earlier document is still
 recorded), because the novelty gate is part of what MetaSynth adds. The quality gate is the same as
@@ -28,43 +31,66 @@ from graph.nodes import ask, judge, with_fix
 from graph.seeds import sample_seeds
 from graph.state import DocInput, Draft, TemplateState, draft_of
 
-SHOWN_CHARS = 1500  # per document put in the prompt: five of them stay well inside SmolLM2's 8k context
+# per document put in the prompt: five of them stay well inside SmolLM2's 8k context
+SHOWN_CHARS = 1500
 
 
 def _quoted(ctx: Context, texts: list[str]) -> str:
-    return res.prompts(ctx).lines("quoted", [{"text": t[:SHOWN_CHARS]} for t in texts], empty=None, sep="\n\n")
+    return res.prompts(ctx).lines(
+        "quoted", [{"text": t[:SHOWN_CHARS]} for t in texts], empty=None, sep="\n\n"
+    )
 
 
 def _instruction(ctx: Context, state: TemplateState) -> str:
     prompts = res.prompts(ctx)
-    return prompts.render("templates/plain.md", domain=prompts.domain.name, description=prompts.domain.description,
-                          keywords=", ".join(state.seeds))
+    return prompts.render(
+        "templates/plain.md",
+        domain=prompts.domain.name,
+        description=prompts.domain.description,
+        keywords=", ".join(state.seeds),
+    )
 
 
 # -- nodes -----------------------------------------------------------------------------------------
 async def seed(state: TemplateState, runtime: Runtime[Context]) -> dict:
-    """Keywords only, drawn exactly as the MetaSynth graph draws them for the same document index."""
+    """Keywords only, drawn exactly as the MetaSynth graph draws them for the same document
+    index."""
     ctx = runtime.context
     await res.ready(ctx, picker=False)
     if state.seeds:
         return {}
-    drawn = sample_seeds(res.prompts(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:{state.index}"))
+    drawn = sample_seeds(
+        res.prompts(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:{state.index}")
+    )
     return {"seeds": drawn["seeds"]}
 
 
 def plain_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     instruction = _instruction(runtime.context, state)
-    return {"method": "template", "shown": [], "messages": [HumanMessage(instruction)], "instruction": instruction}
+    return {
+        "method": "template",
+        "shown": [],
+        "messages": [HumanMessage(instruction)],
+        "instruction": instruction,
+    }
 
 
 def prior_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     """The fixed prompt after the corpus's most recent documents, with "make it different"."""
     ctx = runtime.context
-    recent = [r["text"] for r in res.memory(ctx).records[-ctx.recall_k:]] if ctx.recall_k else []
+    recent = [r["text"] for r in res.memory(ctx).records[-ctx.recall_k :]] if ctx.recall_k else []
     instruction = body = _instruction(ctx, state)
     if recent:
-        body = f"{res.prompts(ctx).render('templates/prior.md', documents=_quoted(ctx, recent))}\n\n{body}"
-    return {"method": "template-prior", "shown": recent, "messages": [HumanMessage(body)], "instruction": instruction}
+        body = (
+            f"{res.prompts(ctx).render('templates/prior.md', documents=_quoted(ctx, recent))}"
+            f"\n\n{body}"
+        )
+    return {
+        "method": "template-prior",
+        "shown": recent,
+        "messages": [HumanMessage(body)],
+        "instruction": instruction,
+    }
 
 
 def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
@@ -72,14 +98,23 @@ def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     pool = res.seed_texts(ctx)
     if not pool:
-        raise ValueError("template-icl needs real example documents: set seed_docs (--seed-docs FILE.jsonl)")
+        raise ValueError(
+            "template-icl needs real example documents: set seed_docs (--seed-docs FILE.jsonl)"
+        )
     rng = random.Random(f"{ctx.seed}:icl:{state.index}")
     examples = rng.sample(pool, min(ctx.recall_k, len(pool)))
     prompts = res.prompts(ctx)
-    shown = prompts.render("templates/icl.md", domain=prompts.domain.name, examples=_quoted(ctx, examples))
+    shown = prompts.render(
+        "templates/icl.md", domain=prompts.domain.name, examples=_quoted(ctx, examples)
+    )
     instruction = _instruction(ctx, state)
     body = f"{shown}\n\n{instruction}"
-    return {"method": "template-icl", "shown": examples, "messages": [HumanMessage(body)], "instruction": instruction}
+    return {
+        "method": "template-icl",
+        "shown": examples,
+        "messages": [HumanMessage(body)],
+        "instruction": instruction,
+    }
 
 
 async def write(state: TemplateState, runtime: Runtime[Context]) -> dict:
@@ -88,9 +123,16 @@ async def write(state: TemplateState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     prompt = HumanMessage(with_fix(ctx, state.messages[0].text, state.fix))
     reply, usage = await ask(res.expert_router(ctx), [prompt], state.method)
-    draft = draft_of(parse_final(reply.text)) or Draft(text=reply.text, summary="", category="", guessed=[])
-    return {"messages": [reply], "draft": draft if len(draft["text"]) else None, "round": state.round + 1,
-            "usage": usage, "usable": draft_of(parse_final(reply.text)) is not None}
+    draft = draft_of(parse_final(reply.text)) or Draft(
+        text=reply.text, summary="", category="", guessed=[]
+    )
+    return {
+        "messages": [reply],
+        "draft": draft if len(draft["text"]) else None,
+        "round": state.round + 1,
+        "usage": usage,
+        "usable": draft_of(parse_final(reply.text)) is not None,
+    }
 
 
 async def commit(state: TemplateState, runtime: Runtime[Context]) -> dict:
@@ -112,7 +154,11 @@ def after_commit(state: TemplateState, runtime: Runtime[Context]) -> str:
 
 
 # -- graphs ----------------------------------------------------------------------------------------
-PROMPT_NODES = {"template": plain_prompt, "template-prior": prior_prompt, "template-icl": icl_prompt}
+PROMPT_NODES = {
+    "template": plain_prompt,
+    "template-prior": prior_prompt,
+    "template-icl": icl_prompt,
+}
 
 
 def build_template_graph(method: str):

@@ -46,31 +46,48 @@ class Tally:
 
     @property
     def corpus_tokens(self) -> int:
-        return sum(r.get("tokens", 0) for r in self.results if r.get("ended") in ("final", "fallback"))
+        return sum(
+            r.get("tokens", 0) for r in self.results if r.get("ended") in ("final", "fallback")
+        )
 
 
 def _doc_line(record: dict, seconds: float, size: int, target: int | None) -> str:
     sim = record.get("nearest_similarity")
     label = record.get("id") or record.get("reason") or record.get("error", "-")
-    return (f"[{size}/{target or '-'}] {label} {record['ended']:<8} rounds={record.get('rounds', 0)} "
-            f"revisions={record.get('revisions', 0)} experts={record.get('experts', [])} "
-            f"sim={'-' if sim is None else f'{sim:.3f}'} {seconds:.1f}s  {str(record.get('summary', ''))[:70]}")
+    return (
+        f"[{size}/{target or '-'}] {label} {record['ended']:<8} rounds={record.get('rounds', 0)} "
+        f"revisions={record.get('revisions', 0)} experts={record.get('experts', [])} "
+        f"sim={'-' if sim is None else f'{sim:.3f}'} {seconds:.1f}s  "
+        f"{str(record.get('summary', ''))[:70]}"
+    )
 
 
 class Display:
-    """A live progress bar on a terminal; plain per-document log lines otherwise (or with --quiet)."""
+    """A live progress bar on a terminal; plain per-document log lines otherwise (or with
+    --quiet)."""
 
-    def __init__(self, console: Console, budget: Budget, live: bool, size: int, tokens: int) -> None:
+    def __init__(
+        self, console: Console, budget: Budget, live: bool, size: int, tokens: int
+    ) -> None:
         self.console, self.budget = console, budget
         self.progress = None
         if live:
             by_tokens = budget.tokens is not None and budget.docs is None
             self.progress = Progress(
-                TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[stats]}"), TimeRemainingColumn(), console=console, transient=False)
-            self.task = self.progress.add_task("tokens" if by_tokens else "documents",
-                                               total=budget.tokens if by_tokens else budget.docs,
-                                               completed=tokens if by_tokens else size, stats="")
+                TextColumn("[bold]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[stats]}"),
+                TimeRemainingColumn(),
+                console=console,
+                transient=False,
+            )
+            self.task = self.progress.add_task(
+                "tokens" if by_tokens else "documents",
+                total=budget.tokens if by_tokens else budget.docs,
+                completed=tokens if by_tokens else size,
+                stats="",
+            )
             self.by_tokens = by_tokens
 
     def __enter__(self):
@@ -88,19 +105,33 @@ class Display:
             return
         elapsed = time.perf_counter() - tally.started
         tried = len(tally.results)
-        stats = (f"{corpus_tokens:,} tok  {tally.corpus_tokens / max(elapsed, 1e-9):.0f} tok/s  "
-                 f"rejected {tally.count('rejected') / max(tried, 1):.0%}  failures {tally.failures}")
-        self.progress.update(self.task, completed=corpus_tokens if self.by_tokens else size, stats=stats)
+        stats = (
+            f"{corpus_tokens:,} tok  {tally.corpus_tokens / max(elapsed, 1e-9):.0f} tok/s  "
+            f"rejected {tally.count('rejected') / max(tried, 1):.0%}  failures {tally.failures}"
+        )
+        self.progress.update(
+            self.task, completed=corpus_tokens if self.by_tokens else size, stats=stats
+        )
 
 
-async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, console: Console, live: bool,
-                method: str = "metasynth", graph=None, memory=None) -> None:
+async def drive(
+    ctx: Context,
+    budget: Budget,
+    concurrency: int,
+    tally: Tally,
+    console: Console,
+    live: bool,
+    method: str = "metasynth",
+    graph=None,
+    memory=None,
+) -> None:
     """Generate until the budget is met (or attempts/failures run out). Mutates `tally` as it goes,
     so an interrupted run still reports what it did. `graph` and `memory` default to the method's
     document graph and the run's corpus memory (graph.instruct passes its own)."""
     if concurrency > 1:
         # Embedding is the run's main CPU cost (measured 49 ms one thread vs 63 ms CPU on two for a
-        # 180-token document): one thread is cheaper per document and leaves a core to the event loop.
+        # 180-token document): one thread is cheaper per document and leaves a core to the event
+        # loop.
         torch.set_num_threads(1)
     memory = res.memory(ctx) if memory is None else memory  # (an empty Memory is falsy)
     graph = graph or graph_for(method)
@@ -112,16 +143,23 @@ async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, co
         return tally.corpus_tokens_before + tally.corpus_tokens
 
     def met() -> bool:
-        return bool((budget.docs and len(memory) >= budget.docs) or (budget.tokens and corpus_tokens() >= budget.tokens))
+        return bool(
+            (budget.docs and len(memory) >= budget.docs)
+            or (budget.tokens and corpus_tokens() >= budget.tokens)
+        )
 
     async def one(index: int) -> tuple[dict, float]:
         t0 = time.perf_counter()
         try:
             state = await graph.ainvoke({"index": index}, context=ctx)
         except Exception as e:  # noqa: BLE001 - any document-level failure is recorded, the run goes on
-            record = {"index": index, "ended": "failed", "error": f"{type(e).__name__}: {e}"[:500],
-                      "where": traceback.format_exception(e)[-2].strip()[:300] if e.__traceback__ else "",
-                      "at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+            record = {
+                "index": index,
+                "ended": "failed",
+                "error": f"{type(e).__name__}: {e}"[:500],
+                "where": traceback.format_exception(e)[-2].strip()[:300] if e.__traceback__ else "",
+                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            }
             await asyncio.to_thread(append_line, memory.run.failures, record)
             return record, time.perf_counter() - t0
         record = {**(state.get("result") or {}), "ended": state.get("ended", "failed")}
@@ -132,19 +170,30 @@ async def drive(ctx: Context, budget: Budget, concurrency: int, tally: Tally, co
     with Display(console, budget, live, len(memory), corpus_tokens()) as display:
         try:
             while True:
-                while (not met() and len(in_flight) < concurrency and tally.failures <= budget.max_failures
-                       and (budget.max_attempts is None or attempt < budget.max_attempts)
-                       and (budget.docs is None or len(memory) + len(in_flight) < budget.docs)):
+                while (
+                    not met()
+                    and len(in_flight) < concurrency
+                    and tally.failures <= budget.max_failures
+                    and (budget.max_attempts is None or attempt < budget.max_attempts)
+                    and (budget.docs is None or len(memory) + len(in_flight) < budget.docs)
+                ):
                     in_flight.add(asyncio.create_task(one(start_index + attempt)))
                     attempt += 1
                 if not in_flight:
                     break
-                finished, in_flight = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
+                finished, in_flight = await asyncio.wait(
+                    in_flight, return_when=asyncio.FIRST_COMPLETED
+                )
                 for task in finished:
                     record, seconds = task.result()
                     tally.results.append(record)
                     tally.failures += record["ended"] == "failed"
-                    display.update(tally, len(memory), corpus_tokens(), _doc_line(record, seconds, len(memory), budget.docs))
+                    display.update(
+                        tally,
+                        len(memory),
+                        corpus_tokens(),
+                        _doc_line(record, seconds, len(memory), budget.docs),
+                    )
         finally:
             for task in in_flight:
                 task.cancel()

@@ -1,4 +1,5 @@
-"""`python -m graph.export RUN_DIR --format hf|parquet|jsonl --out PATH`: a run's corpus as a dataset.
+"""`python -m graph.export RUN_DIR --format hf|parquet|jsonl --out PATH`: a run's corpus as a \
+dataset.
 
 hf      a Hugging Face dataset folder (`datasets.load_from_disk(PATH)`)
 parquet one parquet file with every metadata column
@@ -50,12 +51,16 @@ def export(run_dir: Path, fmt: str, out: Path) -> int:
     elif fmt == "parquet":
         dataset.to_parquet(str(out))
     else:
-        write_atomic(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode())
+        write_atomic(
+            out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records).encode()
+        )
     return len(records)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m graph.export", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m graph.export", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--format", choices=["hf", "parquet", "jsonl"], default="hf")
     parser.add_argument("--out", type=Path, required=True)

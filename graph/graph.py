@@ -2,18 +2,20 @@
 
 The free-text protocol of the paper (`protocol: text`):
 
-    seed -> recall -> conductor --(expert calls)--> expert x N (parallel, Send) -> relay -> conductor
+    seed -> recall -> conductor --(expert calls)--> expert x N (parallel Send) -> relay -> conductor
                          |------(malformed turn)--> protocol_error -> conductor
                          |------(too many errors / round cap)--> fallback -> gate
-                         '------(final answer)--> gate --(novel)--> END (committed)
-                                                       --(too similar, budget left)--> revise -> conductor | fallback
-                                                       '--(budget spent / no document)--> reject -> END
+                         '------(final answer)--> gate
+    gate --(novel)--> END (committed)
+       |--(too similar, budget left)--> revise -> conductor | fallback
+       '--(budget spent / no document)--> reject -> END
 
 The structured protocol for small models (`protocol: structured`, graph/structured.py):
 
-    seed -> offer -> plan --(brief)--> write -> review --(keep)--> gate     (gate as above; too similar ->
-                        |                            '--(revise)--> rewrite -> gate    replan -> plan)
+    seed -> offer -> plan --(brief)--> write -> review --(keep)--> gate
+                        |                            '--(revise)--> rewrite -> gate
                         '--(unusable brief: again; errors / round cap)--> fallback -> gate
+    (gate as above; too similar -> replan -> plan)
 """
 
 from __future__ import annotations
@@ -63,13 +65,31 @@ def after_revise(state: DocState, runtime: Runtime[Context]) -> str:
 
 def build_graph():
     builder = StateGraph(DocState, context_schema=Context, input_schema=DocInput)
-    for node in (nodes.seed, nodes.recall, nodes.conductor, nodes.relay, nodes.protocol_error, nodes.fallback,
-                 nodes.gate, nodes.revise, nodes.reject):  # the free-text protocol and the shared ending
+    # the free-text protocol and the shared ending
+    for node in (
+        nodes.seed,
+        nodes.recall,
+        nodes.conductor,
+        nodes.relay,
+        nodes.protocol_error,
+        nodes.fallback,
+        nodes.gate,
+        nodes.revise,
+        nodes.reject,
+    ):
         builder.add_node(node.__name__, node)
-    for node in (structured.offer, structured.plan, structured.write, structured.review, structured.rewrite,
-                 structured.redo, structured.replan):  # the structured protocol
+    for node in (
+        structured.offer,
+        structured.plan,
+        structured.write,
+        structured.review,
+        structured.rewrite,
+        structured.redo,
+        structured.replan,
+    ):  # the structured protocol
         builder.add_node(node.__name__, node)
-    builder.add_node("expert", nodes.expert, input_schema=ExpertTask)  # a Send target: its own input
+    # a Send target: its own input
+    builder.add_node("expert", nodes.expert, input_schema=ExpertTask)
 
     builder.add_edge(START, "seed")
     builder.add_conditional_edges("seed", after_seed, ["recall", "offer"])
@@ -81,7 +101,9 @@ def build_graph():
     builder.add_edge("replan", "plan")
     builder.add_edge("redo", "write")
     builder.add_edge("recall", "conductor")
-    builder.add_conditional_edges("conductor", after_conductor, ["expert", "gate", "fallback", "protocol_error"])
+    builder.add_conditional_edges(
+        "conductor", after_conductor, ["expert", "gate", "fallback", "protocol_error"]
+    )
     builder.add_edge("expert", "relay")
     builder.add_edge("relay", "conductor")
     builder.add_edge("protocol_error", "conductor")
@@ -97,6 +119,11 @@ graph = build_graph()
 
 
 def graph_for(method: str):
-    """The compiled graph that writes documents by `method` (the baselines live in graph/baselines.py)."""
-    return {"metasynth": graph, "template": baselines.template, "template-prior": baselines.template_prior,
-            "template-icl": baselines.template_icl}[method]
+    """The compiled graph that writes documents by `method` (the baselines live in
+    graph/baselines.py)."""
+    return {
+        "metasynth": graph,
+        "template": baselines.template,
+        "template-prior": baselines.template_prior,
+        "template-icl": baselines.template_icl,
+    }[method]

@@ -26,79 +26,179 @@ from core.rundir import INSTRUCTIONS, RunDir
 from graph.configuration import LOOP, SERVERS
 from graph.instruct_nodes import METHOD, read_sources, source_path
 from graph.instruct_state import InstructContext
-from graph.session import check_embedded_model, exit_status, open_run, prepare_run_dir, summarize, terminate, write_manifest
+from graph.session import (
+    check_embedded_model,
+    exit_status,
+    open_run,
+    prepare_run_dir,
+    summarize,
+    terminate,
+    write_manifest,
+)
 
-# The InstructContext fields the command line sets (their defaults and help come from the dataclass);
-# the rest of the document graph's settings do not apply to instructions.
-FLAGS = ("base_url", "model", "expert_base_url", "expert_model", "max_inflight", "request_timeout", "max_retries",
-         "evolve_rounds", "paraphrase_threshold", "drift_threshold", "threshold", "index", "choices", "recall_k",
-         "max_revisions", "max_protocol_errors", "constrain", "max_tokens", "expert_max_tokens", "temperature",
-         "expert_temperature", "document_chars", "prompts_dir", "seed")
+# The InstructContext fields the command line sets (their defaults and help come from the
+# dataclass); the rest of the document graph's settings do not apply to instructions.
+FLAGS = (
+    "base_url",
+    "model",
+    "expert_base_url",
+    "expert_model",
+    "max_inflight",
+    "request_timeout",
+    "max_retries",
+    "evolve_rounds",
+    "paraphrase_threshold",
+    "drift_threshold",
+    "threshold",
+    "index",
+    "choices",
+    "recall_k",
+    "max_revisions",
+    "max_protocol_errors",
+    "constrain",
+    "max_tokens",
+    "expert_max_tokens",
+    "temperature",
+    "expert_temperature",
+    "document_chars",
+    "prompts_dir",
+    "seed",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = Parser(prog="python -m graph.instruct", description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", required=True, help="source: a run directory (its corpus.jsonl) or a JSONL file with 'text'")
+    p.add_argument(
+        "--corpus",
+        required=True,
+        help="source: a run directory (its corpus.jsonl) or a JSONL file with 'text'",
+    )
     p.add_argument("--out", help="run directory (default: <corpus>-instruct)")
-    p.add_argument("--domain", help="prompts/domains/<domain>.yaml (default: the source run's domain, else finance)")
+    p.add_argument(
+        "--domain",
+        help="prompts/domains/<domain>.yaml (default: the source run's domain, else finance)",
+    )
     budget = p.add_argument_group("budget")
-    budget.add_argument("--instructions", "--docs", dest="instructions", type=positive(int),
-                        help="instructions the set should hold (default: one per source document)")
-    budget.add_argument("--max-attempts", type=positive(int), help="instructions tried at most (default 3 x --instructions)")
-    budget.add_argument("--max-failures", type=int, default=10, help="failed instructions tolerated (default 10)")
-    groups = {SERVERS: p.add_argument_group("servers (as graph.run)"), LOOP: p.add_argument_group(LOOP)}
-    groups[SERVERS].add_argument("--concurrency", type=positive(int), default=4,
-                                 help="instructions in flight (default 4)")
-    groups[SERVERS].add_argument("--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens")
-    groups[SERVERS].add_argument("--price-completion", type=float, default=0.0, help="USD per 1M completion tokens")
+    budget.add_argument(
+        "--instructions",
+        "--docs",
+        dest="instructions",
+        type=positive(int),
+        help="instructions the set should hold (default: one per source document)",
+    )
+    budget.add_argument(
+        "--max-attempts",
+        type=positive(int),
+        help="instructions tried at most (default 3 x --instructions)",
+    )
+    budget.add_argument(
+        "--max-failures", type=int, default=10, help="failed instructions tolerated (default 10)"
+    )
+    groups = {
+        SERVERS: p.add_argument_group("servers (as graph.run)"),
+        LOOP: p.add_argument_group(LOOP),
+    }
+    groups[SERVERS].add_argument(
+        "--concurrency", type=positive(int), default=4, help="instructions in flight (default 4)"
+    )
+    groups[SERVERS].add_argument(
+        "--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens"
+    )
+    groups[SERVERS].add_argument(
+        "--price-completion", type=float, default=0.0, help="USD per 1M completion tokens"
+    )
     add_fields(p, InstructContext, FLAGS, groups)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an existing instruction run")
-    group.add_argument("--overwrite", action="store_true", help="delete an existing instruction run's files first")
+    group.add_argument(
+        "--overwrite", action="store_true", help="delete an existing instruction run's files first"
+    )
     p.add_argument("--quiet", action="store_true", help="log lines only, no live progress display")
     args = p.parse_args(argv)
-    if not 0 < args.threshold <= 1 or not 0 < args.paraphrase_threshold <= 1 or not 0 <= args.drift_threshold < args.paraphrase_threshold:
-        raise UserError("--threshold and --paraphrase-threshold are cosine similarities in (0, 1]; --drift-threshold in "
-                        "[0, --paraphrase-threshold)")
-    if min(args.evolve_rounds, args.recall_k, args.max_revisions, args.max_retries, args.max_failures) < 0:
-        raise UserError("--evolve-rounds, --recall-k, --max-revisions, --max-retries and --max-failures cannot be negative")
-    args.sources = read_sources(args.corpus)  # an unreadable corpus is bad input, reported before anything starts
+    if (
+        not 0 < args.threshold <= 1
+        or not 0 < args.paraphrase_threshold <= 1
+        or not 0 <= args.drift_threshold < args.paraphrase_threshold
+    ):
+        raise UserError(
+            "--threshold and --paraphrase-threshold are cosine similarities in (0, 1]; "
+            "--drift-threshold in [0, --paraphrase-threshold)"
+        )
+    if (
+        min(
+            args.evolve_rounds,
+            args.recall_k,
+            args.max_revisions,
+            args.max_retries,
+            args.max_failures,
+        )
+        < 0
+    ):
+        raise UserError(
+            "--evolve-rounds, --recall-k, --max-revisions, --max-retries and --max-failures cannot "
+            "be negative"
+        )
+    # an unreadable corpus is bad input, reported before anything starts
+    args.sources = read_sources(args.corpus)
     args.out = args.out or f"{str(args.corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
-    if Path(args.out).resolve() == source_path(args.corpus).resolve().parent and Path(args.corpus).is_dir():
-        raise UserError("--out must not be the source run directory (the instruction memory is its own)")
+    if (
+        Path(args.out).resolve() == source_path(args.corpus).resolve().parent
+        and Path(args.corpus).is_dir()
+    ):
+        raise UserError(
+            "--out must not be the source run directory (the instruction memory is its own)"
+        )
     args.domain = args.domain or _source_domain(args.corpus, args.sources)
     args.instructions = args.instructions or len(args.sources)
     args.method = METHOD  # graph.run.summarize reads it
     check_embedded_model(args)
     if (args.expert_model or args.expert_base_url) and not args.base_url:
-        raise UserError("--expert-model and --expert-base-url need --base-url (the embedded server serves both roles)")
+        raise UserError(
+            "--expert-model and --expert-base-url need --base-url (the embedded server serves both "
+            "roles)"
+        )
     return args
 
 
 def _source_domain(corpus: str, records: list[dict]) -> str:
-    """The source run's domain: its manifest's, else its records' (a domain name is also its file name)."""
+    """The source run's domain: its manifest's, else its records' (a domain name is also its file
+    name)."""
     try:
-        return json.loads(RunDir(source_path(corpus).parent).manifest.read_text())["config"]["domain"]
+        return json.loads(RunDir(source_path(corpus).parent).manifest.read_text())["config"][
+            "domain"
+        ]
     except (OSError, ValueError, KeyError, TypeError):
         return str(records[0].get("domain") or "finance")
 
 
 def context_from(args: argparse.Namespace) -> InstructContext:
-    return InstructContext(**field_values(InstructContext, args, FLAGS), domain=args.domain, out_dir=str(Path(args.out)),
-                           corpus=str(args.corpus))
+    return InstructContext(
+        **field_values(InstructContext, args, FLAGS),
+        domain=args.domain,
+        out_dir=str(Path(args.out)),
+        corpus=str(args.corpus),
+    )
 
 
 def evolution_stats(results: list[dict]) -> dict:
-    """Evolution steps accepted and rejected (and why) over this run's instructions, and the gate's refusals."""
+    """Evolution steps accepted and rejected (and why) over this run's instructions, and the gate's
+    refusals."""
     steps = [e for r in results for e in (r.get("evolution") or [])[1:]]
     why = Counter(e["check"] for e in steps if not e["accepted"])
     kept = [r for r in results if r.get("ended") in ("final", "fallback")]
-    return {"steps_accepted": sum(e["accepted"] for e in steps), "steps_rejected": sum(not e["accepted"] for e in steps),
-            "steps_rejected_by_reason": dict(why),
-            "gate_rejections": sum(r.get("revisions", 0) for r in results)
-            + sum(r.get("reason") == "too similar" for r in results),
-            "mean_complexity_score": round(sum(r["complexity"]["score"] for r in kept) / len(kept), 2) if kept else None,
-            "mean_accepted_steps": round(sum(r["complexity"]["steps"] for r in kept) / len(kept), 2) if kept else None}
+    return {
+        "steps_accepted": sum(e["accepted"] for e in steps),
+        "steps_rejected": sum(not e["accepted"] for e in steps),
+        "steps_rejected_by_reason": dict(why),
+        "gate_rejections": sum(r.get("revisions", 0) for r in results)
+        + sum(r.get("reason") == "too similar" for r in results),
+        "mean_complexity_score": round(sum(r["complexity"]["score"] for r in kept) / len(kept), 2)
+        if kept
+        else None,
+        "mean_accepted_steps": round(sum(r["complexity"]["steps"] for r in kept) / len(kept), 2)
+        if kept
+        else None,
+    }
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -111,38 +211,72 @@ def generate(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     ctx = context_from(args)
-    prompts = nodes.prompts(ctx)  # validates every prompt file, grammar and the domain before anything else
+    # validates every prompt file, grammar and the domain before anything else
+    prompts = nodes.prompts(ctx)
     out = Path(ctx.out_dir)
     rundir = RunDir(out, INSTRUCTIONS)
     prepare_run_dir(rundir, args.resume, args.overwrite, holds="instructions")
-    budget = Budget(docs=args.instructions, max_failures=args.max_failures, max_attempts=args.max_attempts or 3 * args.instructions)
+    budget = Budget(
+        docs=args.instructions,
+        max_failures=args.max_failures,
+        max_attempts=args.max_attempts or 3 * args.instructions,
+    )
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
         open_run(stack, ctx, args, rundir, console, grammar.samples(prompts.texts, GRAMMARS))
         memory = nodes.memory(ctx)
-        console.log(f"{prompts.domain.name} instructions from {len(args.sources)} documents ({args.corpus}): {len(memory)} in "
-                    f"{out}, target {args.instructions}, {args.evolve_rounds} evolution rounds, {args.concurrency} in flight")
+        console.log(
+            f"{prompts.domain.name} instructions from {len(args.sources)} documents "
+            f"({args.corpus}): {len(memory)} in {out}, target {args.instructions}, "
+            f"{args.evolve_rounds} evolution rounds, {args.concurrency} in flight"
+        )
         try:
-            asyncio.run(drive(ctx, budget, args.concurrency, tally, console, live=console.is_terminal and not args.quiet,
-                              method=METHOD, graph=graph, memory=memory))
+            asyncio.run(
+                drive(
+                    ctx,
+                    budget,
+                    args.concurrency,
+                    tally,
+                    console,
+                    live=console.is_terminal and not args.quiet,
+                    method=METHOD,
+                    graph=graph,
+                    memory=memory,
+                )
+            )
         except KeyboardInterrupt:
             interrupted = True
             console.log("interrupted: committed instructions are safe; continue with --resume")
         finally:
             stats = summarize(tally, res.accounting(ctx).summary(), memory, args)
-            stats = {"instructions_in_set": stats.pop("documents_in_corpus"), "source": str(args.corpus),
-                     "source_documents": len(args.sources), **evolution_stats(tally.results), **stats,
-                     "grammar": res.grammar_styles(ctx)}
+            stats = {
+                "instructions_in_set": stats.pop("documents_in_corpus"),
+                "source": str(args.corpus),
+                "source_documents": len(args.sources),
+                **evolution_stats(tally.results),
+                **stats,
+                "grammar": res.grammar_styles(ctx),
+            }
             memory.save_index()
             write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency, METHOD)
     run = stats["this_run"]
-    print(f"{out}: {stats['instructions_in_set']} instructions ({run['final']} planned by the conductor, {run['fallback']} by "
-          f"the fallback, {run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; evolution steps "
-          f"{stats['steps_accepted']} accepted, {stats['steps_rejected']} rejected {stats['steps_rejected_by_reason']}; "
-          f"gate rejections {stats['gate_rejections']}", file=sys.stderr)
-    return exit_status(tally, interrupted, args.max_failures, rundir.failures, "instructions",
-                       len(memory) >= args.instructions)
+    print(
+        f"{out}: {stats['instructions_in_set']} instructions ({run['final']} planned by the "
+        f"conductor, {run['fallback']} by the fallback, {run['rejected']} rejected, "
+        f"{run['failed']} failed) in {stats['wall_seconds']}s; evolution steps "
+        f"{stats['steps_accepted']} accepted, {stats['steps_rejected']} rejected "
+        f"{stats['steps_rejected_by_reason']}; gate rejections {stats['gate_rejections']}",
+        file=sys.stderr,
+    )
+    return exit_status(
+        tally,
+        interrupted,
+        args.max_failures,
+        rundir.failures,
+        "instructions",
+        len(memory) >= args.instructions,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

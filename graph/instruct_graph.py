@@ -1,13 +1,17 @@
 """Builds the MetaSynth-Instruct graph: one run = one instruction derived from a corpus document and
-evolved, by the same conductor and fresh-eyes experts as the documents (nodes: graph/instruct_nodes.py).
+evolved, by the same conductor and fresh-eyes experts as the documents
+(nodes: graph/instruct_nodes.py).
 
-    source -> offer -> plan --(plan)--> derive --> propose -> evolve -> distinct --(distinct)--> check --.
-                         |                  |         ^                    '--(paraphrase)------------+
-                         |                  |         '------------(steps left: --evolve-rounds)------'
-                         |                  '--(no instruction)--> reject        (no steps left) -> answer
+    source -> offer -> plan --(plan)--> derive -> propose -> evolve -> distinct --(distinct)-> check
+                         |                  |        ^                    |                      |
+                         |                  |        |                    '--(paraphrase)--------+
+                         |                  |        '------------(steps left: --evolve-rounds)--+
+                         |                  |                         answer <--(no steps left)--'
+                         |                  '--(no instruction)--> reject
                          '--(unusable plan: again; errors)--> fallback -> derive
     answer --(response)--> gate --(novel)--> END
-                             '--(too similar, budget left)--> replan -> plan;  (budget spent) -> reject
+                             |--(too similar, budget left)--> replan -> plan
+                             '--(budget spent)--> reject
 """
 
 from __future__ import annotations
@@ -20,8 +24,21 @@ from graph.instruct_state import InstructContext, InstructInput, InstructState
 
 def build_graph():
     builder = StateGraph(InstructState, context_schema=InstructContext, input_schema=InstructInput)
-    for name in ("source", "offer", "plan", "fallback", "derive", "propose", "evolve", "distinct", "check", "answer",
-                 "gate", "replan", "reject"):
+    for name in (
+        "source",
+        "offer",
+        "plan",
+        "fallback",
+        "derive",
+        "propose",
+        "evolve",
+        "distinct",
+        "check",
+        "answer",
+        "gate",
+        "replan",
+        "reject",
+    ):
         builder.add_node(name, getattr(n, name))
     builder.add_edge(START, "source")
     builder.add_edge("source", "offer")

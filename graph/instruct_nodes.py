@@ -1,4 +1,5 @@
-"""The nodes of the MetaSynth-Instruct graph (wiring: graph/instruct_graph.py). Each is one small step.
+"""The nodes of the MetaSynth-Instruct graph (wiring: graph/instruct_graph.py). Each is one small
+step.
 
 The conductor sees the source document and the instruction memory (type counts, the instructions
 already derived from this document, the nearest ones in the set); every expert sees only its own
@@ -55,10 +56,12 @@ class InstructionMemory(Memory):
         return Counter(r.get("type") for r in self.records if r.get("type"))
 
 
-# -- resources (cached per configuration, like graph/resources.py) ------------------------------------
+# -- resources (cached per configuration, like graph/resources.py) ---------------------------------
 def prompts(ctx: InstructContext) -> InstructPrompts:
-    return res._cached(("instruct-prompts", ctx.domain, ctx.prompts_dir),
-                       lambda: load_instruct_prompts(ctx.domain, ctx.prompts_dir or None))
+    return res._cached(
+        ("instruct-prompts", ctx.domain, ctx.prompts_dir),
+        lambda: load_instruct_prompts(ctx.domain, ctx.prompts_dir or None),
+    )
 
 
 def source_path(corpus: str) -> Path:
@@ -70,7 +73,11 @@ def read_sources(corpus: str) -> list[dict]:
     """The source documents (a run directory's corpus.jsonl, or a JSONL file with `text`)."""
     path = source_path(corpus)
     if not path.is_file():
-        raise UserError(f"--corpus: no {CORPUS} in {corpus}" if Path(corpus).is_dir() else f"--corpus: {corpus} not found")
+        raise UserError(
+            f"--corpus: no {CORPUS} in {corpus}"
+            if Path(corpus).is_dir()
+            else f"--corpus: {corpus} not found"
+        )
     records = [r for r in read_jsonl(path, committed=is_run_file(path)) if r["text"].strip()]
     if not records:
         raise UserError(f"--corpus: {path} holds no documents")
@@ -84,8 +91,12 @@ def sources(ctx: InstructContext) -> list[dict]:
 
 def memory(ctx: InstructContext) -> InstructionMemory:
     directory = res.run_dir(ctx)
-    return res._cached(("instruct-memory", str(directory)),
-                       lambda: InstructionMemory(directory, default_embedder(), id_prefix=f"{ctx.domain}-instr", index=ctx.index))
+    return res._cached(
+        ("instruct-memory", str(directory)),
+        lambda: InstructionMemory(
+            directory, default_embedder(), id_prefix=f"{ctx.domain}-instr", index=ctx.index
+        ),
+    )
 
 
 def warm(ctx: InstructContext, loop: int) -> None:
@@ -101,8 +112,8 @@ def warm(ctx: InstructContext, loop: int) -> None:
 
 
 def source_position(seed: int, index: int, n: int) -> int:
-    """Which of n source documents instruction `index` derives from: a seeded shuffle per pass, so every
-    document serves once before any serves twice, in a different order each pass."""
+    """Which of n source documents instruction `index` derives from: a seeded shuffle per pass, so
+    every document serves once before any serves twice, in a different order each pass."""
     cycle, position = divmod(index, n)
     order = list(range(n))
     random.Random(f"{seed}:sources:{cycle}").shuffle(order)
@@ -116,42 +127,74 @@ def instruction_record(ctx: InstructContext, state: InstructState, ended: str) -
     plan, evolution = state.plan or {}, state.evolution
     accepted = sum(1 for e in evolution[1:] if e["accepted"])
     return {
-        "domain": p.domain.name, "method": METHOD, "instruction": instruction, "response": response,
-        "text": instruction, "source_id": state.source["id"], "type": plan.get("type"), "plan": plan or None,
-        "summary": f"{plan.get('type', '?')}: {instruction[:90]}", "evolution": evolution,
-        "complexity": complexity(instruction, accepted), "experts": state.experts,
-        "rounds": state.round, "revisions": state.revisions, "protocol_errors": state.protocol_errors, "ended": ended,
-        "model": res.conductor_router(ctx).model, "expert_model": res.expert_router(ctx).model, "prompt_hash": p.hash,
+        "domain": p.domain.name,
+        "method": METHOD,
+        "instruction": instruction,
+        "response": response,
+        "text": instruction,
+        "source_id": state.source["id"],
+        "type": plan.get("type"),
+        "plan": plan or None,
+        "summary": f"{plan.get('type', '?')}: {instruction[:90]}",
+        "evolution": evolution,
+        "complexity": complexity(instruction, accepted),
+        "experts": state.experts,
+        "rounds": state.round,
+        "revisions": state.revisions,
+        "protocol_errors": state.protocol_errors,
+        "ended": ended,
+        "model": res.conductor_router(ctx).model,
+        "expert_model": res.expert_router(ctx).model,
+        "prompt_hash": p.hash,
         "tokens": count_tokens(f"{instruction}\n{response}", ctx.tokenizer),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
 
 def _version(state: InstructState, step: dict, check: str, why: str) -> dict:
-    """Close an evolution step with the check that decided it (`answerable` accepts it; `paraphrase`,
-    `drift`, `meta-text`, `no instruction`, `not answerable` reject it): record it; an accepted one
-    becomes the current instruction."""
+    """Close an evolution step with the check that decided it (`answerable` accepts it;
+    `paraphrase`, `drift`, `meta-text`, `no instruction`, `not answerable` reject it): record it; an
+    accepted one becomes the current instruction."""
     evolution, accepted = state.evolution, check == "answerable"
-    entry = {"version": len(evolution), "move": step["move"], "expert": step["expert"], "instruction": step.get("instruction"),
-             "added": step.get("added", ""), "similarity": step.get("similarity"), "accepted": accepted, "check": check,
-             "why": why}
-    return {"evolution": evolution + [entry], "step": None,
-            "instruction": step["instruction"] if accepted else state.instruction}
+    entry = {
+        "version": len(evolution),
+        "move": step["move"],
+        "expert": step["expert"],
+        "instruction": step.get("instruction"),
+        "added": step.get("added", ""),
+        "similarity": step.get("similarity"),
+        "accepted": accepted,
+        "check": check,
+        "why": why,
+    }
+    return {
+        "evolution": evolution + [entry],
+        "step": None,
+        "instruction": step["instruction"] if accepted else state.instruction,
+    }
 
 
-# -- nodes -------------------------------------------------------------------------------------------
+# -- nodes -----------------------------------------------------------------------------------------
 async def source(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
-    """The source document of this instruction: a seeded order over the corpus, one pass per cycle."""
+    """The source document of this instruction: a seeded order over the corpus, one pass per
+    cycle."""
     ctx = runtime.context
     await asyncio.to_thread(warm, ctx, res._loop_id())
     docs = sources(ctx)
     doc = docs[source_position(ctx.seed, state.index, len(docs))]
-    return {"source": {"id": doc["id"], "text": doc["text"][:ctx.document_chars], "category": doc.get("category"),
-                       "summary": doc.get("summary") or doc["text"][:150]}}
+    return {
+        "source": {
+            "id": doc["id"],
+            "text": doc["text"][: ctx.document_chars],
+            "category": doc.get("category"),
+            "summary": doc.get("summary") or doc["text"][:150],
+        }
+    }
 
 
 async def offer(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
-    """Open the conductor's conversation: the document and what the instruction set already holds."""
+    """Open the conductor's conversation: the document and what the instruction set already
+    holds."""
     ctx = runtime.context
     p, mem, src = prompts(ctx), memory(ctx), state.source
     counts = mem.type_counts()
@@ -159,15 +202,35 @@ async def offer(state: InstructState, runtime: Runtime[InstructContext]) -> dict
     types = least_covered(list(p.types), counts, ctx.choices, rng)
     siblings = [r["instruction"] for r in mem.records if r.get("source_id") == src["id"]]
     near = mem.nearest(await embed(src["text"]), ctx.recall_k)
-    task = p.render("instruct/task.md", source_id=src["id"], document=src["text"], size=len(mem),
-                    coverage=p.base.lines("type_count", [{"type": t, "count": n} for t, n in counts.most_common()], sep=", "),
-                    siblings=p.base.lines("sibling_line", [{"instruction": s} for s in siblings]),
-                    nearest=p.base.lines("nearest_instruction", [{"type": r.get("type"), "instruction": r["instruction"]}
-                                                                  for _, r in near]),
-                    types="; ".join(types))
-    system = p.render("instruct/conductor.md", domain=p.domain.name, description=p.domain.description)
-    return {"messages": [SystemMessage(system), HumanMessage(task)], "types": types, "round": 0, "protocol_errors": 0,
-            "revisions": 0, "experts": [], "origin": "conductor", "plan": None, "evolution": []}
+    task = p.render(
+        "instruct/task.md",
+        source_id=src["id"],
+        document=src["text"],
+        size=len(mem),
+        coverage=p.base.lines(
+            "type_count", [{"type": t, "count": n} for t, n in counts.most_common()], sep=", "
+        ),
+        siblings=p.base.lines("sibling_line", [{"instruction": s} for s in siblings]),
+        nearest=p.base.lines(
+            "nearest_instruction",
+            [{"type": r.get("type"), "instruction": r["instruction"]} for _, r in near],
+        ),
+        types="; ".join(types),
+    )
+    system = p.render(
+        "instruct/conductor.md", domain=p.domain.name, description=p.domain.description
+    )
+    return {
+        "messages": [SystemMessage(system), HumanMessage(task)],
+        "types": types,
+        "round": 0,
+        "protocol_errors": 0,
+        "revisions": 0,
+        "experts": [],
+        "origin": "conductor",
+        "plan": None,
+        "evolution": [],
+    }
 
 
 async def plan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
@@ -181,7 +244,12 @@ async def plan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
         chosen = parse_plan(reply.text, state.types)
     except BriefError as e:
         note = HumanMessage(p.render("instruct/plan_error.md", error=str(e)))
-        return {**update, "messages": [reply, note], "plan": None, "protocol_errors": state.protocol_errors + 1}
+        return {
+            **update,
+            "messages": [reply, note],
+            "plan": None,
+            "protocol_errors": state.protocol_errors + 1,
+        }
     return {**update, "plan": chosen.as_dict()}
 
 
@@ -189,26 +257,59 @@ def fallback(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """A conductor that cannot plan: the least-covered type, the document's summary as the focus,
     the domain's fallback expert. The rest of the chain (experts, checks, gate) is unchanged."""
     p = prompts(runtime.context)
-    return {"plan": {"type": state.types[0], "focus": state.source["summary"][:200], "expert": p.domain.fallback_expert},
-            "origin": "fallback"}
+    return {
+        "plan": {
+            "type": state.types[0],
+            "focus": state.source["summary"][:200],
+            "expert": p.domain.fallback_expert,
+        },
+        "origin": "fallback",
+    }
 
 
 async def derive(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
-    """The planned expert, fresh eyes, derives an instruction grounded in the document: version 0."""
+    """The planned expert, fresh eyes, derives an instruction grounded in the document:
+    version 0."""
     ctx = runtime.context
     p, chosen, src = prompts(ctx), state.plan, state.source
-    text = p.render("instruct/derive.md", expert=chosen["expert"], domain=p.domain.name, document=src["text"],
-                    type=chosen["type"], type_description=p.types.get(chosen["type"], chosen["type"]), focus=chosen["focus"])
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{chosen['expert']}",
-                             p.texts["instruct/derive.gbnf"])
+    text = p.render(
+        "instruct/derive.md",
+        expert=chosen["expert"],
+        domain=p.domain.name,
+        document=src["text"],
+        type=chosen["type"],
+        type_description=p.types.get(chosen["type"], chosen["type"]),
+        focus=chosen["focus"],
+    )
+    reply, usage = await ask(
+        res.expert_router(ctx),
+        _writer_messages(ctx, text),
+        f"expert:{chosen['expert']}",
+        p.texts["instruct/derive.gbnf"],
+    )
     instruction = parse_instruction(reply.text)
-    version = {"version": 0, "move": "derive", "expert": chosen["expert"], "instruction": instruction or reply.text.strip()[:500],
-               "added": f"{chosen['type']} on {chosen['focus']}", "similarity": None, "accepted": instruction is not None,
-               "check": "derived" if instruction else "no instruction",
-               "why": "derived from the document" if instruction else "no instruction in the reply"}
-    update = {"instruction": instruction, "evolution": [version], "usage": usage,
-              "experts": state.experts + [chosen["expert"]]}
-    return update if instruction else {**update, "verdict": {"accepted": False, "reason": "no instruction"}}
+    version = {
+        "version": 0,
+        "move": "derive",
+        "expert": chosen["expert"],
+        "instruction": instruction or reply.text.strip()[:500],
+        "added": f"{chosen['type']} on {chosen['focus']}",
+        "similarity": None,
+        "accepted": instruction is not None,
+        "check": "derived" if instruction else "no instruction",
+        "why": "derived from the document" if instruction else "no instruction in the reply",
+    }
+    update = {
+        "instruction": instruction,
+        "evolution": [version],
+        "usage": usage,
+        "experts": state.experts + [chosen["expert"]],
+    }
+    return (
+        update
+        if instruction
+        else {**update, "verdict": {"accepted": False, "reason": "no instruction"}}
+    )
 
 
 async def propose(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
@@ -217,14 +318,33 @@ async def propose(state: InstructState, runtime: Runtime[InstructContext]) -> di
     ctx = runtime.context
     p, evolution = prompts(ctx), state.evolution
     tried = {e["move"] for e in evolution[1:]}
-    used = Counter(e["move"] for r in memory(ctx).records for e in r.get("evolution", [])[1:] if e["accepted"])
+    used = Counter(
+        e["move"] for r in memory(ctx).records for e in r.get("evolution", [])[1:] if e["accepted"]
+    )
     rng = random.Random(f"{ctx.seed}:moves:{state.index}:{len(evolution)}")
-    moves = least_covered([m for m in p.moves if m not in tried] or list(p.moves), used, len(p.moves), rng)
+    moves = least_covered(
+        [m for m in p.moves if m not in tried] or list(p.moves), used, len(p.moves), rng
+    )
     last = evolution[-1]
-    previous = "" if len(evolution) == 1 else p.base.fragment(
-        "step_accepted" if last["accepted"] else "step_rejected", move=last["move"], why=last.get("why", ""))
-    note = HumanMessage(p.render("instruct/step.md", step=len(evolution), steps=ctx.evolve_rounds, previous=previous,
-                                 instruction=state.instruction, moves="; ".join(moves)))
+    previous = (
+        ""
+        if len(evolution) == 1
+        else p.base.fragment(
+            "step_accepted" if last["accepted"] else "step_rejected",
+            move=last["move"],
+            why=last.get("why", ""),
+        )
+    )
+    note = HumanMessage(
+        p.render(
+            "instruct/step.md",
+            step=len(evolution),
+            steps=ctx.evolve_rounds,
+            previous=previous,
+            instruction=state.instruction,
+            moves="; ".join(moves),
+        )
+    )
     rules = grammar.render(p.texts["instruct/move.gbnf"], {"move": moves})
     reply, usage = await ask(res.conductor_router(ctx), [*state.messages, note], "conductor", rules)
     update = {"messages": [note, reply], "round": state.round + 1, "usage": usage}
@@ -237,15 +357,31 @@ async def propose(state: InstructState, runtime: Runtime[InstructContext]) -> di
 
 
 async def evolve(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
-    """The named expert, fresh eyes, rewrites the instruction with the move, and says what it added."""
+    """The named expert, fresh eyes, rewrites the instruction with the move, and says what it
+    added."""
     ctx = runtime.context
     p, step = prompts(ctx), state.step
-    text = p.render("instruct/evolve.md", expert=step["expert"], domain=p.domain.name, document=state.source["text"],
-                    instruction=state.instruction, move=step["move"], move_description=p.moves[step["move"]])
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{step['expert']}",
-                             p.texts["instruct/evolve.gbnf"])
+    text = p.render(
+        "instruct/evolve.md",
+        expert=step["expert"],
+        domain=p.domain.name,
+        document=state.source["text"],
+        instruction=state.instruction,
+        move=step["move"],
+        move_description=p.moves[step["move"]],
+    )
+    reply, usage = await ask(
+        res.expert_router(ctx),
+        _writer_messages(ctx, text),
+        f"expert:{step['expert']}",
+        p.texts["instruct/evolve.gbnf"],
+    )
     evolved = parse_evolved(reply.text)
-    step = {**step, "instruction": evolved[0] if evolved else None, "added": evolved[1] if evolved else ""}
+    step = {
+        **step,
+        "instruction": evolved[0] if evolved else None,
+        "added": evolved[1] if evolved else "",
+    }
     return {"step": step, "usage": usage, "experts": state.experts + [step["expert"]]}
 
 
@@ -254,42 +390,86 @@ async def distinct(state: InstructState, runtime: Runtime[InstructContext]) -> d
     ctx, step = runtime.context, state.step
     if not step.get("instruction"):
         return _version(state, step, "no instruction", "no instruction in the reply")
-    before, after = await asyncio.to_thread(default_embedder().encode, [state.instruction, step["instruction"]])
+    before, after = await asyncio.to_thread(
+        default_embedder().encode, [state.instruction, step["instruction"]]
+    )
     similarity = float(before @ after)
     step = {**step, "similarity": round(similarity, 4)}
     if similarity >= ctx.paraphrase_threshold:
-        return _version(state, step, "paraphrase", f"a paraphrase of the previous version (similarity {similarity:.3f} >= "
-                                                   f"{ctx.paraphrase_threshold:.2f})")
+        return _version(
+            state,
+            step,
+            "paraphrase",
+            f"a paraphrase of the previous version (similarity {similarity:.3f} >= "
+            f"{ctx.paraphrase_threshold:.2f})",
+        )
     if similarity < ctx.drift_threshold:
-        return _version(state, step, "drift", f"another instruction, not an evolution of the previous version (similarity "
-                                              f"{similarity:.3f} < {ctx.drift_threshold:.2f})")
+        return _version(
+            state,
+            step,
+            "drift",
+            f"another instruction, not an evolution of the previous version (similarity "
+            f"{similarity:.3f} < {ctx.drift_threshold:.2f})",
+        )
     if meta_text(step["instruction"]) and not meta_text(state.instruction):
-        return _version(state, step, "meta-text", "talks about the task (instruction, rewrite, the document) instead of asking")
+        return _version(
+            state,
+            step,
+            "meta-text",
+            "talks about the task (instruction, rewrite, the document) instead of asking",
+        )
     return {"step": step}
 
 
 async def check(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
-    """A fresh-eyes expert answers yes or no: can the evolved instruction be answered from the document?"""
+    """A fresh-eyes expert answers yes or no: can the evolved instruction be answered from the
+    document?"""
     ctx = runtime.context
     p, step = prompts(ctx), state.step
-    text = p.render("instruct/check.md", domain=p.domain.name, document=state.source["text"], instruction=step["instruction"])
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), "expert:Checker", p.texts["instruct/check.gbnf"])
+    text = p.render(
+        "instruct/check.md",
+        domain=p.domain.name,
+        document=state.source["text"],
+        instruction=step["instruction"],
+    )
+    reply, usage = await ask(
+        res.expert_router(ctx),
+        _writer_messages(ctx, text),
+        "expert:Checker",
+        p.texts["instruct/check.gbnf"],
+    )
     answerable, reason = parse_check(reply.text)
-    why = (reason or "answerable") if answerable else f"not answerable from the document: {reason or 'no reason given'}"
-    return {**_version(state, step, "answerable" if answerable else "not answerable", why), "usage": usage,
-            "experts": state.experts + ["Checker"]}
+    why = (
+        (reason or "answerable")
+        if answerable
+        else f"not answerable from the document: {reason or 'no reason given'}"
+    )
+    return {
+        **_version(state, step, "answerable" if answerable else "not answerable", why),
+        "usage": usage,
+        "experts": state.experts + ["Checker"],
+    }
 
 
 async def answer(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     """The planned expert, fresh eyes, answers the final version from the document."""
     ctx = runtime.context
     p, expert = prompts(ctx), state.plan["expert"]
-    text = p.render("instruct/answer.md", expert=expert, domain=p.domain.name, document=state.source["text"],
-                    instruction=state.instruction)
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{expert}")
+    text = p.render(
+        "instruct/answer.md",
+        expert=expert,
+        domain=p.domain.name,
+        document=state.source["text"],
+        instruction=state.instruction,
+    )
+    reply, usage = await ask(
+        res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{expert}"
+    )
     response = parse_response(reply.text)
     update = {"response": response, "usage": usage, "experts": state.experts + [expert]}
-    return update if response else {**update, "verdict": {"accepted": False, "reason": "no response"}}
+    return (
+        update if response else {**update, "verdict": {"accepted": False, "reason": "no response"}}
+    )
 
 
 async def gate(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
@@ -297,34 +477,52 @@ async def gate(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     ctx = runtime.context
     vector = await embed(state.instruction)
     record = instruction_record(ctx, state, "final" if state.origin == "conductor" else "fallback")
-    summary, committed = await admit(memory(ctx), record, vector, ctx.threshold, shown="instruction")
+    summary, committed = await admit(
+        memory(ctx), record, vector, ctx.threshold, shown="instruction"
+    )
     if committed:
         return {"verdict": summary, "result": committed, "ended": committed["ended"]}
     return {"verdict": summary, "result": record}
 
 
 def replan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
-    """An instruction too close to the set: the conductor plans again, told what it collided with."""
+    """An instruction too close to the set: the conductor plans again, told what it collided
+    with."""
     ctx = runtime.context
     verdict = state.verdict
-    note = prompts(ctx).render("instruct/too_similar.md", similarity=f"{verdict['similarity']:.3f}",
-                               threshold=f"{ctx.threshold:.2f}", nearest=verdict["near_instruction"])
-    return {"messages": [HumanMessage(note)], "revisions": state.revisions + 1, "plan": None,
-            "instruction": None, "response": None, "evolution": []}
+    note = prompts(ctx).render(
+        "instruct/too_similar.md",
+        similarity=f"{verdict['similarity']:.3f}",
+        threshold=f"{ctx.threshold:.2f}",
+        nearest=verdict["near_instruction"],
+    )
+    return {
+        "messages": [HumanMessage(note)],
+        "revisions": state.revisions + 1,
+        "plan": None,
+        "instruction": None,
+        "response": None,
+        "evolution": [],
+    }
 
 
 async def reject(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
-    """No instruction, no response, or too similar past the revision budget: rejects.jsonl, never the set."""
+    """No instruction, no response, or too similar past the revision budget: rejects.jsonl, never
+    the set."""
     ctx = runtime.context
     verdict = state.verdict
-    record = {**(state.result or instruction_record(ctx, state, "rejected")), "ended": "rejected",
-              "reason": verdict.get("reason") or "too similar", "nearest_similarity": verdict.get("similarity"),
-              "nearest_id": verdict.get("near_id")}
+    record = {
+        **(state.result or instruction_record(ctx, state, "rejected")),
+        "ended": "rejected",
+        "reason": verdict.get("reason") or "too similar",
+        "nearest_similarity": verdict.get("similarity"),
+        "nearest_id": verdict.get("near_id"),
+    }
     await asyncio.to_thread(memory(ctx).reject, record)
     return {"result": record, "ended": "rejected"}
 
 
-# -- routing -----------------------------------------------------------------------------------------
+# -- routing ---------------------------------------------------------------------------------------
 def after_plan(state: InstructState, runtime: Runtime[InstructContext]) -> str:
     ctx = runtime.context
     spent = state.protocol_errors >= ctx.max_protocol_errors or state.round >= ctx.max_rounds

@@ -47,7 +47,8 @@ def urls(value: str) -> list[str]:
 
 
 def _resolve(base_url: str, model: str) -> tuple[list[str], str]:
-    """Endpoints and model name; no base URL means the embedded server (started once per process)."""
+    """Endpoints and model name; no base URL means the embedded server (started once per
+    process)."""
     if not base_url:
         name = embedded.model_name(model)
         return [embedded.shared_server(name).base_url], name
@@ -64,15 +65,25 @@ def _grammar_style(ctx: Context, endpoint: str) -> str:
 
 
 def grammar_styles(ctx: Context) -> dict[str, list[str]]:
-    """How each role's servers take the protocol grammars ("none": unconstrained), for the manifest."""
-    servers = {"conductor": _resolve(ctx.base_url, ctx.model)[0],
-               "expert": _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)[0]}
-    return {role: sorted({_grammar_style(ctx, url) or "none" for url in endpoints}) for role, endpoints in servers.items()}
+    """How each role's servers take the protocol grammars ("none": unconstrained), for the
+    manifest."""
+    servers = {
+        "conductor": _resolve(ctx.base_url, ctx.model)[0],
+        "expert": _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)[0],
+    }
+    return {
+        role: sorted({_grammar_style(ctx, url) or "none" for url in endpoints})
+        for role, endpoints in servers.items()
+    }
 
 
 def check_grammars(ctx: Context, grammars: dict[str, str]) -> None:
-    """Every grammar through the parser of every server that takes one (agents.llm.check_grammars)."""
-    roles = ((ctx.base_url, ctx.model), (ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model))
+    """Every grammar through the parser of every server that takes one
+    (agents.llm.check_grammars)."""
+    roles = (
+        (ctx.base_url, ctx.model),
+        (ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model),
+    )
     seen = set()
     for base_url, model in roles:
         endpoints, name = _resolve(base_url, model)
@@ -102,16 +113,46 @@ def accounting(ctx: Context) -> Accounting:
     return _cached(("accounting", str(run_dir(ctx))), Accounting)
 
 
-def _router(ctx: Context, role: str, base_url: str, model: str, temperature: float, max_tokens: int,
-            loop: int | None = None, sampling: Sampling = Sampling()) -> Router:
-    key = ("router", role, _loop_id() if loop is None else loop, str(run_dir(ctx)), base_url, model,
-           temperature, max_tokens, ctx.max_inflight, ctx.adaptive, ctx.request_timeout, ctx.max_retries, sampling)
+def _router(
+    ctx: Context,
+    role: str,
+    base_url: str,
+    model: str,
+    temperature: float,
+    max_tokens: int,
+    loop: int | None = None,
+    sampling: Sampling = Sampling(),
+) -> Router:
+    key = (
+        "router",
+        role,
+        _loop_id() if loop is None else loop,
+        str(run_dir(ctx)),
+        base_url,
+        model,
+        temperature,
+        max_tokens,
+        ctx.max_inflight,
+        ctx.adaptive,
+        ctx.request_timeout,
+        ctx.max_retries,
+        sampling,
+    )
 
     def build() -> Router:
         endpoints, name = _resolve(base_url, model)
-        router = Router(endpoints, name, temperature, max_tokens, max_inflight=ctx.max_inflight, adaptive=ctx.adaptive,
-                        timeout=ctx.request_timeout, retries=ctx.max_retries, accounting=accounting(ctx),
-                        sampling=sampling)
+        router = Router(
+            endpoints,
+            name,
+            temperature,
+            max_tokens,
+            max_inflight=ctx.max_inflight,
+            adaptive=ctx.adaptive,
+            timeout=ctx.request_timeout,
+            retries=ctx.max_retries,
+            accounting=accounting(ctx),
+            sampling=sampling,
+        )
         for endpoint in router.endpoints:
             endpoint.grammar_style = _grammar_style(ctx, endpoint.base_url)
         return router
@@ -124,13 +165,23 @@ def conductor_router(ctx: Context, loop: int | None = None) -> Router:
 
 
 def expert_router(ctx: Context, loop: int | None = None) -> Router:
-    """Experts default to the conductor's server and model; a separate server is asked for its model.
-    Only the writers get the repetition controls: the conductor copies its experts' text into its
-    final answer, which a DRY penalty would fight."""
+    """Experts default to the conductor's server and model; a separate server is asked for its
+    model. Only the writers get the repetition controls: the conductor copies its experts' text into
+    its final answer, which a DRY penalty would fight."""
     model = ctx.expert_model or ("" if ctx.expert_base_url else ctx.model)
-    sampling = Sampling(repeat_penalty=ctx.repeat_penalty, dry_multiplier=ctx.dry_multiplier, min_p=ctx.min_p)
-    return _router(ctx, "expert", ctx.expert_base_url or ctx.base_url, model, ctx.expert_temperature,
-                   ctx.expert_max_tokens, loop, sampling)
+    sampling = Sampling(
+        repeat_penalty=ctx.repeat_penalty, dry_multiplier=ctx.dry_multiplier, min_p=ctx.min_p
+    )
+    return _router(
+        ctx,
+        "expert",
+        ctx.expert_base_url or ctx.base_url,
+        model,
+        ctx.expert_temperature,
+        ctx.expert_max_tokens,
+        loop,
+        sampling,
+    )
 
 
 def prompts(ctx: Context) -> PromptSet:
@@ -141,15 +192,19 @@ def prompts(ctx: Context) -> PromptSet:
 
 def memory(ctx: Context) -> Memory:
     directory = run_dir(ctx)
-    return _cached(("memory", str(directory)),
-                   lambda: Memory(directory, default_embedder(), id_prefix=ctx.domain, index=ctx.index))
+    return _cached(
+        ("memory", str(directory)),
+        lambda: Memory(directory, default_embedder(), id_prefix=ctx.domain, index=ctx.index),
+    )
 
 
 def seed_picker(ctx: Context) -> SeedPicker | None:
     if not ctx.seed_docs:
         return None
     path = str(Path(ctx.seed_docs).resolve())
-    return _cached(("seeds", path, ctx.seed), lambda: SeedPicker(seed_texts(ctx), default_embedder(), ctx.seed))
+    return _cached(
+        ("seeds", path, ctx.seed), lambda: SeedPicker(seed_texts(ctx), default_embedder(), ctx.seed)
+    )
 
 
 def seed_texts(ctx: Context) -> list[str]:
@@ -183,8 +238,13 @@ def _category_table(ctx: Context) -> np.ndarray | None:
     domain = prompts(ctx).domain
     if not domain.categories:
         return None
-    sentences = [prompts(ctx).fragment("category_sentence", domain=domain.name, label=label) for label in domain.categories]
-    return _cached(("categories", ctx.domain, tuple(sentences)), lambda: default_embedder().encode(sentences))
+    sentences = [
+        prompts(ctx).fragment("category_sentence", domain=domain.name, label=label)
+        for label in domain.categories
+    ]
+    return _cached(
+        ("categories", ctx.domain, tuple(sentences)), lambda: default_embedder().encode(sentences)
+    )
 
 
 def category_of(ctx: Context, vector: np.ndarray) -> str:

@@ -23,7 +23,14 @@ from core.errors import UserError
 from core.rundir import RunDir
 from graph.configuration import BUDGET, LOOP, METHODS, SERVERS, Context
 from graph.seeds import read_seed_docs
-from graph.session import check_embedded_model, exit_status, open_run, summarize, terminate, write_manifest
+from graph.session import (
+    check_embedded_model,
+    exit_status,
+    open_run,
+    summarize,
+    terminate,
+    write_manifest,
+)
 from graph.session import prepare_run_dir as prepare_run_dir_for
 
 
@@ -31,43 +38,94 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """The run's own flags (budget, concurrency, prices, resume), then one flag per Context field:
     its default and description are the ones Studio shows (graph/configuration.py)."""
     p = Parser(prog="python -m graph.run", description=__doc__.splitlines()[0])
-    p.add_argument("--method", choices=METHODS, default="metasynth",
-                   help="metasynth (conductor and experts, default) or a template baseline to compare against")
+    p.add_argument(
+        "--method",
+        choices=METHODS,
+        default="metasynth",
+        help="metasynth (conductor and experts, default) or a template baseline to compare against",
+    )
     groups = {name: p.add_argument_group(name) for name in (BUDGET, SERVERS, LOOP)}
     budget, server = groups[BUDGET], groups[SERVERS]
-    budget.add_argument("--docs", type=positive(int), help="documents the corpus should hold (default 5 without --tokens)")
-    budget.add_argument("--tokens", type=positive(int), help="corpus tokens the corpus should hold (counted with --tokenizer)")
-    budget.add_argument("--max-attempts", type=positive(int), help="documents tried at most (default 3 x --docs)")
-    budget.add_argument("--max-failures", type=int, default=10, help="failed documents tolerated before the run stops (default 10)")
-    server.add_argument("--concurrency", type=positive(int), default=4,
-                        help="documents in flight (default 4; the embedded server gets one slot per document)")
-    server.add_argument("--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens (cost in the manifest)")
-    server.add_argument("--price-completion", type=float, default=0.0, help="USD per 1M completion tokens")
+    budget.add_argument(
+        "--docs",
+        type=positive(int),
+        help="documents the corpus should hold (default 5 without --tokens)",
+    )
+    budget.add_argument(
+        "--tokens",
+        type=positive(int),
+        help="corpus tokens the corpus should hold (counted with --tokenizer)",
+    )
+    budget.add_argument(
+        "--max-attempts", type=positive(int), help="documents tried at most (default 3 x --docs)"
+    )
+    budget.add_argument(
+        "--max-failures",
+        type=int,
+        default=10,
+        help="failed documents tolerated before the run stops (default 10)",
+    )
+    server.add_argument(
+        "--concurrency",
+        type=positive(int),
+        default=4,
+        help="documents in flight (default 4; the embedded server gets one slot per document)",
+    )
+    server.add_argument(
+        "--price-prompt",
+        type=float,
+        default=0.0,
+        help="USD per 1M prompt tokens (cost in the manifest)",
+    )
+    server.add_argument(
+        "--price-completion", type=float, default=0.0, help="USD per 1M completion tokens"
+    )
     add_fields(p, Context, cli_fields(Context), groups)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an existing run directory")
-    group.add_argument("--overwrite", action="store_true", help="delete an existing run's files first")
+    group.add_argument(
+        "--overwrite", action="store_true", help="delete an existing run's files first"
+    )
     p.add_argument("--quiet", action="store_true", help="log lines only, no live progress display")
     args = p.parse_args(argv)
     if args.docs is None and args.tokens is None:
         args.docs = 5
     if args.threshold > 1:
         raise UserError(f"--threshold is a cosine similarity in (0, 1], got {args.threshold}")
-    if min(args.recall_k, args.max_revisions, args.max_retries, args.max_failures, args.reviews) < 0:
-        raise UserError("--recall-k, --max-revisions, --max-retries, --max-failures and --reviews cannot be negative")
+    if (
+        min(args.recall_k, args.max_revisions, args.max_retries, args.max_failures, args.reviews)
+        < 0
+    ):
+        raise UserError(
+            "--recall-k, --max-revisions, --max-retries, --max-failures and --reviews cannot be "
+            "negative"
+        )
     if min(args.price_prompt, args.price_completion) < 0:
         raise UserError("prices cannot be negative")
     if args.method == "template-icl" and not args.seed_docs:
-        raise UserError("--method template-icl needs --seed-docs FILE.jsonl (the real documents it shows as examples)")
+        raise UserError(
+            "--method template-icl needs --seed-docs FILE.jsonl (the real documents it shows as "
+            "examples)"
+        )
     if args.method in ("template-prior", "template-icl") and args.recall_k == 0:
-        raise UserError(f"--method {args.method} shows --recall-k documents in its prompt; --recall-k 0 would make it plain template")
+        raise UserError(
+            f"--method {args.method} shows --recall-k documents in its prompt; --recall-k 0 would "
+            "make it plain template"
+        )
     if args.method in ("template", "template-prior") and args.seed_docs:
-        raise UserError(f"--method {args.method} takes no --seed-docs (its prompt has keywords only)")
+        raise UserError(
+            f"--method {args.method} takes no --seed-docs (its prompt has keywords only)"
+        )
     check_embedded_model(args)
     if args.expert_model and not (args.base_url or args.expert_base_url):
-        raise UserError("--expert-model needs --base-url or --expert-base-url (the embedded server has one model)")
+        raise UserError(
+            "--expert-model needs --base-url or --expert-base-url (the embedded server has one "
+            "model)"
+        )
     if args.expert_base_url and not args.base_url:
-        raise UserError("--expert-base-url needs --base-url (the embedded server serves both roles)")
+        raise UserError(
+            "--expert-base-url needs --base-url (the embedded server serves both roles)"
+        )
     return args
 
 
@@ -85,7 +143,9 @@ def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, method: str = "m
         except (OSError, ValueError):
             written_by = records[0].get("method", "metasynth") if records else "metasynth"
         if written_by != method:
-            raise UserError(f"{run.root} was written with --method {written_by}; resume it with the same method")
+            raise UserError(
+                f"{run.root} was written with --method {written_by}; resume it with the same method"
+            )
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -96,7 +156,8 @@ def generate(args: argparse.Namespace) -> int:
 
     console = Console(stderr=True)
     ctx = context_from(args)
-    ctx = replace(ctx, protocol=res.protocol(ctx))  # 'auto' resolved once, so the manifest says which ran
+    # 'auto' resolved once, so the manifest says which ran
+    ctx = replace(ctx, protocol=res.protocol(ctx))
     prompts = res.prompts(ctx)  # validates every prompt file and the domain before anything else
     if ctx.seed_docs:
         read_seed_docs(ctx.seed_docs)
@@ -106,8 +167,12 @@ def generate(args: argparse.Namespace) -> int:
     rundir = RunDir(out)
     prepare_run_dir(rundir, args.resume, args.overwrite, args.method)
 
-    budget = Budget(docs=args.docs, tokens=args.tokens, max_failures=args.max_failures,
-                    max_attempts=args.max_attempts or (3 * args.docs if args.docs else None))
+    budget = Budget(
+        docs=args.docs,
+        tokens=args.tokens,
+        max_failures=args.max_failures,
+        max_attempts=args.max_attempts or (3 * args.docs if args.docs else None),
+    )
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
@@ -115,11 +180,22 @@ def generate(args: argparse.Namespace) -> int:
         open_run(stack, ctx, args, rundir, console, grammars)
         memory = res.memory(ctx)
         target = f"{args.docs} documents" if args.docs else f"{args.tokens:,} tokens"
-        console.log(f"{prompts.domain.name} by {args.method}: {len(memory)} documents in {out}, target {target}, "
-                    f"{args.concurrency} in flight")
+        console.log(
+            f"{prompts.domain.name} by {args.method}: {len(memory)} documents in {out}, target "
+            f"{target}, {args.concurrency} in flight"
+        )
         try:
-            asyncio.run(drive(ctx, budget, args.concurrency, tally, console,
-                             live=console.is_terminal and not args.quiet, method=args.method))
+            asyncio.run(
+                drive(
+                    ctx,
+                    budget,
+                    args.concurrency,
+                    tally,
+                    console,
+                    live=console.is_terminal and not args.quiet,
+                    method=args.method,
+                )
+            )
         except KeyboardInterrupt:
             interrupted = True
             console.log("interrupted: committed documents are safe; continue with --resume")
@@ -131,18 +207,31 @@ def generate(args: argparse.Namespace) -> int:
             memory.save_index()
             write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency, args.method)
     run, gates = stats["this_run"], stats["gates"]
-    print(f"gates: {gates['refusals']} of {gates['drafts_checked']} drafts sent back {gates['refused_by_reason']}, "
-          f"quality rules {gates['refused_by_rule']}", file=sys.stderr)
+    print(
+        f"gates: {gates['refusals']} of {gates['drafts_checked']} drafts sent back "
+        f"{gates['refused_by_reason']}, quality rules {gates['refused_by_rule']}",
+        file=sys.stderr,
+    )
     if args.method == "metasynth":
         written = stats["written_by"]
-        print(f"{out}: {stats['documents_in_corpus']} documents ({written.get('experts', 0)} written through the experts, "
-              f"{written.get('conductor', 0)} by the conductor alone, {run['fallback']} by the fallback; "
-              f"{run['rejected']} rejected, {run['failed']} failed) in {stats['wall_seconds']}s; {ctx.protocol} "
-              f"protocol, success {stats['protocol_success_rate']}; revisions {stats['revisions']}", file=sys.stderr)
+        print(
+            f"{out}: {stats['documents_in_corpus']} documents ({written.get('experts', 0)} written "
+            f"through the experts, {written.get('conductor', 0)} by the conductor alone, "
+            f"{run['fallback']} by the fallback; {run['rejected']} rejected, {run['failed']} "
+            f"failed) in {stats['wall_seconds']}s; {ctx.protocol} protocol, success "
+            f"{stats['protocol_success_rate']}; revisions {stats['revisions']}",
+            file=sys.stderr,
+        )
     else:
-        print(f"{out}: {stats['documents_in_corpus']} documents by {args.method} ({run['rejected']} unusable replies, "
-              f"{run['failed']} failed) in {stats['wall_seconds']}s", file=sys.stderr)
-    met = bool((args.docs and len(memory) >= args.docs) or (args.tokens and stats["corpus_tokens"] >= args.tokens))
+        print(
+            f"{out}: {stats['documents_in_corpus']} documents by {args.method} ({run['rejected']} "
+            f"unusable replies, {run['failed']} failed) in {stats['wall_seconds']}s",
+            file=sys.stderr,
+        )
+    met = bool(
+        (args.docs and len(memory) >= args.docs)
+        or (args.tokens and stats["corpus_tokens"] >= args.tokens)
+    )
     return exit_status(tally, interrupted, args.max_failures, rundir.failures, "documents", met)
 
 

@@ -14,7 +14,8 @@ from core.jsonl import read_jsonl
 
 
 def sample_seeds(domain: Domain, k: int, rng: random.Random) -> dict:
-    """k distinct keywords from the pool, plus a genre and an audience when the domain lists them."""
+    """k distinct keywords from the pool, plus a genre and an audience when the domain lists
+    them."""
     if k < 1:
         raise UserError("keywords per document must be at least 1")
     return {
@@ -42,7 +43,9 @@ class SeedPicker:
     the one whose highest cosine similarity to the last `window` picks is lowest.
     """
 
-    def __init__(self, texts: list[str], embedder, seed: int = 0, pool: int = 256, window: int = 8) -> None:
+    def __init__(
+        self, texts: list[str], embedder, seed: int = 0, pool: int = 256, window: int = 8
+    ) -> None:
         self.texts = texts
         self.vectors = embedder.encode(texts)
         self.rng = random.Random(seed)
@@ -62,5 +65,5 @@ class SeedPicker:
             else:
                 choice = candidates[0]
             self.unused.discard(choice)
-            self.recent = (self.recent + [choice])[-self.window:]
+            self.recent = (self.recent + [choice])[-self.window :]
             return self.texts[choice]

@@ -23,25 +23,40 @@ from core.rundir import RunDir
 from graph import resources
 from graph.configuration import Context
 
-PACKAGES = ("langgraph", "langchain-core", "langchain-openai", "openai", "faiss-cpu", "sentence-transformers",
-            "transformers", "xllamacpp", "datatrove", "torch")
+PACKAGES = (
+    "langgraph",
+    "langchain-core",
+    "langchain-openai",
+    "openai",
+    "faiss-cpu",
+    "sentence-transformers",
+    "transformers",
+    "xllamacpp",
+    "datatrove",
+    "torch",
+)
 
 
 def check_embedded_model(args: argparse.Namespace) -> None:
     """Without --base-url the embedded server runs: --model picks one of the models shipped in PyPI
-    packages (embedded:NAME); one that is not installed is one line with the pip command, before anything starts."""
+    packages (embedded:NAME); one that is not installed is one line with the pip command, before
+    anything starts."""
     if args.base_url:
         return
     from agents.embedded import gguf, model_name
 
     if args.model and not args.model.startswith("embedded"):
-        raise UserError(f"--model {args.model} needs --base-url (without one, --model takes embedded:NAME)")
+        raise UserError(
+            f"--model {args.model} needs --base-url (without one, --model takes embedded:NAME)"
+        )
     args.model = model_name(args.model or "")
     gguf(args.model)
 
 
-# -- the run directory -------------------------------------------------------------------------------
-def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, holds: str = "a corpus") -> list[dict]:
+# -- the run directory -----------------------------------------------------------------------------
+def prepare_run_dir(
+    run: RunDir, resume: bool, overwrite: bool, holds: str = "a corpus"
+) -> list[dict]:
     """Refuse to clobber a run; check the directory is writable; return the records to resume (their
     corruption is reported before anything starts). Deletes nothing and changes nothing."""
     out = run.root
@@ -49,7 +64,10 @@ def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, holds: str = "a 
         raise UserError(f"--out {out} exists and is not a directory")
     existing = run.records.exists()
     if existing and not (resume or overwrite):
-        raise UserError(f"{out} already holds {holds}; pass --resume to continue it or --overwrite to replace it")
+        raise UserError(
+            f"{out} already holds {holds}; pass --resume to continue it or --overwrite "
+            "to replace it"
+        )
     records = read_jsonl(run.records, committed=True) if resume and existing else []
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -63,7 +81,11 @@ def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, holds: str = "a 
 
 def repair_run_dir(run: RunDir) -> list[str]:
     """After a hard stop a JSONL file may end in a partial line (never a committed one): cut it."""
-    return [f"{path.name}: dropped {n} bytes of an unfinished line" for path in run.appended if (n := repair_tail(path))]
+    return [
+        f"{path.name}: dropped {n} bytes of an unfinished line"
+        for path in run.appended
+        if (n := repair_tail(path))
+    ]
 
 
 def clear_run_dir(run: RunDir) -> None:
@@ -91,12 +113,17 @@ def gate_stats(results: list[dict]) -> dict:
     refusals = [s for r in results for s in r.get("sent_back") or []]
     committed = sum(r.get("ended") in ("final", "fallback") for r in results)
     drafts = committed + len(refusals)
-    rejected = [r for r in results if r.get("ended") == "rejected" and r.get("reason") == "low quality"]
-    return {"drafts_checked": drafts, "refusals": len(refusals),
-            "refused_share": round(len(refusals) / drafts, 3) if drafts else None,
-            "refused_by_reason": dict(Counter(s["reason"] for s in refusals)),
-            "refused_by_rule": dict(Counter(s["rule"] for s in refusals if s.get("rule"))),
-            "rejected_low_quality_by_rule": dict(Counter(r.get("rule") for r in rejected))}
+    rejected = [
+        r for r in results if r.get("ended") == "rejected" and r.get("reason") == "low quality"
+    ]
+    return {
+        "drafts_checked": drafts,
+        "refusals": len(refusals),
+        "refused_share": round(len(refusals) / drafts, 3) if drafts else None,
+        "refused_by_reason": dict(Counter(s["reason"] for s in refusals)),
+        "refused_by_rule": dict(Counter(s["rule"] for s in refusals if s.get("rule"))),
+        "rejected_low_quality_by_rule": dict(Counter(r.get("rule") for r in rejected)),
+    }
 
 
 def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict:
@@ -108,46 +135,86 @@ def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict
     completion = sum(r["completion_tokens"] for r in roles.values())
     calls = sum(r["calls"] for r in roles.values())
     return {
-        "documents_in_corpus": len(memory), "corpus_tokens": sum(r.get("tokens", 0) for r in memory.records),
+        "documents_in_corpus": len(memory),
+        "corpus_tokens": sum(r.get("tokens", 0) for r in memory.records),
         "this_run": {"tried": tried, **ended},
         # How each committed document was written: through the experts (the protocol ran), by the
-        # conductor alone (where --min-expert-share allows it), by the fallback; a baseline by its method.
-        "written_by": dict(Counter(r.get("written_by") for r in tally.results if r.get("ended") in ("final", "fallback"))),
+        # conductor alone (where --min-expert-share allows it), by the fallback; a baseline by its
+        # method.
+        "written_by": dict(
+            Counter(
+                r.get("written_by")
+                for r in tally.results
+                if r.get("ended") in ("final", "fallback")
+            )
+        ),
         # Success means the protocol ran: the conductor planned and its experts wrote the document.
-        "protocol_success_rate": round(sum(r.get("written_by") == "experts" for r in tally.results) / tried, 3)
-        if tried and args.method == "metasynth" else None,
+        "protocol_success_rate": round(
+            sum(r.get("written_by") == "experts" for r in tally.results) / tried, 3
+        )
+        if tried and args.method == "metasynth"
+        else None,
         "rejection_rate": round(ended["rejected"] / tried, 3) if tried else None,
         "revisions": sum(r.get("revisions", 0) for r in tally.results),
         "gates": gate_stats(tally.results),
         "protocol_errors": sum(r.get("protocol_errors", 0) for r in tally.results),
         "corpus_tokens_this_run": tally.corpus_tokens,
-        "llm": {"calls": calls, "prompt_tokens": prompt, "completion_tokens": completion,
-                "calls_per_second": round(calls / wall, 2) if wall else None,
-                # What a user pays in agent overhead: corpus tokens per generated token (different
-                # tokenizers when the server's model is not the --tokenizer; same for the embedded model).
-                "corpus_over_generated_tokens": round(tally.corpus_tokens / completion, 3) if completion else None,
-                "cost_usd": round((prompt * args.price_prompt + completion * args.price_completion) / 1e6, 4),
-                **accounting},
+        "llm": {
+            "calls": calls,
+            "prompt_tokens": prompt,
+            "completion_tokens": completion,
+            "calls_per_second": round(calls / wall, 2) if wall else None,
+            # What a user pays in agent overhead: corpus tokens per generated token (different
+            # tokenizers when the server's model is not the --tokenizer; same for the embedded
+            # model).
+            "corpus_over_generated_tokens": round(tally.corpus_tokens / completion, 3)
+            if completion
+            else None,
+            "cost_usd": round(
+                (prompt * args.price_prompt + completion * args.price_completion) / 1e6, 4
+            ),
+            **accounting,
+        },
         "corpus_tokens_per_second": round(tally.corpus_tokens / wall, 1) if wall else None,
         "wall_seconds": round(wall, 1),
     }
 
 
-def write_manifest(out: Path, ctx: Context, prompts, stats: dict, interrupted: bool, concurrency: int,
-                   method: str = "metasynth") -> None:
-    manifest = {"method": method, "config": {**ctx.as_dict(), "concurrency": concurrency}, "prompt_hash": prompts.hash,
-                "versions": versions(), "interrupted": interrupted, **stats}
+def write_manifest(
+    out: Path,
+    ctx: Context,
+    prompts,
+    stats: dict,
+    interrupted: bool,
+    concurrency: int,
+    method: str = "metasynth",
+) -> None:
+    manifest = {
+        "method": method,
+        "config": {**ctx.as_dict(), "concurrency": concurrency},
+        "prompt_hash": prompts.hash,
+        "versions": versions(),
+        "interrupted": interrupted,
+        **stats,
+    }
     write_atomic(RunDir(out).manifest, json.dumps(manifest, indent=2).encode())
 
 
-def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunDir, console,
-             grammars: dict[str, str] | None = None) -> None:
+def open_run(
+    stack: ExitStack,
+    ctx: Context,
+    args: argparse.Namespace,
+    run: RunDir,
+    console,
+    grammars: dict[str, str] | None = None,
+) -> None:
     """Start the servers (see serve) and put every grammar through their parsers (a grammar they
-    refuse is bad input, found before anything on disk changes), then make the run directory ready to append to: cleared with
-    --overwrite, an unfinished last line cut after a hard stop. Nothing built so far is rebuilt: the
-    run's memory is opened only after this. What the run caches (memory, accounting, the routers to its
-    server) is dropped when `stack` closes, so a second run in the same process starts clean.
-    The run holds its directory's lock (core.lock) until then: a second writer is refused first."""
+    refuse is bad input, found before anything on disk changes), then make the run directory ready
+    to append to: cleared with --overwrite, an unfinished last line cut after a hard stop. Nothing
+    built so far is rebuilt: the run's memory is opened only after this. What the run caches
+    (memory, accounting, the routers to its server) is dropped when `stack` closes, so a second run
+    in the same process starts clean. The run holds its directory's lock (core.lock) until then: a
+    second writer is refused first."""
     stack.enter_context(hold(run.root))
     stack.callback(resources.clear)
     serve(stack, ctx, args, run.root, console)
@@ -158,26 +225,33 @@ def open_run(stack: ExitStack, ctx: Context, args: argparse.Namespace, run: RunD
         console.log(note)
 
 
-def exit_status(tally, interrupted: bool, max_failures: int, failures: Path, items: str, met: bool) -> int:
-    """130 after Ctrl-C; 1 when more than --max-failures items failed (one line naming the file) or the
-    budget was not met; else 0."""
+def exit_status(
+    tally, interrupted: bool, max_failures: int, failures: Path, items: str, met: bool
+) -> int:
+    """130 after Ctrl-C; 1 when more than --max-failures items failed (one line naming the file) or
+    the budget was not met; else 0."""
     if interrupted:
         return 130
     if tally.failures > max_failures:
-        print(f"error: {tally.failures} {items} failed (more than --max-failures {max_failures}); see {failures}",
-              file=sys.stderr)
+        print(
+            f"error: {tally.failures} {items} failed (more than --max-failures {max_failures}); "
+            f"see {failures}",
+            file=sys.stderr,
+        )
         return 1
     return 0 if met else 1
 
 
-def terminate(signum, frame) -> None:  # SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written
+# SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written
+def terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
 def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, console) -> None:
-    """Check the servers given (a bad one ends the run in one line), or start the embedded one for the
-    length of `stack` (its log in out/server.log). The Context is unchanged: with no base URL the
-    routers find the embedded server already up (agents.embedded.shared_server, Studio's path too)."""
+    """Check the servers given (a bad one ends the run in one line), or start the embedded one for
+    the length of `stack` (its log in out/server.log). The Context is unchanged: with no base URL
+    the routers find the embedded server already up (agents.embedded.shared_server, Studio's path
+    too)."""
     for url in args.base_url or []:
         check_server(url, ctx.model)
     for url in args.expert_base_url or []:

@@ -8,13 +8,14 @@ from typing import Annotated, Any
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
-from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs this one on Python < 3.12
+from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
 from agents.protocol import FinalAnswer
 
 
 def merge_usage(old: dict | None, new: dict | None) -> dict:
-    """Sum per-role call and token counters: {"conductor": {"calls": 1, "prompt_tokens": .., ...}}."""
+    """Sum per-role call and token counters: {"conductor": {"calls": 1, "prompt_tokens": ..,
+    ...}}."""
     merged = {role: dict(counts) for role, counts in (old or {}).items()}
     for role, counts in (new or {}).items():
         slot = merged.setdefault(role, {})
@@ -35,11 +36,14 @@ class Draft(TypedDict):
     text: str
     summary: str
     category: str
-    guessed: list[str]  # fields the writer did not give and the graph filled in ("summary", "category", ...)
+    # fields the writer did not give and the graph filled in ("summary", "category", ...)
+    guessed: list[str]
 
 
 def draft_of(final: FinalAnswer | None) -> Draft | None:
-    return final and Draft(text=final.text, summary=final.summary, category=final.category, guessed=list(final.guessed))
+    return final and Draft(
+        text=final.text, summary=final.summary, category=final.category, guessed=list(final.guessed)
+    )
 
 
 class DocInput(TypedDict, total=False):
@@ -49,7 +53,8 @@ class DocInput(TypedDict, total=False):
 
 
 class ExpertTask(TypedDict):
-    """What one expert branch receives (via Send): its instruction and nothing of the conversation."""
+    """What one expert branch receives (via Send): its instruction and nothing of the
+    conversation."""
 
     order: int
     name: str
@@ -58,7 +63,8 @@ class ExpertTask(TypedDict):
 
 @dataclass(kw_only=True)
 class Document:
-    """What every method's document carries, and what its record reports (graph.nodes.make_record)."""
+    """What every method's document carries, and what its record reports
+    (graph.nodes.make_record)."""
 
     index: int = 0
     method: str = "metasynth"  # or a baseline: "template" | "template-prior" | "template-icl"
@@ -66,7 +72,8 @@ class Document:
     seed_doc: str = ""
     genre: str = ""
     audience: str = ""
-    messages: Annotated[list[AnyMessage], add_messages] = field(default_factory=list)  # the conductor's, or the writer's
+    # the conductor's, or the writer's
+    messages: Annotated[list[AnyMessage], add_messages] = field(default_factory=list)
     round: int = 0  # conductor turns taken (a baseline's one call counts as one)
     protocol: str | None = None  # "text" or "structured"; None for the baselines
     protocol_errors: int = 0
@@ -76,11 +83,14 @@ class Document:
     brief: dict | None = None  # the conductor's latest usable brief (agents.brief.Brief fields)
     reviews: list[dict] = field(default_factory=list)  # each review: {verdict, fix}
     draft: Draft | None = None
-    instruction: str = ""  # what the draft's writer was asked (the quality gate looks for echoes of it)
+    # what the draft's writer was asked (the quality gate looks for echoes of it)
+    instruction: str = ""
     fix: str = ""  # the quality gate's note for the writer's next attempt ("" = none)
-    sent_back: list[dict] = field(default_factory=list)  # each refusal by the gates: reason, rule, similarity
+    # each refusal by the gates: reason, rule, similarity
+    sent_back: list[dict] = field(default_factory=list)
     source: str | None = None  # "conductor" or "fallback": who wrote the draft
-    written_by: str = ""  # "experts" (the protocol ran), "conductor" (alone, where allowed), "fallback", or the method
+    # "experts" (the protocol ran), "conductor" (alone, where allowed), "fallback", or the method
+    written_by: str = ""
     writer: str = ""  # the expert who wrote most of the document's text
     fallback_reason: str = ""
     result: dict = field(default_factory=dict)  # the committed or rejected record
@@ -94,18 +104,21 @@ class DocState(Document):
 
     calls: list[dict] = field(default_factory=list)  # expert calls of the latest conductor turn
     replies: Annotated[list[dict], collect_replies] = field(default_factory=list)
-    expert_replies: list[dict] = field(default_factory=list)  # every expert reply relayed so far: name, text
+    # every expert reply relayed so far: name, text
+    expert_replies: list[dict] = field(default_factory=list)
     expert_share: float | None = None  # share of the final text the experts wrote (text protocol)
     premature: bool = False  # the latest turn was a final answer the experts did not write
     verdict: dict = field(default_factory=dict)  # novelty-gate outcome of the latest draft
     # The structured protocol (graph/structured.py)
-    options: dict[str, list[str]] = field(default_factory=dict)  # what the memory offers: category, genre, audience
+    # what the memory offers: category, genre, audience
+    options: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
 class TemplateState(Document):
     """A baseline document (graph/baselines.py): one prompt, one reply."""
 
-    shown: list[str] = field(default_factory=list)  # documents put in the prompt: recent corpus documents or real examples
+    # documents put in the prompt: recent corpus documents or real examples
+    shown: list[str] = field(default_factory=list)
     usable: bool = False  # the latest reply was long enough to be a document
     verdict: dict = field(default_factory=dict)  # the gate's outcome of the latest draft

@@ -32,55 +32,103 @@ from graph.configuration import Context
 from graph.nodes import SEED_DOC_CHARS, _recalled, ask, with_fix
 from graph.state import DocState, Draft
 
-FIELDS = {"category": "categories", "genre": "genres", "audience": "audiences"}  # brief field -> Domain list
+# brief field -> Domain list
+FIELDS = {"category": "categories", "genre": "genres", "audience": "audiences"}
 DRAFT_CHARS = 4000  # of a draft shown to the reviewer and the rewriter
 
 
 def least_covered(values: list[str], counts: Counter, k: int, rng: random.Random) -> list[str]:
-    """The k values the corpus has least of; ties in a seeded random order (a stable sort of a shuffle)."""
+    """The k values the corpus has least of; ties in a seeded random order (a stable sort of a
+    shuffle)."""
     shuffled = list(values)
     rng.shuffle(shuffled)
     return sorted(shuffled, key=lambda v: counts[v])[:k]
 
 
 def _coverage(prompts, counts: dict[str, Counter]) -> str:
-    rows = [{"field": name, "values": prompts.lines("coverage_value", [{"value": v, "count": n} for v, n in c.most_common(5)],
-                                                    empty=None, sep=", ")} for name, c in counts.items() if c]
+    rows = [
+        {
+            "field": name,
+            "values": prompts.lines(
+                "coverage_value",
+                [{"value": v, "count": n} for v, n in c.most_common(5)],
+                empty=None,
+                sep=", ",
+            ),
+        }
+        for name, c in counts.items()
+        if c
+    ]
     return prompts.lines("coverage_line", rows, empty="nothing_yet")
 
 
 def _writer_messages(ctx: Context, text: str) -> list:
-    """Fresh eyes: the expert system prompt and one instruction, nothing of the corpus or the conductor."""
+    """Fresh eyes: the expert system prompt and one instruction, nothing of the corpus or the
+    conductor."""
     return [SystemMessage(res.prompts(ctx).render("expert.md")), HumanMessage(text)]
 
 
 # -- nodes -----------------------------------------------------------------------------------------
 async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
-    """Open the conductor's brief: what the corpus holds (and, where the task prompt shows it, what is
-    nearest), what it may choose."""
+    """Open the conductor's brief: what the corpus holds (and, where the task prompt shows it, what
+    is nearest), what it may choose."""
     ctx = runtime.context
     prompts, memory = res.prompts(ctx), res.memory(ctx)
     domain = prompts.domain
-    counts = {field: Counter(r.get(field) for r in memory.records if r.get(field)) for field in FIELDS}
+    counts = {
+        field: Counter(r.get(field) for r in memory.records if r.get(field)) for field in FIELDS
+    }
     rng = random.Random(f"{ctx.seed}:offer:{state.index}:{len(memory)}")
-    options = {field: least_covered(getattr(domain, attr), counts[field], ctx.choices, rng) for field, attr in FIELDS.items()}
-    # The prompt file decides the conductor's memory view: recall costs an embedding only where shown.
+    options = {
+        field: least_covered(getattr(domain, attr), counts[field], ctx.choices, rng)
+        for field, attr in FIELDS.items()
+    }
+    # The prompt file decides the conductor's memory view: recall costs an embedding only where
+    # shown.
     near = await _recalled(ctx, state) if prompts.uses("structured/task.md", "recall") else []
     if state.seed_doc:
-        seed = prompts.render("structured/seed_document.md", document=state.seed_doc[:SEED_DOC_CHARS])
+        seed = prompts.render(
+            "structured/seed_document.md", document=state.seed_doc[:SEED_DOC_CHARS]
+        )
     else:
         seed = prompts.render("structured/seed_keywords.md", keywords=", ".join(state.seeds))
     task = prompts.render(
-        "structured/task.md", domain=domain.name, seed=seed, corpus_size=len(memory),
-        coverage=_coverage(prompts, {"categories": counts["category"], "genres": counts["genre"], "audiences": counts["audience"]}),
-        recall=prompts.lines("nearest_line", [{"summary": r.get("summary", "")} for _, r in near], empty="first_document"),
-        categories="; ".join(options["category"]), genres="; ".join(options["genre"]),
+        "structured/task.md",
+        domain=domain.name,
+        seed=seed,
+        corpus_size=len(memory),
+        coverage=_coverage(
+            prompts,
+            {
+                "categories": counts["category"],
+                "genres": counts["genre"],
+                "audiences": counts["audience"],
+            },
+        ),
+        recall=prompts.lines(
+            "nearest_line",
+            [{"summary": r.get("summary", "")} for _, r in near],
+            empty="first_document",
+        ),
+        categories="; ".join(options["category"]),
+        genres="; ".join(options["genre"]),
         audiences="; ".join(options["audience"]),
     )
-    system = prompts.render("structured/conductor.md", domain=domain.name, description=domain.description)
-    return {"messages": [SystemMessage(system), HumanMessage(task)], "options": options, "protocol": "structured",
-            "round": 0, "protocol_errors": 0, "revisions": 0, "experts": [], "reviews": [], "source": "conductor",
-            "brief": None}
+    system = prompts.render(
+        "structured/conductor.md", domain=domain.name, description=domain.description
+    )
+    return {
+        "messages": [SystemMessage(system), HumanMessage(task)],
+        "options": options,
+        "protocol": "structured",
+        "round": 0,
+        "protocol_errors": 0,
+        "revisions": 0,
+        "experts": [],
+        "reviews": [],
+        "source": "conductor",
+        "brief": None,
+    }
 
 
 async def plan(state: DocState, runtime: Runtime[Context]) -> dict:
@@ -95,22 +143,40 @@ async def plan(state: DocState, runtime: Runtime[Context]) -> dict:
         brief = parse_brief(reply.text, options)
     except BriefError as e:
         note = prompts.render("structured/brief_error.md", error=str(e))
-        return {**update, "messages": [reply, HumanMessage(note)], "brief": None,
-                "protocol_errors": state.protocol_errors + 1}
+        return {
+            **update,
+            "messages": [reply, HumanMessage(note)],
+            "brief": None,
+            "protocol_errors": state.protocol_errors + 1,
+        }
     keywords = ", ".join(state.seeds) or brief.category
-    instruction = prompts.render("structured/write.md", domain=prompts.domain.name, keywords=keywords, **brief.as_dict())
-    return {**update, "brief": brief.as_dict(), "instruction": instruction, "genre": brief.genre,
-            "audience": brief.audience}
+    instruction = prompts.render(
+        "structured/write.md", domain=prompts.domain.name, keywords=keywords, **brief.as_dict()
+    )
+    return {
+        **update,
+        "brief": brief.as_dict(),
+        "instruction": instruction,
+        "genre": brief.genre,
+        "audience": brief.audience,
+    }
 
 
 async def write(state: DocState, runtime: Runtime[Context]) -> dict:
     """The writer the conductor named drafts the document from the instruction alone."""
     ctx = runtime.context
     name = state.brief["expert"]
-    asked = with_fix(ctx, state.instruction, state.fix)  # the quality gate's note, after a refused draft
+    # the quality gate's note, after a refused draft
+    asked = with_fix(ctx, state.instruction, state.fix)
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, asked), f"expert:{name}")
-    return {"draft": _draft(ctx, state, reply.text), "source": "conductor", "usage": usage, "experts": state.experts + [name],
-            "written_by": "experts", "writer": name}
+    return {
+        "draft": _draft(ctx, state, reply.text),
+        "source": "conductor",
+        "usage": usage,
+        "experts": state.experts + [name],
+        "written_by": "experts",
+        "writer": name,
+    }
 
 
 async def review(state: DocState, runtime: Runtime[Context]) -> dict:
@@ -118,24 +184,46 @@ async def review(state: DocState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     prompts = res.prompts(ctx)
     brief = state.brief
-    text = prompts.render("structured/review.md", domain=prompts.domain.name, draft=state.draft["text"][:DRAFT_CHARS],
-                          genre=brief["genre"], audience=brief["audience"])
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), "expert:Reviewer",
-                             prompts.texts["review.gbnf"])
+    text = prompts.render(
+        "structured/review.md",
+        domain=prompts.domain.name,
+        draft=state.draft["text"][:DRAFT_CHARS],
+        genre=brief["genre"],
+        audience=brief["audience"],
+    )
+    reply, usage = await ask(
+        res.expert_router(ctx),
+        _writer_messages(ctx, text),
+        "expert:Reviewer",
+        prompts.texts["review.gbnf"],
+    )
     verdict = parse_review(reply.text)
-    return {"reviews": state.reviews + [{"verdict": "keep" if verdict.keep else "revise", "fix": verdict.fix}],
-            "usage": usage, "experts": state.experts + ["Reviewer"]}
+    return {
+        "reviews": state.reviews
+        + [{"verdict": "keep" if verdict.keep else "revise", "fix": verdict.fix}],
+        "usage": usage,
+        "experts": state.experts + ["Reviewer"],
+    }
 
 
 async def rewrite(state: DocState, runtime: Runtime[Context]) -> dict:
-    """The writer rewrites its draft with the reviewer's fix; an unusable rewrite keeps the draft."""
+    """The writer rewrites its draft with the reviewer's fix; an unusable rewrite keeps the
+    draft."""
     ctx = runtime.context
     prompts = res.prompts(ctx)
     name = state.brief["expert"]
-    text = prompts.render("structured/rewrite.md", instruction=state.instruction, fix=state.reviews[-1]["fix"],
-                          draft=state.draft["text"][:DRAFT_CHARS])
+    text = prompts.render(
+        "structured/rewrite.md",
+        instruction=state.instruction,
+        fix=state.reviews[-1]["fix"],
+        draft=state.draft["text"][:DRAFT_CHARS],
+    )
     reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{name}")
-    return {"draft": _draft(ctx, state, reply.text) or state.draft, "usage": usage, "experts": state.experts + [name]}
+    return {
+        "draft": _draft(ctx, state, reply.text) or state.draft,
+        "usage": usage,
+        "experts": state.experts + [name],
+    }
 
 
 def redo(state: DocState, runtime: Runtime[Context]) -> dict:
@@ -144,11 +232,16 @@ def redo(state: DocState, runtime: Runtime[Context]) -> dict:
 
 
 def replan(state: DocState, runtime: Runtime[Context]) -> dict:
-    """A draft too close to the corpus: the conductor writes a new brief, told what it collided with."""
+    """A draft too close to the corpus: the conductor writes a new brief, told what it collided
+    with."""
     ctx = runtime.context
     verdict = state.verdict
-    note = res.prompts(ctx).render("structured/too_similar.md", similarity=f"{verdict['similarity']:.3f}",
-                                   threshold=f"{ctx.threshold:.2f}", summary=verdict["near_summary"])
+    note = res.prompts(ctx).render(
+        "structured/too_similar.md",
+        similarity=f"{verdict['similarity']:.3f}",
+        threshold=f"{ctx.threshold:.2f}",
+        summary=verdict["near_summary"],
+    )
     messages = [HumanMessage(note)] if isinstance(state.messages[-1], AIMessage) else []
     return {"messages": messages, "revisions": state.revisions + 1, "reviews": []}
 

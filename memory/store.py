@@ -5,8 +5,8 @@ document (`embeddings.f32`, raw float32 rows in corpus order, so a reload never 
 FAISS index (`index.faiss`, written atomically; rebuilt from the embeddings when it is stale).
 FAISS's own serialisation is used, never pickle.
 
-`admit` is the novelty gate and the commit in one critical section: two documents in flight can never
-both pass the check against a corpus that lacks the other.
+`admit` is the novelty gate and the commit in one critical section: two documents in flight can
+never both pass the check against a corpus that lacks the other.
 """
 
 from __future__ import annotations
@@ -26,14 +26,16 @@ from core.jsonl import append_line, read_jsonl, write_atomic
 from core.rundir import CORPUS, EMBEDDINGS, INDEX, INDEX_META, RunDir
 from memory import index as indexes
 
-# The gate's cosine limit, chosen by measurement on real text vs light paraphrases: docs/novelty-threshold.md.
+# The gate's cosine limit, chosen by measurement on real text vs light paraphrases:
+# docs/novelty-threshold.md.
 DEFAULT_THRESHOLD = 0.85
 
 
 @dataclass(frozen=True)
 class Verdict:
     accepted: bool
-    similarity: float | None  # cosine similarity to the nearest committed document, None for the first
+    # cosine similarity to the nearest committed document, None for the first
+    similarity: float | None
     nearest: dict | None  # that document's record
     record: dict | None = None  # the committed record (with its id) when accepted
 
@@ -43,7 +45,9 @@ class Memory:
 
     records_name = CORPUS  # the file of committed records (an instruction run has its own)
 
-    def __init__(self, run_dir: str | Path, embedder, id_prefix: str = "doc", index: str = "auto") -> None:
+    def __init__(
+        self, run_dir: str | Path, embedder, id_prefix: str = "doc", index: str = "auto"
+    ) -> None:
         if index not in indexes.KINDS:
             raise UserError(f"unknown index kind {index!r} ({', '.join(indexes.KINDS)})")
         self.run = RunDir(Path(run_dir), self.records_name)
@@ -63,9 +67,12 @@ class Memory:
         return indexes.build(indexes.wanted(self.kind, n), self.dim, vectors)
 
     def _switch_if_due(self) -> None:
-        """Rebuild from the stored embeddings when the corpus outgrew the index (flat -> IVF, IVF retrain)."""
+        """Rebuild from the stored embeddings when the corpus outgrew the index (flat -> IVF, IVF
+        retrain)."""
         if not indexes.fits(self.index, self.kind, self.index.ntotal):
-            self.index = self._new_index(len(self.records), self._stored_embeddings(len(self.records)))
+            self.index = self._new_index(
+                len(self.records), self._stored_embeddings(len(self.records))
+            )
 
     # -- paths ---------------------------------------------------------------------------------
     @property
@@ -84,8 +91,9 @@ class Memory:
         self.records = read_jsonl(self.corpus_path, committed=True)
         n = len(self.records)
         vectors = self._stored_embeddings(n)
-        if len(vectors) < n:  # documents committed before their embeddings reached disk: embed the rest
-            missing = self.embedder.encode([r["text"] for r in self.records[len(vectors):]])
+        # documents committed before their embeddings reached disk: embed the rest
+        if len(vectors) < n:
+            missing = self.embedder.encode([r["text"] for r in self.records[len(vectors) :]])
             vectors = np.vstack([vectors, missing])
             if n:
                 self.run.memory.mkdir(parents=True, exist_ok=True)
@@ -132,15 +140,19 @@ class Memory:
 
     # -- writes --------------------------------------------------------------------------------
     def admit(self, record: dict, vector: np.ndarray, threshold: float) -> Verdict:
-        """Gate and commit atomically: commit `record` unless a committed document is >= threshold similar."""
+        """Gate and commit atomically: commit `record` unless a committed document is >= threshold
+        similar."""
         vector = np.ascontiguousarray(vector, dtype=np.float32).reshape(1, -1)
         with self.lock:
             top = self.nearest(vector, 1)
             similarity, nearest = top[0] if top else (None, None)
             if similarity is not None and similarity >= threshold:
                 return Verdict(False, similarity, nearest)
-            committed = {"id": f"{self.id_prefix}-{len(self.records):06d}", **record,
-                         "nearest_similarity": None if similarity is None else round(similarity, 4)}
+            committed = {
+                "id": f"{self.id_prefix}-{len(self.records):06d}",
+                **record,
+                "nearest_similarity": None if similarity is None else round(similarity, 4),
+            }
             self.run.memory.mkdir(parents=True, exist_ok=True)
             # Embedding first, corpus line second: a crash in between leaves an extra row, which a
             # reload drops; the corpus line is the commit point.
@@ -166,6 +178,10 @@ class Memory:
                 return
             self.run.memory.mkdir(parents=True, exist_ok=True)
             write_atomic(self._mem(INDEX), faiss.serialize_index(self.index).tobytes())
-            meta = {"count": len(self.records), "dim": self.dim, "metric": "inner_product_on_l2_normalised",
-                    "kind": indexes.kind_of(self.index)}
+            meta = {
+                "count": len(self.records),
+                "dim": self.dim,
+                "metric": "inner_product_on_l2_normalised",
+                "kind": indexes.kind_of(self.index),
+            }
             write_atomic(self._mem(INDEX_META), json.dumps(meta).encode())

@@ -1,9 +1,10 @@
 """Corpora to compare: read, label, sample to equal size, and what a run directory adds.
 
 A corpus is a JSONL file with a `text` per line, or PubMedQA's shape (`contexts` list plus
-`long_answer`, joined into the abstract), or an instruction set (graph.instruct's `instructions.jsonl`
-or its chat export): there the instruction is the text measured. A `corpus.jsonl` inside a run directory also brings the
-run's own embeddings (memory/embeddings.f32, same order) and its rejection rate (rejects.jsonl).
+`long_answer`, joined into the abstract), or an instruction set (graph.instruct's
+`instructions.jsonl` or its chat export): there the instruction is the text measured. A
+`corpus.jsonl` inside a run directory also brings the run's own embeddings (memory/embeddings.f32,
+same order) and its rejection rate (rejects.jsonl).
 """
 
 from __future__ import annotations
@@ -29,19 +30,28 @@ class Corpus:
     embeddings: np.ndarray | None = None  # the run's stored vectors, row i = texts[i]
     rejection_rate: float | None = None
     method: str | None = None
-    seeds: list[list[str]] = field(default_factory=list)  # each text's seed keywords ([] for real text)
+    # each text's seed keywords ([] for real text)
+    seeds: list[list[str]] = field(default_factory=list)
     meta: dict = field(default_factory=dict)
 
 
 def _text(record: dict) -> str:
     if isinstance(record.get("text"), str):
         return record["text"]
-    if isinstance(record.get("contexts"), list):  # PubMedQA: the abstract is its contexts and conclusion
-        return " ".join([*map(str, record["contexts"]), str(record.get("long_answer") or "")]).strip()
+    # PubMedQA: the abstract is its contexts and conclusion
+    if isinstance(record.get("contexts"), list):
+        return " ".join(
+            [*map(str, record["contexts"]), str(record.get("long_answer") or "")]
+        ).strip()
     if isinstance(record.get("instruction"), str):
         return record["instruction"]
-    if isinstance(record.get("messages"), list):  # a chat export: the user's turns are the instruction
-        return "\n".join(str(m.get("content", "")) for m in record["messages"] if isinstance(m, dict) and m.get("role") == "user")
+    # a chat export: the user's turns are the instruction
+    if isinstance(record.get("messages"), list):
+        return "\n".join(
+            str(m.get("content", ""))
+            for m in record["messages"]
+            if isinstance(m, dict) and m.get("role") == "user"
+        )
     return ""
 
 
@@ -59,7 +69,8 @@ def read_texts(path: Path) -> tuple[list[str], list[dict]]:
 
 
 def load(spec: str, reference: bool = False) -> Corpus:
-    """`PATH` or `NAME=PATH`. A run's corpus is named after its directory, other files after their stem."""
+    """`PATH` or `NAME=PATH`. A run's corpus is named after its directory, other files after their
+    stem."""
     name, sep, path_text = spec.partition("=")
     if not sep or "/" in name:  # a plain path (which may itself contain "=")
         name, path_text = "", spec
@@ -74,7 +85,9 @@ def load(spec: str, reference: bool = False) -> Corpus:
     name = name or (path.parent.name if path.name in (CORPUS, INSTRUCTIONS) else path.stem)
     corpus = Corpus(name=name, path=path, texts=texts, reference=reference)
     corpus.method = next((r.get("method") for r in records if r.get("method")), None)
-    corpus.seeds = [list(r.get("seeds") or []) if isinstance(r.get("seeds"), list) else [] for r in records]
+    corpus.seeds = [
+        list(r.get("seeds") or []) if isinstance(r.get("seeds"), list) else [] for r in records
+    ]
     _attach_run(corpus)
     return corpus
 
@@ -89,11 +102,14 @@ def _attach_run(corpus: Corpus) -> None:
     stored = run.memory / EMBEDDINGS
     if stored.exists() and stored.stat().st_size % 4 == 0:
         vectors = np.fromfile(stored, dtype=np.float32)
-        if vectors.size == len(corpus.texts) * DIM:  # exactly one all-MiniLM vector per line: trust the order
+        # exactly one all-MiniLM vector per line: trust the order
+        if vectors.size == len(corpus.texts) * DIM:
             corpus.embeddings = vectors.reshape(len(corpus.texts), DIM)
 
 
-def sample(corpus: Corpus, docs: int | None = None, tokens: int | None = None, count=None, seed: int = 0) -> list[int]:
+def sample(
+    corpus: Corpus, docs: int | None = None, tokens: int | None = None, count=None, seed: int = 0
+) -> list[int]:
     """Indices of a seeded random sample: `docs` documents, or whole documents until `tokens`
     tokens (as counted by `count`) are reached."""
     order = random.Random(seed).sample(range(len(corpus.texts)), len(corpus.texts))
@@ -106,7 +122,13 @@ def sample(corpus: Corpus, docs: int | None = None, tokens: int | None = None, c
         taken.append(i)
         total += count(corpus.texts[i])
     if total < tokens:
-        raise UserError(f"{corpus.name} holds {total:,} tokens, fewer than the {tokens:,} asked for; lower --tokens")
+        raise UserError(
+            f"{corpus.name} holds {total:,} tokens, fewer than the {tokens:,} asked for; lower "
+            "--tokens"
+        )
     if len(taken) < 2:
-        raise UserError(f"{tokens:,} tokens are one document of {corpus.name}; diversity needs at least 2: raise --tokens")
+        raise UserError(
+            f"{tokens:,} tokens are one document of {corpus.name}; diversity needs at least 2: "
+            "raise --tokens"
+        )
     return sorted(taken)

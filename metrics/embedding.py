@@ -43,7 +43,8 @@ def _nearest_other(x: np.ndarray) -> np.ndarray:
 
 def vendi(x: np.ndarray) -> float:
     """Vendi score (Friedman & Dieng 2023) with the cosine kernel: the effective number of distinct
-    documents, from 1 (all identical) to n. Computed from the d x d dual by the vendi-score package."""
+    documents, from 1 (all identical) to n. Computed from the d x d dual by the vendi-score
+    package."""
     from vendi_score import vendi
 
     return float(vendi.score_dual(x.astype(np.float64), normalize=True))

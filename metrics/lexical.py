@@ -1,4 +1,5 @@
-"""Surface-form diversity: compression ratio, n-gram diversity, self-repetition, ROUGE-L homogenization.
+"""Surface-form diversity: compression ratio, n-gram diversity, self-repetition, ROUGE-L
+homogenization.
 
 Compression ratio and n-gram diversity come from the `diversity` package (Shaib et al.). Two are
 computed here, with the package's definitions, because its code is quadratic where it need not be:
@@ -38,7 +39,8 @@ def compression_ratio(texts: list[str]) -> float:
 
 
 def ngram_diversity(texts: list[str], n: int = 4) -> float:
-    """Sum over k = 1..n of unique / total k-grams of whitespace tokens: higher = more diverse (max n)."""
+    """Sum over k = 1..n of unique / total k-grams of whitespace tokens: higher = more diverse (max
+    n)."""
     if len(" ".join(texts).split(" ")) < n:
         return float("nan")  # no n-gram at all: undefined (the package would divide by zero)
     return float(_diversity().ngram_diversity_score(texts, n))
@@ -49,14 +51,17 @@ def self_repetition(texts: list[str], n: int = 4) -> float:
     documents) (Salkar et al. 2022, as in `diversity`): lower = more diverse."""
     per_doc = [set(zip(*(words[i:] for i in range(n)))) for words in (t.split() for t in texts)]
     counts = Counter(itertools.chain.from_iterable(per_doc))
-    return float(np.mean([math.log(sum(counts[g] for g in grams) - len(grams) + 1) for grams in per_doc]))
+    return float(
+        np.mean([math.log(sum(counts[g] for g in grams) - len(grams) + 1) for grams in per_doc])
+    )
 
 
 @cache
 def _rouge_tokenizer():
     from rouge_score import tokenizers
 
-    return tokenizers.DefaultTokenizer(use_stemmer=False)  # what rouge_scorer uses: lowercase alphanumeric runs
+    # what rouge_scorer uses: lowercase alphanumeric runs
+    return tokenizers.DefaultTokenizer(use_stemmer=False)
 
 
 def homogenization(texts: list[str], max_docs: int = 500, seed: int = 0) -> dict:
@@ -70,9 +75,12 @@ def homogenization(texts: list[str], max_docs: int = 500, seed: int = 0) -> dict
     if len(texts) > max_docs:
         texts = random.Random(seed).sample(texts, max_docs)
     vocab: dict[str, int] = {}
-    docs = [[vocab.setdefault(w, len(vocab)) for w in _rouge_tokenizer().tokenize(t)] for t in texts]
+    docs = [
+        [vocab.setdefault(w, len(vocab)) for w in _rouge_tokenizer().tokenize(t)] for t in texts
+    ]
     scores = []
     for a, b in itertools.combinations(docs, 2):
         lcs = LCSseq.similarity(a, b)
-        scores.append(0.0 if lcs == 0 else 2 * lcs / (len(a) + len(b)))  # F1 of P = lcs/|a|, R = lcs/|b|
+        # F1 of P = lcs/|a|, R = lcs/|b|
+        scores.append(0.0 if lcs == 0 else 2 * lcs / (len(a) + len(b)))
     return {"value": float(np.mean(scores)) if scores else float("nan"), "docs": len(docs)}

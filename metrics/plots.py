@@ -40,14 +40,24 @@ def bars(results: dict, metrics: dict, path: Path) -> None:
             err = np.array([np.subtract(heights, lows), np.subtract(highs, heights)])
             ax.errorbar(x, heights, yerr=err, fmt="none", ecolor="black", capsize=3)
         if all(v == 0 for v in values if v is not None):  # say so, rather than draw empty axes
-            ax.text(0.5, 0.5, "0 for every corpus", ha="center", va="center", transform=ax.transAxes, fontsize=9)
+            ax.text(
+                0.5,
+                0.5,
+                "0 for every corpus",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=9,
+            )
             ax.set_ylim(0, 1)
         ax.set_title(f"{label} {'↑' if higher else '↓'}", fontsize=9)
         ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
         ax.tick_params(axis="y", labelsize=8)
-    for ax in list(axes.flat)[len(shown):]:
+    for ax in list(axes.flat)[len(shown) :]:
         ax.axis("off")
-    fig.suptitle("Diversity per corpus (hatched: real text; ↑ higher / ↓ lower is more diverse)", fontsize=10)
+    fig.suptitle(
+        "Diversity per corpus (hatched: real text; ↑ higher / ↓ lower is more diverse)", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -60,14 +70,25 @@ def projection(vectors: dict[str, np.ndarray], reference: dict[str, bool], path:
     names = list(vectors)
     colors = _colors(names)
     stacked = np.concatenate([vectors[n] for n in names])
-    xy = PCA(n_components=2, random_state=0).fit_transform(stacked) if len(stacked) > 2 else np.zeros((len(stacked), 2))
+    xy = (
+        PCA(n_components=2, random_state=0).fit_transform(stacked)
+        if len(stacked) > 2
+        else np.zeros((len(stacked), 2))
+    )
     fig, ax = plt.subplots(figsize=(7, 6))
     start = 0
     for n in names:
-        part = xy[start:start + len(vectors[n])]
+        part = xy[start : start + len(vectors[n])]
         start += len(vectors[n])
-        ax.scatter(part[:, 0], part[:, 1], s=10, alpha=0.6, color=colors[n], marker="x" if reference[n] else "o",
-                   label=f"{n} (real)" if reference[n] else n)
+        ax.scatter(
+            part[:, 0],
+            part[:, 1],
+            s=10,
+            alpha=0.6,
+            color=colors[n],
+            marker="x" if reference[n] else "o",
+            label=f"{n} (real)" if reference[n] else n,
+        )
     ax.set_title("Document embeddings (all-MiniLM-L6-v2), PCA to 2-D", fontsize=10)
     ax.legend(fontsize=8, markerscale=2)
     fig.tight_layout()

@@ -8,8 +8,8 @@ Choices (the reference used GPT-2 and 512-sequence batches; these fit 2 CPU core
 - The body is frozen, so its final hidden states are computed once per batch; the head (a copy of
   the output embedding, untied) trains on them with Adam.
 - The Fisher is the exact one, not a Monte Carlo estimate: for the head weight W[v, i] and a token
-  with hidden state h and predictive distribution p, E_y[(d log p_y / dW[v, i])^2] = p_v (1 - p_v) h_i^2.
-  Summed over tokens that is one matrix product, (P * (1 - P))^T @ H^2.
+  with hidden state h and predictive distribution p, E_y[(d log p_y / dW[v, i])^2] = p_v (1 - p_v)
+  h_i^2. Summed over tokens that is one matrix product, (P * (1 - P))^T @ H^2.
 - The confidence interval is a bootstrap over batches (pairs of a batch with itself are skipped).
 """
 
@@ -24,7 +24,8 @@ import torch
 
 @dataclass
 class Task2VecSettings:
-    batches: int = 12  # batch embeddings per corpus, at most documents // batch_size (no document in two batches)
+    # batch embeddings per corpus, at most documents // batch_size (no document in two batches)
+    batches: int = 12
     batch_size: int = 8  # documents per batch
     max_tokens: int = 128  # tokens per document (truncated)
     head_steps: int = 2  # Adam steps on the head before the Fisher is taken
@@ -33,14 +34,16 @@ class Task2VecSettings:
 
 
 def head_fisher(h: torch.Tensor, head: torch.Tensor) -> torch.Tensor:
-    """Exact Fisher diagonal of a softmax head W [vocab, hidden] over tokens with features h [tokens, hidden]:
-    sum_t E_{y ~ p_t}[(d log p_t,y / dW)^2] = sum_t p_t (1 - p_t) h_t^2, as a [vocab, hidden] matrix."""
+    """Exact Fisher diagonal of a softmax head W [vocab, hidden] over tokens with features h
+    [tokens, hidden]: sum_t E_{y ~ p_t}[(d log p_t,y / dW)^2] = sum_t p_t (1 - p_t) h_t^2, as a
+    [vocab, hidden] matrix."""
     p = torch.softmax(h @ head.T, dim=-1)
     return (p * (1 - p)).T @ (h * h)
 
 
 class Probe:
-    """A causal LM whose frozen body gives features and whose output head is re-trained per batch."""
+    """A causal LM whose frozen body gives features and whose output head is re-trained per
+    batch."""
 
     def __init__(self, name: str = "embedded") -> None:
         from transformers.utils import logging as hf_logging
@@ -58,7 +61,9 @@ class Probe:
     @torch.no_grad()
     def features(self, texts: list[str], max_tokens: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Final hidden states of every position that predicts a next token, and those tokens."""
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=max_tokens)
+        batch = self.tokenizer(
+            texts, return_tensors="pt", padding=True, truncation=True, max_length=max_tokens
+        )
         hidden = self.model.base_model(**batch).last_hidden_state  # after the final norm
         mask = batch["attention_mask"].bool()
         predicts = mask[:, :-1] & mask[:, 1:]
@@ -82,18 +87,21 @@ class Probe:
 
 
 def batches_of(n_docs: int, settings: Task2VecSettings) -> list[list[int]]:
-    """Disjoint batches of documents, as many as asked for and the corpus allows. (Batches that shared
-    documents would look alike and bias the coefficient low on small corpora.)"""
+    """Disjoint batches of documents, as many as asked for and the corpus allows. (Batches that
+    shared documents would look alike and bias the coefficient low on small corpora.)"""
     count = min(settings.batches, n_docs // settings.batch_size)
     if count < 2:
-        raise ValueError(f"{n_docs} documents make fewer than 2 batches of {settings.batch_size}; "
-                         "lower --t2v-batch-size")
+        raise ValueError(
+            f"{n_docs} documents make fewer than 2 batches of {settings.batch_size}; "
+            "lower --t2v-batch-size"
+        )
     order = random.Random(settings.seed).sample(range(n_docs), n_docs)
-    return [order[i * settings.batch_size:(i + 1) * settings.batch_size] for i in range(count)]
+    return [order[i * settings.batch_size : (i + 1) * settings.batch_size] for i in range(count)]
 
 
 def cosine_distances(units: list[np.ndarray]) -> np.ndarray:
-    """Pairwise cosine distances of unit vectors, without stacking them (each is vocab x hidden long)."""
+    """Pairwise cosine distances of unit vectors, without stacking them (each is vocab x hidden
+    long)."""
     n = len(units)
     d = np.zeros((n, n))
     for i in range(n):
@@ -117,14 +125,24 @@ def coefficient(distances: np.ndarray, resamples: int = 1000, seed: int = 0) -> 
         if distinct.any():
             means.append(d[distinct].mean())
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"value": float(upper.mean()), "ci95": [float(low), float(high)], "pairs": int(len(upper))}
+    return {
+        "value": float(upper.mean()),
+        "ci95": [float(low), float(high)],
+        "pairs": int(len(upper)),
+    }
 
 
-def diversity_coefficient(texts: list[str], probe: Probe, settings: Task2VecSettings | None = None) -> dict:
+def diversity_coefficient(
+    texts: list[str], probe: Probe, settings: Task2VecSettings | None = None
+) -> dict:
     settings = settings or Task2VecSettings()
     if settings.batches < 2:
         raise ValueError("the diversity coefficient needs at least 2 batches")
     batches = batches_of(len(texts), settings)
     embeddings = [probe.embed([texts[i] for i in batch], settings) for batch in batches]
-    return {**coefficient(cosine_distances(embeddings), seed=settings.seed), "probe": probe.name,
-            "batches": len(batches), "settings": asdict(settings)}
+    return {
+        **coefficient(cosine_distances(embeddings), seed=settings.seed),
+        "probe": probe.name,
+        "batches": len(batches),
+        "settings": asdict(settings),
+    }

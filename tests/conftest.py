@@ -22,7 +22,9 @@ def real_data(name: str):
     test is skipped, with the reason, where it is absent."""
     path = DATA / name
     if not path.is_file():
-        pytest.skip(f"real text not found: {path} (../shared/data beside the checkout, or METASYNTH_DATA)")
+        pytest.skip(
+            f"real text not found: {path} (../shared/data beside the checkout, or METASYNTH_DATA)"
+        )
     return path
 
 
@@ -42,7 +44,8 @@ class ScriptedChat(FakeChatModel):
         return self.respond(messages)
 
     async def _agenerate(self, messages, stop=None, run_manager=None, **kwargs):
-        return self._generate(messages, stop=stop, **kwargs)  # FakeChatModel's async path ignores _call
+        # FakeChatModel's async path ignores _call
+        return self._generate(messages, stop=stop, **kwargs)
 
 
 def scripted(respond) -> ScriptedChat:
@@ -52,23 +55,37 @@ def scripted(respond) -> ScriptedChat:
 @pytest.fixture
 def ctx(tmp_path) -> Context:
     resources.clear()
-    yield Context(domain="finance", out_dir=str(tmp_path / "run"), base_url="http://stub.invalid/v1", model="stub")
+    yield Context(
+        domain="finance",
+        out_dir=str(tmp_path / "run"),
+        base_url="http://stub.invalid/v1",
+        model="stub",
+    )
     resources.clear()
 
 
 @pytest.fixture
 def stub_models(monkeypatch):
-    """Install conductor/expert stubs: `stub_models(conductor_fn, expert_fn)` returns the two fakes."""
+    """Install conductor/expert stubs: `stub_models(conductor_fn, expert_fn)` returns the two
+    fakes."""
 
     def install(conductor_fn, expert_fn=lambda messages: "Expert text about the topic."):
         conductor, expert = scripted(conductor_fn), scripted(expert_fn)
         # The real Router (caps, retries, accounting) with the fake model behind it.
         # The stub endpoints take grammars as llama.cpp does, so tests see what would be sent.
-        routers = {"conductor": Router(["stub://c"], "stub-conductor", 0.0, 64, backoff=0.0, grammar_style="llama.cpp"),
-                   "expert": Router(["stub://e"], "stub-expert", 0.0, 64, backoff=0.0, grammar_style="llama.cpp")}
+        routers = {
+            "conductor": Router(
+                ["stub://c"], "stub-conductor", 0.0, 64, backoff=0.0, grammar_style="llama.cpp"
+            ),
+            "expert": Router(
+                ["stub://e"], "stub-expert", 0.0, 64, backoff=0.0, grammar_style="llama.cpp"
+            ),
+        }
         routers["conductor"].client = lambda endpoint: conductor
         routers["expert"].client = lambda endpoint: expert
-        monkeypatch.setattr(resources, "conductor_router", lambda ctx, loop=None: routers["conductor"])
+        monkeypatch.setattr(
+            resources, "conductor_router", lambda ctx, loop=None: routers["conductor"]
+        )
         monkeypatch.setattr(resources, "expert_router", lambda ctx, loop=None: routers["expert"])
         return conductor, expert
 

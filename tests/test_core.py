@@ -15,9 +15,11 @@ def write(path, *lines, tail=""):
 
 
 def test_a_runs_file_is_read_to_its_last_newline_any_other_file_to_its_last_line(tmp_path):
-    run_file = write(tmp_path / CORPUS, {"text": "a"}, tail='{"text": "b"}')  # a commit still being written
+    # a commit still being written
+    run_file = write(tmp_path / CORPUS, {"text": "a"}, tail='{"text": "b"}')
     assert [r["text"] for r in read_jsonl(run_file, committed=True)] == ["a"]
-    assert [r["text"] for r in read_jsonl(run_file)] == ["a", "b"]  # a hand-made file without a final newline
+    # a hand-made file without a final newline
+    assert [r["text"] for r in read_jsonl(run_file)] == ["a", "b"]
 
     cut = write(tmp_path / "user.jsonl", {"text": "a"}, tail='{"text": "b')
     assert [r["text"] for r in read_jsonl(cut, committed=True)] == ["a"]
@@ -46,7 +48,11 @@ def test_every_broken_line_is_named_in_one_message(tmp_path):
 
 def test_run_dir_names_every_file_and_finds_an_instruction_run(tmp_path):
     run = RunDir(tmp_path)
-    assert run.records == tmp_path / CORPUS and run.records in run.appended and run.memory in run.outputs
+    assert (
+        run.records == tmp_path / CORPUS
+        and run.records in run.appended
+        and run.memory in run.outputs
+    )
     assert RunDir.find(tmp_path).records_name == CORPUS  # an empty folder is a generation run
     (tmp_path / INSTRUCTIONS).write_text("")
     assert RunDir.find(tmp_path).records == tmp_path / INSTRUCTIONS

@@ -21,16 +21,33 @@ def records(out):
 
 def test_faulty_server_still_yields_every_document(tmp_path):
     out = tmp_path / "run"
-    # malformed 0.30: ~36 conductor turns, so P(none malformed) ~ 3e-6 (at 0.10 it was ~2 %: a flaky test)
+    # malformed 0.30: ~36 conductor turns, so P(none malformed) ~ 3e-6 (at 0.10 it was ~2 %: a flaky
+    # test)
     with MockServer(error_rate=0.20, hang_rate=0.05, malformed_rate=0.30, hang=4.0, seed=3) as url:
-        code = main(["--docs", "12", "--out", str(out), "--base-url", url, "--concurrency", "4",
-                     "--request-timeout", "1", "--max-retries", "8", "--quiet"])
+        code = main(
+            [
+                "--docs",
+                "12",
+                "--out",
+                str(out),
+                "--base-url",
+                url,
+                "--concurrency",
+                "4",
+                "--request-timeout",
+                "1",
+                "--max-retries",
+                "8",
+                "--quiet",
+            ]
+        )
     assert code == 0
     assert len(records(out)) == 12
     manifest = json.loads((out / "manifest.json").read_text())
     llm = manifest["llm"]
     assert llm["by_role"]["conductor"]["retries"] + llm["by_role"]["expert"]["retries"] > 0
-    assert {"InternalServerError", "APITimeoutError"} <= set(llm["errors"])  # both fault kinds were met and retried
+    # both fault kinds were met and retried
+    assert {"InternalServerError", "APITimeoutError"} <= set(llm["errors"])
     assert manifest["protocol_errors"] > 0  # malformed turns reached the graph and were answered
     assert manifest["this_run"]["failed"] == 0
 
@@ -38,11 +55,28 @@ def test_faulty_server_still_yields_every_document(tmp_path):
 def test_a_document_whose_calls_keep_failing_is_recorded_and_the_run_goes_on(tmp_path, capsys):
     out = tmp_path / "run"
     with MockServer(error_rate=1.0) as url:
-        code = main(["--docs", "2", "--out", str(out), "--base-url", url, "--max-retries", "1",
-                     "--max-failures", "3", "--quiet", "--concurrency", "1"])
+        code = main(
+            [
+                "--docs",
+                "2",
+                "--out",
+                str(out),
+                "--base-url",
+                url,
+                "--max-retries",
+                "1",
+                "--max-failures",
+                "3",
+                "--quiet",
+                "--concurrency",
+                "1",
+            ]
+        )
     assert code == 1  # past --max-failures
     failures = [json.loads(line) for line in (out / "failures.jsonl").read_text().splitlines()]
-    assert len(failures) == 4 and all("InternalServerError after 1 retries" in f["error"] for f in failures)
+    assert len(failures) == 4 and all(
+        "InternalServerError after 1 retries" in f["error"] for f in failures
+    )
     assert "more than --max-failures 3" in capsys.readouterr().err
     assert not (out / "corpus.jsonl").exists()
 
@@ -57,14 +91,29 @@ def wait_for_lines(path, n, process, deadline):
 def test_sigkill_at_random_moments_then_resume(tmp_path):
     out, target = tmp_path / "run", 24
     rng = random.Random(11)
-    command = [sys.executable, "-m", "graph.run", "--docs", str(target), "--out", str(out), "--concurrency", "4", "--quiet"]
+    command = [
+        sys.executable,
+        "-m",
+        "graph.run",
+        "--docs",
+        str(target),
+        "--out",
+        str(out),
+        "--concurrency",
+        "4",
+        "--quiet",
+    ]
     with MockServer(latency=0.05) as url:
         command += ["--base-url", url]
         for kill in range(3):
             resume = ["--resume"] if (out / "corpus.jsonl").exists() else []
-            process = subprocess.Popen(command + resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                command + resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
             have = (out / "corpus.jsonl").read_bytes().count(b"\n") if resume else 0
-            wait_for_lines(out / "corpus.jsonl", have + rng.randint(1, 5), process, time.monotonic() + 120)
+            wait_for_lines(
+                out / "corpus.jsonl", have + rng.randint(1, 5), process, time.monotonic() + 120
+            )
             time.sleep(rng.uniform(0, 0.3))  # somewhere inside the next documents
             process.send_signal(signal.SIGKILL)
             process.wait()
@@ -72,7 +121,8 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
         done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-1500:]
     committed = records(out)  # every line parses
-    assert [r["id"] for r in committed] == [f"finance-{i:06d}" for i in range(target)]  # none lost, none twice
+    # none lost, none twice
+    assert [r["id"] for r in committed] == [f"finance-{i:06d}" for i in range(target)]
     assert len({r["text"] for r in committed}) == target
     vectors = np.fromfile(out / "memory" / "embeddings.f32", dtype=np.float32)
     assert len(vectors) == target * DIM  # memory entries == corpus documents

@@ -17,28 +17,50 @@ def llama_servers() -> set[str]:
 
 
 def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_path):
-    """The default run (structured protocol, grammar-constrained turns): every document is planned by
-    the conductor and written by the experts it named, none by the fallback."""
+    """The default run (structured protocol, grammar-constrained turns): every document is planned
+    by the conductor and written by the experts it named, none by the fallback."""
     before = llama_servers()
     out = tmp_path / "run"
     secret = "sk-test-4f9c2e7d1b"  # a key is sent to the server but never written anywhere
-    done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", "3", "--out", str(out),
-                           "--expert-max-tokens", "384", "--quiet"], capture_output=True, text=True, timeout=1200,
-                          env={**os.environ, "OPENAI_API_KEY": secret})
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graph.run",
+            "--domain",
+            "finance",
+            "--docs",
+            "3",
+            "--out",
+            str(out),
+            "--expert-max-tokens",
+            "384",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "OPENAI_API_KEY": secret},
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
     assert len(records) == 3
     for record in records:
         assert record["model"] == "smollm2-135m-instruct" and record["ended"] == "final"
-        assert record["protocol"] == "structured" and record["brief"]["expert"] == record["experts"][0]
+        assert (
+            record["protocol"] == "structured" and record["brief"]["expert"] == record["experts"][0]
+        )
         assert len(record["text"]) >= 200 and record["tokens"] > 40
         assert record["nearest_similarity"] is None or record["nearest_similarity"] < 0.85
-    assert len({r["genre"] for r in records}) == 3  # the memory offered each document genres not yet used
+    # the memory offered each document genres not yet used
+    assert len({r["genre"] for r in records}) == 3
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["grammar"] == {"conductor": ["llama.cpp"], "expert": ["llama.cpp"]}
-    # No document needed the fallback; a writer's unusable (too short) reply may cost one rejected try.
+    # No document needed the fallback; a writer's unusable (too short) reply may cost one rejected
+    # try.
     assert manifest["this_run"]["fallback"] == 0 and manifest["protocol_success_rate"] >= 0.75
-    assert manifest["llm"]["by_role"]["conductor"]["completion_tokens"] > 0  # real token usage from the server
+    # real token usage from the server
+    assert manifest["llm"]["by_role"]["conductor"]["completion_tokens"] > 0
     for written in (out / "manifest.json", out / "server.log", out / "corpus.jsonl"):
         assert secret not in written.read_text()
     assert secret not in done.stderr + done.stdout
@@ -46,36 +68,96 @@ def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_
 
 
 def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
-    """The real model writes 3 template-icl documents; the report measures them against the real text."""
+    """The real model writes 3 template-icl documents; the report measures them against the real
+    text."""
     out = tmp_path / "icl"
     data = real_data("finance/fpb.jsonl")
-    done = subprocess.run([sys.executable, "-m", "graph.run", "--method", "template-icl", "--seed-docs", str(data),
-                           "--docs", "3", "--out", str(out), "--expert-max-tokens", "256", "--quiet"],
-                          capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graph.run",
+            "--method",
+            "template-icl",
+            "--seed-docs",
+            str(data),
+            "--docs",
+            "3",
+            "--out",
+            str(out),
+            "--expert-max-tokens",
+            "256",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
-    assert len(records) == 3 and all(r["method"] == "template-icl" and len(r["text"]) >= 200 for r in records)
-    report = subprocess.run([sys.executable, "-m", "metrics.report", str(out), "--reference", str(data), "--out",
-                             str(tmp_path / "report"), "--t2v-batches", "2", "--t2v-batch-size", "1"],
-                            capture_output=True, text=True, timeout=1200)
+    assert len(records) == 3 and all(
+        r["method"] == "template-icl" and len(r["text"]) >= 200 for r in records
+    )
+    report = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "metrics.report",
+            str(out),
+            "--reference",
+            str(data),
+            "--out",
+            str(tmp_path / "report"),
+            "--t2v-batches",
+            "2",
+            "--t2v-batch-size",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert report.returncode == 0, report.stderr[-2000:]
     corpora = json.loads((tmp_path / "report" / "metrics.json").read_text())["corpora"]
     assert corpora["icl"]["documents"] == corpora["fpb"]["documents"] == 3
     assert corpora["icl"]["rejection_rate"] is not None
-    # three distinct documents: a diversity coefficient strictly between identical (0) and orthogonal (1)
+    # three distinct documents: a diversity coefficient strictly between identical (0) and
+    # orthogonal (1)
     assert all(0 < corpora[name]["task2vec"] < 1 for name in ("icl", "fpb")), corpora
 
 
 def test_the_server_serves_concurrent_documents(tmp_path):
-    """llama.cpp's own server from a prebuilt wheel answers documents in flight at once from separate
-    slots, with the same grammar-constrained protocol."""
+    """llama.cpp's own server from a prebuilt wheel answers documents in flight at once from
+    separate slots, with the same grammar-constrained protocol."""
     out = tmp_path / "run"
-    done = subprocess.run([sys.executable, "-m", "graph.run", "--domain", "finance", "--docs", "3", "--out", str(out),
-                           "--concurrency", "3", "--reviews", "0",
-                           "--expert-max-tokens", "256", "--quiet"], capture_output=True, text=True, timeout=1200)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "graph.run",
+            "--domain",
+            "finance",
+            "--docs",
+            "3",
+            "--out",
+            str(out),
+            "--concurrency",
+            "3",
+            "--reviews",
+            "0",
+            "--expert-max-tokens",
+            "256",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     records = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
-    assert len(records) == 3 and all(r["ended"] == "final" and len(r["text"]) >= 200 for r in records)
+    assert len(records) == 3 and all(
+        r["ended"] == "final" and len(r["text"]) >= 200 for r in records
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["grammar"] == {"conductor": ["llama.cpp"], "expert": ["llama.cpp"]}
     busy = most = 0  # requests in slots at once, from the server's own log

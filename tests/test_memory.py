@@ -21,7 +21,9 @@ def embedder():
 
 def fill(memory, embedder, texts=TEXTS):
     for text in texts:
-        assert memory.admit({"text": text, "summary": text[:20], "category": "c"}, embedder.encode([text])[0], 0.99).accepted
+        assert memory.admit(
+            {"text": text, "summary": text[:20], "category": "c"}, embedder.encode([text])[0], 0.99
+        ).accepted
 
 
 def test_admit_commits_with_sequential_ids_and_similarity(tmp_path, embedder):
@@ -38,7 +40,11 @@ def test_gate_rejects_at_the_threshold_and_accepts_just_below(tmp_path, embedder
     probe = embedder.encode(["The central bank raised rates to fight high inflation."])[0]
     similarity = memory.nearest(probe, 1)[0][0]
     at = memory.admit({"text": "x"}, probe, threshold=similarity)  # >= threshold: too similar
-    assert not at.accepted and at.similarity == pytest.approx(similarity) and at.nearest["text"] == TEXTS[0]
+    assert (
+        not at.accepted
+        and at.similarity == pytest.approx(similarity)
+        and at.nearest["text"] == TEXTS[0]
+    )
     assert len(memory) == 1 and len((tmp_path / "corpus.jsonl").read_text().splitlines()) == 1
     below = memory.admit({"text": "x"}, probe, threshold=similarity + 1e-4)
     assert below.accepted and len(memory) == 2
@@ -51,7 +57,9 @@ def test_round_trip_loads_the_saved_index(tmp_path, embedder):
     query = embedder.encode(["statin trial in old patients"])[0]
     again = Memory(tmp_path, embedder)
     assert len(again) == 3 and again.index.ntotal == 3
-    assert [r["id"] for _, r in again.nearest(query, 3)] == [r["id"] for _, r in memory.nearest(query, 3)]
+    assert [r["id"] for _, r in again.nearest(query, 3)] == [
+        r["id"] for _, r in memory.nearest(query, 3)
+    ]
     assert again.nearest(query, 1)[0][1]["text"] == TEXTS[1]
 
 
@@ -60,7 +68,8 @@ def test_reload_rebuilds_a_stale_index_and_drops_uncommitted_rows(tmp_path, embe
     fill(memory, embedder, TEXTS[:2])
     memory.save_index()  # index of 2 documents
     fill(memory, embedder, TEXTS[2:])  # a third commit after the save: index.faiss is stale
-    with open(tmp_path / "memory" / "embeddings.f32", "ab") as f:  # a crash after the embedding, before the line
+    # a crash after the embedding, before the line
+    with open(tmp_path / "memory" / "embeddings.f32", "ab") as f:
         f.write(np.ones(memory.dim, dtype=np.float32).tobytes())
     again = Memory(tmp_path, embedder)
     assert again.index.ntotal == 3
@@ -90,5 +99,8 @@ def test_hnsw_index_by_flag_survives_a_reload(tmp_path, embedder):
     assert memory.nearest(probe, 1)[0][1]["text"] == TEXTS[1]
     memory.save_index()
     again = Memory(tmp_path, embedder, index="hnsw")
-    assert isinstance(again.index, faiss.IndexHNSWFlat) and again.nearest(probe, 1)[0][1]["text"] == TEXTS[1]
+    assert (
+        isinstance(again.index, faiss.IndexHNSWFlat)
+        and again.nearest(probe, 1)[0][1]["text"] == TEXTS[1]
+    )
     assert isinstance(Memory(tmp_path, embedder, index="flat").index, faiss.IndexFlatIP)  # by flag

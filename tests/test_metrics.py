@@ -13,7 +13,14 @@ from core.errors import UserError
 from metrics import embedding, lexical
 from metrics.corpora import load
 from metrics.report import main
-from metrics.task2vec import Probe, Task2VecSettings, batches_of, coefficient, diversity_coefficient, head_fisher
+from metrics.task2vec import (
+    Probe,
+    Task2VecSettings,
+    batches_of,
+    coefficient,
+    diversity_coefficient,
+    head_fisher,
+)
 from train.tasks import DATA
 
 FPB = DATA / "finance" / "fpb.jsonl"
@@ -21,7 +28,10 @@ FPB = DATA / "finance" / "fpb.jsonl"
 
 def fpb(n: int) -> list[str]:
     """Real FPB sentences; the test is skipped without them (conftest.real_data)."""
-    return [json.loads(line)["text"] for line in real_data("finance/fpb.jsonl").read_text().splitlines()[:n]]
+    return [
+        json.loads(line)["text"]
+        for line in real_data("finance/fpb.jsonl").read_text().splitlines()[:n]
+    ]
 
 
 def words_doc(prefix: str, n: int = 40) -> str:
@@ -57,25 +67,38 @@ def test_disjoint_vocabularies_share_nothing():
     assert lexical.self_repetition(docs) == 0.0
     assert lexical.ngram_diversity(docs) == pytest.approx(4.0)  # every k-gram unique, k = 1..4
     x = np.eye(8)  # orthogonal embeddings
-    assert embedding.remote_clique(x) == pytest.approx(1.0) and embedding.chamfer(x) == pytest.approx(1.0)
+    assert embedding.remote_clique(x) == pytest.approx(1.0) and embedding.chamfer(
+        x
+    ) == pytest.approx(1.0)
     assert embedding.vendi(x) == pytest.approx(8.0)
 
 
 def test_duplicated_halves():
     half = fpb(12)
     docs = half + half
-    assert lexical.compression_ratio(docs) > 1.5 * lexical.compression_ratio(half)  # gzip finds the repeat
-    assert lexical.ngram_diversity(docs) == pytest.approx(lexical.ngram_diversity(half) / 2, rel=0.02)
+    # gzip finds the repeat
+    assert lexical.compression_ratio(docs) > 1.5 * lexical.compression_ratio(half)
+    assert lexical.ngram_diversity(docs) == pytest.approx(
+        lexical.ngram_diversity(half) / 2, rel=0.02
+    )
     x = unit_rows(12)
     both = np.concatenate([x, x])
-    assert embedding.near_duplicates(both, 0.85) == 1.0 and embedding.chamfer(both) == pytest.approx(0.0, abs=1e-6)
-    assert embedding.vendi(both) == pytest.approx(embedding.vendi(x), rel=1e-6)  # duplicates add no "species"
+    assert embedding.near_duplicates(both, 0.85) == 1.0 and embedding.chamfer(
+        both
+    ) == pytest.approx(0.0, abs=1e-6)
+    # duplicates add no "species"
+    assert embedding.vendi(both) == pytest.approx(embedding.vendi(x), rel=1e-6)
     n = 12  # each document gains a zero-distance twin among 2n - 1 others
-    assert embedding.remote_clique(both) == pytest.approx(embedding.remote_clique(x) * 2 * (n - 1) / (2 * n - 1))
+    assert embedding.remote_clique(both) == pytest.approx(
+        embedding.remote_clique(x) * 2 * (n - 1) / (2 * n - 1)
+    )
 
 
 def test_more_varied_text_scores_as_more_diverse():
-    varied, narrow = fpb(30), [f"Net sales rose {i} % to EUR {i} mn in the quarter ." for i in range(30)]
+    varied, narrow = (
+        fpb(30),
+        [f"Net sales rose {i} % to EUR {i} mn in the quarter ." for i in range(30)],
+    )
     assert lexical.compression_ratio(narrow) > lexical.compression_ratio(varied)
     assert lexical.ngram_diversity(narrow) < lexical.ngram_diversity(varied)
     assert lexical.homogenization(narrow)["value"] > lexical.homogenization(varied)["value"]
@@ -88,18 +111,34 @@ def test_homogenization_subsamples_large_corpora():
 
 
 # -- agreement with the reference packages ---------------------------------------------------------
-@pytest.mark.parametrize("make", [lambda: fpb(25), lambda: fpb(10) * 2 + [words_doc("z")],
-                                  lambda: [words_doc("q"), words_doc("q", 20)]], ids=["fpb", "repeated", "synthetic"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: fpb(25),
+        lambda: fpb(10) * 2 + [words_doc("z")],
+        lambda: [words_doc("q"), words_doc("q", 20)],
+    ],
+    ids=["fpb", "repeated", "synthetic"],
+)
 def test_self_repetition_and_homogenization_agree_with_diversity(div, make):
-    docs = make()  # built in the test, so a checkout without ../shared/data skips rather than fails to collect
-    assert lexical.self_repetition(docs) == pytest.approx(div.self_repetition_score(docs, verbose=False))
-    assert lexical.homogenization(docs)["value"] == pytest.approx(div.homogenization_score(docs, verbose=False), abs=6e-4)
+    # built in the test, so a checkout without ../shared/data skips rather than fails to collect
+    docs = make()
+    assert lexical.self_repetition(docs) == pytest.approx(
+        div.self_repetition_score(docs, verbose=False)
+    )
+    assert lexical.homogenization(docs)["value"] == pytest.approx(
+        div.homogenization_score(docs, verbose=False), abs=6e-4
+    )
 
 
 def test_homogenization_departs_from_diversity_only_on_fully_disjoint_corpora(div):
     docs = [words_doc(p) for p in "abc"]
-    # The package returns 1.0 ("all identical") when every pair scores 0: a special case we do not copy.
-    assert div.homogenization_score(docs, verbose=False) == 1.0 and lexical.homogenization(docs)["value"] == 0.0
+    # The package returns 1.0 ("all identical") when every pair scores 0: a special case we do not
+    # copy.
+    assert (
+        div.homogenization_score(docs, verbose=False) == 1.0
+        and lexical.homogenization(docs)["value"] == 0.0
+    )
 
 
 def test_embedding_metrics_agree_with_diversity_on_the_same_model(div):
@@ -112,8 +151,12 @@ def test_embedding_metrics_agree_with_diversity_on_the_same_model(div):
     x = default_embedder().encode(docs)
     n = len(docs)
     # The package averages over all n^2 pairs, self-pairs (distance 0) included.
-    assert embedding.remote_clique(x) * (n - 1) / n == pytest.approx(div.remote_clique(docs, model=model, verbose=False), abs=1e-3)
-    assert embedding.chamfer(x) == pytest.approx(div.chamfer_dist(docs, model=model, verbose=False), abs=1e-3)
+    assert embedding.remote_clique(x) * (n - 1) / n == pytest.approx(
+        div.remote_clique(docs, model=model, verbose=False), abs=1e-3
+    )
+    assert embedding.chamfer(x) == pytest.approx(
+        div.chamfer_dist(docs, model=model, verbose=False), abs=1e-3
+    )
 
 
 def test_vendi_dual_matches_the_kernel_form():
@@ -127,18 +170,27 @@ def test_vendi_dual_matches_the_kernel_form():
 def test_bootstrap_interval_brackets_the_mean():
     d = np.full((6, 6), 0.3)
     np.fill_diagonal(d, 0)
-    assert coefficient(d) == {"value": pytest.approx(0.3), "ci95": [pytest.approx(0.3), pytest.approx(0.3)], "pairs": 15}
+    assert coefficient(d) == {
+        "value": pytest.approx(0.3),
+        "ci95": [pytest.approx(0.3), pytest.approx(0.3)],
+        "pairs": 15,
+    }
     d[0, 1:] = d[1:, 0] = 0.9  # one odd batch out
     result = coefficient(d)
     assert result["ci95"][0] < result["value"] < result["ci95"][1]
-    assert coefficient(np.array([[0, 0.4], [0.4, 0]])) == {"value": 0.4, "ci95": None, "pairs": 1}  # one pair
+    # one pair
+    assert coefficient(np.array([[0, 0.4], [0.4, 0]])) == {"value": 0.4, "ci95": None, "pairs": 1}
 
 
 def test_batches_are_disjoint_and_capped_by_the_corpus():
     for n_docs, expected in ((8, 2), (13, 3), (100, 10)):
         batches = batches_of(n_docs, Task2VecSettings(batches=10, batch_size=4))
         flat = [i for b in batches for i in b]
-        assert len(batches) == expected and len(flat) == len(set(flat)) and all(len(b) == 4 for b in batches)
+        assert (
+            len(batches) == expected
+            and len(flat) == len(set(flat))
+            and all(len(b) == 4 for b in batches)
+        )
     with pytest.raises(ValueError, match="fewer than 2 batches"):
         batches_of(7, Task2VecSettings(batch_size=4))
 
@@ -154,7 +206,7 @@ def test_head_fisher_is_the_expected_squared_gradient():
         for y in range(7):  # E_{y ~ p}[(d log p_y / dW)^2], by autograd
             w = head.clone().requires_grad_(True)
             torch.log_softmax(h[t] @ w.T, -1)[y].backward()
-            expected += p[y] * w.grad ** 2
+            expected += p[y] * w.grad**2
     torch.testing.assert_close(head_fisher(h, head), expected)
 
 
@@ -169,7 +221,10 @@ def test_task2vec_is_zero_for_identical_batches_and_positive_otherwise(tiny_prob
     probe = Probe(str(tiny_probe))
     settings = Task2VecSettings(batches=4, batch_size=3, max_tokens=32, head_steps=1)
     same = diversity_coefficient([fpb(1)[0]] * 12, probe, settings)
-    assert same["value"] == pytest.approx(0.0, abs=1e-4) and same["ci95"][1] == pytest.approx(0.0, abs=1e-4)  # float32 rounding
+    # float32 rounding
+    assert same["value"] == pytest.approx(0.0, abs=1e-4) and same["ci95"][1] == pytest.approx(
+        0.0, abs=1e-4
+    )
     mixed = diversity_coefficient(fpb(12) + [words_doc("x")] * 12, probe, settings)
     assert mixed["value"] > 1e-3 and mixed["probe"] == str(tiny_probe)
 
@@ -182,11 +237,29 @@ def write_corpus(path: Path, texts: list[str]) -> str:
 
 def test_report_writes_json_table_and_plots(tmp_path, tiny_probe, capsys):
     varied = write_corpus(tmp_path / "varied.jsonl", fpb(40))
-    narrow = write_corpus(tmp_path / "narrow.jsonl", [f"Net sales rose {i} % to EUR {i} mn ." for i in range(50)])
+    narrow = write_corpus(
+        tmp_path / "narrow.jsonl", [f"Net sales rose {i} % to EUR {i} mn ." for i in range(50)]
+    )
     out = tmp_path / "report"
     fpb(1)  # skips without ../shared/data
-    argv = [varied, f"templated={narrow}", "--reference", str(FPB), "--out", str(out), "--probe", str(tiny_probe),
-            "--t2v-batches", "3", "--t2v-batch-size", "4", "--t2v-max-tokens", "32", "--t2v-steps", "1"]
+    argv = [
+        varied,
+        f"templated={narrow}",
+        "--reference",
+        str(FPB),
+        "--out",
+        str(out),
+        "--probe",
+        str(tiny_probe),
+        "--t2v-batches",
+        "3",
+        "--t2v-batch-size",
+        "4",
+        "--t2v-max-tokens",
+        "32",
+        "--t2v-steps",
+        "1",
+    ]
     assert main(argv) == 0
     report = json.loads((out / "metrics.json").read_text())
     assert report["sample"] == {"unit": "documents", "size": 40, "seed": 0}
@@ -195,9 +268,15 @@ def test_report_writes_json_table_and_plots(tmp_path, tiny_probe, capsys):
     assert all(c["documents"] == 40 for c in corpora.values())
     assert corpora["templated"]["compression_ratio"] > corpora["varied"]["compression_ratio"]
     assert corpora["templated"]["vendi"] < corpora["varied"]["vendi"]
-    assert all(k in corpora["varied"] for k in ("task2vec", "task2vec_ci95", "chamfer", "remote_clique", "self_repetition"))
+    assert all(
+        k in corpora["varied"]
+        for k in ("task2vec", "task2vec_ci95", "chamfer", "remote_clique", "self_repetition")
+    )
     table = (out / "metrics.md").read_text()
-    assert "| metric | varied | templated | fpb (real) |" in table and "Sample: 40 documents per corpus" in table
+    assert (
+        "| metric | varied | templated | fpb (real) |" in table
+        and "Sample: 40 documents per corpus" in table
+    )
     row = next(line for line in table.splitlines() if line.startswith("| Vendi score ↑"))
     assert row.split("|")[2].strip().startswith("**")  # varied is the more diverse synthetic corpus
     for png in ("metrics.png", "embeddings.png"):
@@ -206,24 +285,31 @@ def test_report_writes_json_table_and_plots(tmp_path, tiny_probe, capsys):
 
 def test_report_equal_token_samples(tmp_path):
     short = write_corpus(tmp_path / "short.jsonl", fpb(200))
-    long = write_corpus(tmp_path / "long.jsonl", [" ".join(fpb(300)[i:i + 10]) for i in range(0, 300, 10)])
+    long = write_corpus(
+        tmp_path / "long.jsonl", [" ".join(fpb(300)[i : i + 10]) for i in range(0, 300, 10)]
+    )
     out = tmp_path / "r"
     assert main([short, long, "--tokens", "1500", "--out", str(out), "--no-task2vec"]) == 0
     corpora = json.loads((out / "metrics.json").read_text())["corpora"]
-    assert corpora["short"]["documents"] > 3 * corpora["long"]["documents"]  # same tokens, different counts
+    # same tokens, different counts
+    assert corpora["short"]["documents"] > 3 * corpora["long"]["documents"]
     assert "task2vec" not in corpora["short"]
 
 
 def test_a_run_still_writing_is_read_to_its_last_newline_a_finished_file_to_its_last_line(tmp_path):
     path = tmp_path / "c.jsonl"
     path.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three"}')
-    assert load(str(path)).texts == ["one", "two", "three"]  # a hand-made file without a final newline
+    # a hand-made file without a final newline
+    assert load(str(path)).texts == ["one", "two", "three"]
     path.write_text('{"text": "one"}\n{"text": "two"}\n{"text": "thr')
     with pytest.raises(UserError, match="line 3 is not valid JSON"):
         load(str(path))
     (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "corpus.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three"}')
-    assert load(str(tmp_path / "run")).texts == ["one", "two"]  # the run's commit of "three" is not finished
+    (tmp_path / "run" / "corpus.jsonl").write_text(
+        '{"text": "one"}\n{"text": "two"}\n{"text": "three"}'
+    )
+    # the run's commit of "three" is not finished
+    assert load(str(tmp_path / "run")).texts == ["one", "two"]
 
 
 def test_a_run_directory_brings_its_embeddings_and_rejection_rate(tmp_path):
@@ -238,7 +324,11 @@ def test_a_run_directory_brings_its_embeddings_and_rejection_rate(tmp_path):
         memory.admit({"text": text, "method": "template"}, vector, math.inf)
     memory.reject({"text": "too close", "ended": "rejected"})
     corpus = load(str(run))
-    assert corpus.name == "run" and corpus.method == "template" and corpus.rejection_rate == pytest.approx(1 / 7)
+    assert (
+        corpus.name == "run"
+        and corpus.method == "template"
+        and corpus.rejection_rate == pytest.approx(1 / 7)
+    )
     np.testing.assert_allclose(corpus.embeddings, vectors, atol=1e-6)
 
 
@@ -265,8 +355,12 @@ BAD = [
 
 @pytest.mark.parametrize("argv,message", BAD)
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
-    files = {"GOOD": write_corpus(tmp_path / "good.jsonl", fpb(30)), "BROKEN": str(tmp_path / "broken.jsonl"),
-             "NOTEXT": str(tmp_path / "notext.jsonl"), "LATIN1": str(tmp_path / "latin1.jsonl")}
+    files = {
+        "GOOD": write_corpus(tmp_path / "good.jsonl", fpb(30)),
+        "BROKEN": str(tmp_path / "broken.jsonl"),
+        "NOTEXT": str(tmp_path / "notext.jsonl"),
+        "LATIN1": str(tmp_path / "latin1.jsonl"),
+    }
     (tmp_path / "latin1.jsonl").write_bytes('{"text": "caf\u00e9 cr\u00e8me"}\n'.encode("latin-1"))
     (tmp_path / "broken.jsonl").write_text('{"text": "fine"}\n{broken\n')
     (tmp_path / "notext.jsonl").write_text('{"title": "no text"}\n')
@@ -278,21 +372,44 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, message):
 
 
 def test_report_gives_the_flagged_share_of_every_corpus(tmp_path):
-    """The quality gate's rules on any corpus: a half-looping generated corpus flags half its documents
-    as repetition; keywords a document never touches are off topic; text without keywords gets no
-    off-topic figure."""
+    """The quality gate's rules on any corpus: a half-looping generated corpus flags half its
+    documents as repetition; keywords a document never touches are off topic; text without keywords
+    gets no off-topic figure."""
     from conftest import document
 
-    loops = [{"text": f"The bank raised rate {i} to attract savers. " * 12, "seeds": ["bond ladders"]} for i in range(5)]
+    loops = [
+        {"text": f"The bank raised rate {i} to attract savers. " * 12, "seeds": ["bond ladders"]}
+        for i in range(5)
+    ]
     fine = [{"text": document(f"bond ladders {i}"), "seeds": ["bond ladders"]} for i in range(5)]
-    stray = [{"text": document(f"bond ladders {i}"), "seeds": ["pediatric asthma inhalers"]} for i in range(5, 10)]
+    stray = [
+        {"text": document(f"bond ladders {i}"), "seeds": ["pediatric asthma inhalers"]}
+        for i in range(5, 10)
+    ]
     for name, rows in (("mixed", loops + fine), ("stray", fine + stray)):
         (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     plain = write_corpus(tmp_path / "plain.jsonl", [r["text"] for r in fine + fine])
     out = tmp_path / "r"
-    assert main([str(tmp_path / "mixed.jsonl"), str(tmp_path / "stray.jsonl"), plain, "--no-task2vec", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                str(tmp_path / "mixed.jsonl"),
+                str(tmp_path / "stray.jsonl"),
+                plain,
+                "--no-task2vec",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     corpora = json.loads((out / "metrics.json").read_text())["corpora"]
     assert corpora["mixed"]["flagged_repetition"] == 0.5 and corpora["mixed"]["flagged"] == 0.5
-    assert corpora["stray"]["flagged_off_topic"] == 0.5 and corpora["stray"]["flagged_repetition"] == 0
+    assert (
+        corpora["stray"]["flagged_off_topic"] == 0.5 and corpora["stray"]["flagged_repetition"] == 0
+    )
     assert corpora["plain"]["flagged_off_topic"] is None and corpora["plain"]["flagged"] == 0
-    assert "| Flagged: repetition (share) | 0.500 | 0.000 | 0.000 |" in (out / "metrics.md").read_text()
+    assert (
+        "| Flagged: repetition (share) | 0.500 | 0.000 | 0.000 |"
+        in (out / "metrics.md").read_text()
+    )

@@ -1,4 +1,5 @@
-"""The novelty gate's index choice (memory/index.py): auto switching, IVF retraining, persistence, exactness."""
+"""The novelty gate's index choice (memory/index.py): auto switching, IVF retraining, persistence,
+exactness."""
 
 import json
 
@@ -28,7 +29,9 @@ def unit(rows):
 def clustered(n, rng, clusters=40):
     """Unit vectors in clusters (within-cluster cosine ~0.6), a little like sentence embeddings."""
     centers = unit(rng.standard_normal((clusters, DIM)))
-    return unit(centers[rng.integers(clusters, size=n)] + 0.8 / np.sqrt(DIM) * rng.standard_normal((n, DIM)))
+    return unit(
+        centers[rng.integers(clusters, size=n)] + 0.8 / np.sqrt(DIM) * rng.standard_normal((n, DIM))
+    )
 
 
 def admit_all(memory, vectors, threshold=0.99):
@@ -37,7 +40,8 @@ def admit_all(memory, vectors, threshold=0.99):
 
 
 def saved_run(path, vectors, kind):
-    """A run directory holding `vectors` under `--index kind`, its index saved; returns (memory, index.json)."""
+    """A run directory holding `vectors` under `--index kind`, its index saved; returns (memory,
+    index.json)."""
     memory = Memory(path, StubEmbedder(), index=kind)
     admit_all(memory, vectors)
     memory.save_index()
@@ -61,7 +65,8 @@ def test_auto_is_exact_then_ivf_and_retrains_as_the_corpus_grows(tmp_path, small
     first = memory.index.nlist
     assert first == indexes.ivf_nlist(100) and memory.index.nprobe == indexes.NPROBE
     admit_all(memory, vectors[100:])
-    assert memory.index.ntotal == 400 and memory.index.nlist > first  # retrained on the grown corpus
+    # retrained on the grown corpus
+    assert memory.index.ntotal == 400 and memory.index.nlist > first
     assert indexes.ivf_nlist(400) < 2 * memory.index.nlist
 
 
@@ -74,11 +79,13 @@ def test_ivf_index_persists_and_resumes(tmp_path, small_switch):
     assert indexes.kind_of(again.index) == "ivf" and again.index.ntotal == 300
     assert again.index.nlist == memory.index.nlist
     assert again.nearest(vectors[7], 1)[0][1]["text"] == "doc 7"
-    assert indexes.kind_of(Memory(tmp_path, StubEmbedder(), index="flat").index) == "flat"  # by flag: rebuilt
+    # by flag: rebuilt
+    assert indexes.kind_of(Memory(tmp_path, StubEmbedder(), index="flat").index) == "flat"
 
 
 def test_an_old_run_directory_with_a_flat_index_resumes_under_auto(tmp_path, small_switch):
-    """Before memory/index.py: a flat index.faiss and an index.json with kind 'flat'. It must still load."""
+    """Before memory/index.py: a flat index.faiss and an index.json with kind 'flat'. It must still
+    load."""
     rng = np.random.default_rng(2)
     vectors = clustered(150, rng)
     assert saved_run(tmp_path, vectors, "flat")[1]["kind"] == "flat"
@@ -93,12 +100,14 @@ def test_ivf_gate_decisions_equal_exact_search_on_near_duplicates(tmp_path, smal
     rng = np.random.default_rng(3)
     vectors = clustered(2000, rng)
     memory = Memory(tmp_path, StubEmbedder(), index="ivf")
-    memory.records = [{"id": str(i), "text": f"doc {i}"} for i in range(len(vectors))]  # fill without 2000 fsyncs
+    # fill without 2000 fsyncs
+    memory.records = [{"id": str(i), "text": f"doc {i}"} for i in range(len(vectors))]
     memory.index = indexes.build("ivf", DIM, vectors)
     exact = faiss.IndexFlatIP(DIM)
     exact.add(vectors)
     picks = rng.choice(len(vectors), 200, replace=False)
-    near = unit(vectors[picks] + 0.3 / np.sqrt(DIM) * rng.standard_normal((200, DIM)))  # cosine ~0.96
+    # cosine ~0.96
+    near = unit(vectors[picks] + 0.3 / np.sqrt(DIM) * rng.standard_normal((200, DIM)))
     novel = clustered(200, rng, clusters=40)
     queries = np.vstack([near, novel])
     threshold = 0.85

@@ -1,4 +1,5 @@
-"""Every sentence a model reads comes from a prompt file or prompts/fragments.yaml, never from Python.
+"""Every sentence a model reads comes from a prompt file or prompts/fragments.yaml, never from
+Python.
 
 Each prompt file and fragment is replaced by «its name» and its placeholders; documents then go
 through every path (text protocol with experts, its fallback, the structured protocol, a template
@@ -25,11 +26,15 @@ PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 def marked(text: str, name: str) -> str:
     """«name» and each placeholder as name=[{name}] (the labels are the marked file's own words)."""
-    return f"«{name}» " + " ".join(f"{p}=[{{{p}}}]" for p in dict.fromkeys(PLACEHOLDER.findall(text)))
+    return f"«{name}» " + " ".join(
+        f"{p}=[{{{p}}}]" for p in dict.fromkeys(PLACEHOLDER.findall(text))
+    )
 
 
 def offered(messages, field):
-    return re.search(rf"{field}=\[([^\]]*)\]", "\n".join(m.text for m in messages))[1].split("; ")[0]
+    return re.search(rf"{field}=\[([^\]]*)\]", "\n".join(m.text for m in messages))[1].split("; ")[
+        0
+    ]
 
 
 def write_marked_prompts(folder):
@@ -38,12 +43,15 @@ def write_marked_prompts(folder):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(marked((PROMPTS_DIR / name).read_text(), name))
     fragments = yaml.safe_load((PROMPTS_DIR / f"{FRAGMENTS}.yaml").read_text())
-    (folder / f"{FRAGMENTS}.yaml").write_text(yaml.safe_dump({k: marked(v, k) for k, v in fragments.items()}))
-    assert set(GRAMMARS) <= {p.name for p in PROMPTS_DIR.glob("*.gbnf")}  # grammars constrain; they are not read
+    (folder / f"{FRAGMENTS}.yaml").write_text(
+        yaml.safe_dump({k: marked(v, k) for k, v in fragments.items()})
+    )
+    # grammars constrain; they are not read
+    assert set(GRAMMARS) <= {p.name for p in PROMPTS_DIR.glob("*.gbnf")}
 
 
-REPLY = 'Quorvex zintaline Plumbrick.'  # a vocabulary no prompt or domain file uses
-AGAIN = 'Zintaline Quorvex again.'
+REPLY = "Quorvex zintaline Plumbrick."  # a vocabulary no prompt or domain file uses
+AGAIN = "Zintaline Quorvex again."
 
 
 def draft(messages) -> str:
@@ -59,9 +67,11 @@ def draft(messages) -> str:
 def conductor_fn(messages):
     text = "\n".join(m.text for m in messages)
     if "«structured/" in text:  # a brief: the first option offered of each field
-        return (f"Category: {offered(messages, 'categories')}\nGenre: {offered(messages, 'genres')}\n"
-                f"Audience: {offered(messages, 'audiences')}\nAngle: {offered(messages, 'keywords')} zintaline quorvex.\n"
-                "Expert: Zintal Analyst\n")
+        return (
+            f"Category: {offered(messages, 'categories')}\nGenre: {offered(messages, 'genres')}\n"
+            f"Audience: {offered(messages, 'audiences')}\nAngle: {offered(messages, 'keywords')} "
+            "zintaline quorvex.\nExpert: Zintal Analyst\n"
+        )
     if "FAIL" in CTX[1]:
         return "no protocol here"
     last = messages[-1].text
@@ -89,9 +99,16 @@ CTX = [None, ""]
 def test_every_message_a_model_reads_is_built_from_prompt_files_only(ctx, stub_models, tmp_path):
     write_marked_prompts(tmp_path / "marked")
     allowed = set(WORDS.findall((PROMPTS_DIR / "domains" / f"{ctx.domain}.yaml").read_text()))
-    allowed |= {w for name in REQUIRED for w in WORDS.findall(" ".join(PLACEHOLDER.findall((PROMPTS_DIR / name).read_text())))}
-    allowed |= {w for text in yaml.safe_load((PROMPTS_DIR / f"{FRAGMENTS}.yaml").read_text()).values()
-                for w in WORDS.findall(" ".join(PLACEHOLDER.findall(text)))}
+    allowed |= {
+        w
+        for name in REQUIRED
+        for w in WORDS.findall(" ".join(PLACEHOLDER.findall((PROMPTS_DIR / name).read_text())))
+    }
+    allowed |= {
+        w
+        for text in yaml.safe_load((PROMPTS_DIR / f"{FRAGMENTS}.yaml").read_text()).values()
+        for w in WORDS.findall(" ".join(PLACEHOLDER.findall(text)))
+    }
     base = replace(ctx, prompts_dir=str(tmp_path / "marked"))
     replies = []
 
@@ -99,13 +116,20 @@ def test_every_message_a_model_reads_is_built_from_prompt_files_only(ctx, stub_m
         def respond(messages):
             replies.append(fn(messages))
             return replies[-1]
+
         return respond
 
     conductor, expert = stub_models(recorded(conductor_fn), recorded(expert_fn))
-    runs = [("text", graph, replace(base, protocol="text", out_dir=str(tmp_path / "text"))),
-            ("text-FAIL", graph, replace(base, protocol="text", out_dir=str(tmp_path / "fallback"))),
-            ("structured", graph, replace(base, protocol="structured", reviews=1, out_dir=str(tmp_path / "structured"))),
-            ("template-prior", template_prior, replace(base, out_dir=str(tmp_path / "prior")))]
+    runs = [
+        ("text", graph, replace(base, protocol="text", out_dir=str(tmp_path / "text"))),
+        ("text-FAIL", graph, replace(base, protocol="text", out_dir=str(tmp_path / "fallback"))),
+        (
+            "structured",
+            graph,
+            replace(base, protocol="structured", reviews=1, out_dir=str(tmp_path / "structured")),
+        ),
+        ("template-prior", template_prior, replace(base, out_dir=str(tmp_path / "prior"))),
+    ]
     for label, g, c in runs:
         CTX[:] = [c, label]
         for i in range(2):  # the second document also sees the memory of the first
@@ -123,8 +147,23 @@ def test_every_message_a_model_reads_is_built_from_prompt_files_only(ctx, stub_m
             assert marks, f"a message built without any prompt file: {message.text[:200]!r}"
             used |= set(marks)
             stray = {w for w in WORDS.findall(MARK.sub(" ", message.text)) if w not in allowed}
-            assert not stray, f"words from Python, not from a prompt file: {sorted(stray)[:10]} in {message.text[:300]!r}"
+            assert not stray, (
+                f"words from Python, not from a prompt file: {sorted(stray)[:10]} in "
+                f"{message.text[:300]!r}"
+            )
     # The paths above read most of the files: the check is not vacuous.
-    assert {"«task.md»", "«round»", "«expert_turn»", "«expert_output»", "«fallback.md»", "«structured/write.md»",
-            "«structured/review.md»", "«templates/prior.md»", "«quoted»", "«recall_line»", "«quality.md»",
-            "«quality_conductor.md»", "«quality_repetition»"} <= used
+    assert {
+        "«task.md»",
+        "«round»",
+        "«expert_turn»",
+        "«expert_output»",
+        "«fallback.md»",
+        "«structured/write.md»",
+        "«structured/review.md»",
+        "«templates/prior.md»",
+        "«quoted»",
+        "«recall_line»",
+        "«quality.md»",
+        "«quality_conductor.md»",
+        "«quality_repetition»",
+    } <= used

@@ -12,7 +12,10 @@ def test_shipped_domains_load_with_large_keyword_pools():
 
 
 def test_fill_substitutes_known_names_and_leaves_other_braces():
-    assert fill('{seeds} and {"json": 1} and {unknown}', seeds="a, b") == 'a, b and {"json": 1} and {unknown}'
+    assert (
+        fill('{seeds} and {"json": 1} and {unknown}', seeds="a, b")
+        == 'a, b and {"json": 1} and {unknown}'
+    )
 
 
 def test_override_folder_wins_and_changes_the_hash(tmp_path):
@@ -25,14 +28,20 @@ def test_override_folder_wins_and_changes_the_hash(tmp_path):
 def test_a_misplaced_override_file_is_an_error_not_ignored(tmp_path):
     # write.md at the folder's root matches no prompt: it used to be ignored without a word.
     (tmp_path / "write.md").write_text("You are {expert}. {angle}")
-    with pytest.raises(UserError, match=r"write.md: no prompt file has this name \(did you mean structured/write.md\?\)"):
+    with pytest.raises(
+        UserError,
+        match=r"write.md: no prompt file has this name \(did you mean structured/write.md\?\)",
+    ):
         load_prompts("finance", tmp_path)
     (tmp_path / "write.md").unlink()
     (tmp_path / "structured").mkdir()
     (tmp_path / "structured" / "write.md").write_text("You are {expert}. {angle}")
     (tmp_path / "domains").mkdir()
     (tmp_path / "domains" / "mine.yaml").write_text("a new domain may be added")
-    assert load_prompts("finance", tmp_path).texts["structured/write.md"] == "You are {expert}. {angle}"
+    assert (
+        load_prompts("finance", tmp_path).texts["structured/write.md"]
+        == "You are {expert}. {angle}"
+    )
 
 
 def test_missing_placeholder_is_a_clear_error(tmp_path):
@@ -42,16 +51,21 @@ def test_missing_placeholder_is_a_clear_error(tmp_path):
 
 
 def test_unknown_domain_lists_the_available_ones():
-    with pytest.raises(UserError, match="unknown domain 'astrology' .available: biomedicine, finance"):
+    with pytest.raises(
+        UserError, match="unknown domain 'astrology' .available: biomedicine, finance"
+    ):
         load_prompts("astrology")
 
 
-@pytest.mark.parametrize("content,message", [
-    ("keywords: [a, b\n", "not valid YAML"),
-    ("keywords: []\n", "'keywords' is empty"),
-    ("keywords: {a: 1}\n", "must be a list of strings"),
-    ("- just a list\n", "expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("keywords: [a, b\n", "not valid YAML"),
+        ("keywords: []\n", "'keywords' is empty"),
+        ("keywords: {a: 1}\n", "must be a list of strings"),
+        ("- just a list\n", "expected a mapping"),
+    ],
+)
 def test_broken_domain_files(tmp_path, content, message):
     (tmp_path / "domains").mkdir()
     (tmp_path / "domains" / "mine.yaml").write_text(content)
@@ -60,5 +74,13 @@ def test_broken_domain_files(tmp_path, content, message):
 
 
 def test_shipped_prompt_folder_is_complete():
-    for name in ("conductor.md", "expert.md", "protocol_error.md", "too_similar.md", "task.md", "last_round.md", "fallback.md"):
+    for name in (
+        "conductor.md",
+        "expert.md",
+        "protocol_error.md",
+        "too_similar.md",
+        "task.md",
+        "last_round.md",
+        "fallback.md",
+    ):
         assert (PROMPTS_DIR / name).is_file()

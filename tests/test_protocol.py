@@ -6,17 +6,32 @@ DOC = "The central bank raised its policy rate by 50 basis points. " * 6
 
 CASES = [
     # (reply, kind, expert names or final category)
-    ('Expert Financial Analyst:\n"""\nExplain deposit betas.\n"""', "experts", ["Financial Analyst"]),
-    ('Plan first.\n\nExpert Analyst:\n"""\nA\n"""\n\nExpert Risk Manager (Basel):\n"""\nB\n"""', "experts",
-     ["Analyst", "Risk Manager (Basel)"]),
+    (
+        'Expert Financial Analyst:\n"""\nExplain deposit betas.\n"""',
+        "experts",
+        ["Financial Analyst"],
+    ),
+    (
+        'Plan first.\n\nExpert Analyst:\n"""\nA\n"""\n\nExpert Risk Manager (Basel):\n"""\nB\n"""',
+        "experts",
+        ["Analyst", "Risk Manager (Basel)"],
+    ),
     ('**Expert Editor**:\n"""\nTighten the draft.\n"""', "experts", ["Editor"]),
     ("Expert Statistician:\n```\nCheck the hazard ratio.\n```", "experts", ["Statistician"]),
     ('Expert Editor:\n"""\nunterminated instruction runs to the end', "experts", ["Editor"]),
-    (f'>> FINAL ANSWER:\n"""\n{DOC}\n"""\nSummary: Rates rose.\nCategory: Monetary Policy', "final", "monetary policy"),
+    (
+        f'>> FINAL ANSWER:\n"""\n{DOC}\n"""\nSummary: Rates rose.\nCategory: Monetary Policy',
+        "final",
+        "monetary policy",
+    ),
     (f">> final answer:\n{DOC}\nSummary: Rates rose.\nCategory: rates", "final", "rates"),
     (f'>> FINAL ANSWER:\n"""\n{DOC}\n"""', "final", "uncategorized"),
     (f">> FINAL ANSWER:\nHere is the document:\n\n{DOC}\nCategory: rates", "final", "rates"),
-    (f'Expert Editor:\n"""\nx\n"""\n>> FINAL ANSWER:\n"""\n{DOC}\n"""\nSummary: s\nCategory: c', "final", "c"),
+    (
+        f'Expert Editor:\n"""\nx\n"""\n>> FINAL ANSWER:\n"""\n{DOC}\n"""\nSummary: s\nCategory: c',
+        "final",
+        "c",
+    ),
     ('>> FINAL ANSWER:\n"""\ntoo short\n"""\nSummary: s\nCategory: c', "error", None),
     ("I think the document should discuss banks.", "error", None),
     ('Expert Editor:\n"""\n\n"""', "error", None),

@@ -1,5 +1,5 @@
-"""The quality gate: each rule on constructed texts, agreement with datatrove's Gopher filter, and the
-routing of a refused draft (back to its writer with what to fix, then rejects.jsonl)."""
+"""The quality gate: each rule on constructed texts, agreement with datatrove's Gopher filter, and
+the routing of a refused draft (back to its writer with what to fix, then rejects.jsonl)."""
 
 import json
 from dataclasses import replace
@@ -11,33 +11,53 @@ from graph.baselines import template
 from graph.graph import graph
 from memory import quality
 
-PROSE = ("Regional lenders spent the spring repricing their deposit books. Treasurers at three mid-sized "
-         "banks said the move followed the central bank's decision to hold rates, which left savers "
-         "comparing offers across the market. One chief financial officer described the quarter as a "
-         "test of loyalty: customers who had not moved money in a decade asked for better terms. "
-         "Analysts expect net interest margins to narrow by a few basis points before the summer, "
-         "while fee income from payments and wealth management should cushion part of the decline.")
+PROSE = (
+    "Regional lenders spent the spring repricing their deposit books. Treasurers at three "
+    "mid-sized banks said the move followed the central bank's decision to hold rates, which left "
+    "savers comparing offers across the market. One chief financial officer described the quarter "
+    "as a test of loyalty: customers who had not moved money in a decade asked for better terms. "
+    "Analysts expect net interest margins to narrow by a few basis points before the summer, "
+    "while fee income from payments and wealth management should cushion part of the decline."
+)
 LOOP = "The bank raised its rates to attract savers. " * 12
-INSTRUCTION = ("You are Credit Analyst. Write a finance op-ed of 300 to 600 words for retail investors about: "
-               "deposit betas, net interest margin.\nWrite only the document itself: no preamble, no notes, "
-               "no mention of these instructions.")
+INSTRUCTION = (
+    "You are Credit Analyst. Write a finance op-ed of 300 to 600 words for retail investors about: "
+    "deposit betas, net interest margin.\nWrite only the document itself: no preamble, no notes, "
+    "no mention of these instructions."
+)
 
 
 def test_a_plain_document_passes_every_rule():
-    checked = quality.check(PROSE, INSTRUCTION, topic_similarity=0.5, values=["deposit betas", "net interest margin"])
+    checked = quality.check(
+        PROSE, INSTRUCTION, topic_similarity=0.5, values=["deposit betas", "net interest margin"]
+    )
     assert checked.passed and checked.figures["words"] >= quality.MIN_WORDS
-    assert checked.figures["gopher"]["top_2_gram"] < 0.2 and checked.figures["topic_similarity"] == 0.5
+    assert (
+        checked.figures["gopher"]["top_2_gram"] < 0.2 and checked.figures["topic_similarity"] == 0.5
+    )
 
 
-@pytest.mark.parametrize("text, rule, detail", [
-    (LOOP, "repetition", "top_3_gram"),
-    ("Net interest margins narrowed again this quarter, the bank said.", "length", None),
-    ("Here is the document you asked for:\n\n" + PROSE, "task_text", "preamble"),
-    (PROSE + " Contact [Your Name] at [Company Name] for details.", "task_text", "placeholder"),
-    ("Genre: op-ed\nAudience: retail investors\n\n" + PROSE, "task_text", "brief_field"),
-    (PROSE + " This op-ed is 300 to 600 words long, as requested.", "task_text", "instructions"),
-    (PROSE + " Write only the document itself: no preamble, no notes, no mention of the brief.", "task_text", "echo"),
-])
+@pytest.mark.parametrize(
+    "text, rule, detail",
+    [
+        (LOOP, "repetition", "top_3_gram"),
+        ("Net interest margins narrowed again this quarter, the bank said.", "length", None),
+        ("Here is the document you asked for:\n\n" + PROSE, "task_text", "preamble"),
+        (PROSE + " Contact [Your Name] at [Company Name] for details.", "task_text", "placeholder"),
+        ("Genre: op-ed\nAudience: retail investors\n\n" + PROSE, "task_text", "brief_field"),
+        (
+            PROSE + " This op-ed is 300 to 600 words long, as requested.",
+            "task_text",
+            "instructions",
+        ),
+        (
+            PROSE
+            + " Write only the document itself: no preamble, no notes, no mention of the brief.",
+            "task_text",
+            "echo",
+        ),
+    ],
+)
 def test_each_rule_flags_its_own_failure(text, rule, detail):
     checked = quality.check(text, INSTRUCTION)
     assert checked.rule == rule, checked.figures
@@ -48,8 +68,13 @@ def test_each_rule_flags_its_own_failure(text, rule, detail):
 
 
 def test_keywords_and_values_copied_from_the_instruction_are_not_an_echo():
-    text = PROSE + " Deposit betas, net interest margin and retail investors are the subject here today."
-    assert "echo" not in quality.task_text(text, INSTRUCTION, ["deposit betas, net interest margin", "retail investors"])
+    text = (
+        PROSE
+        + " Deposit betas, net interest margin and retail investors are the subject here today."
+    )
+    assert "echo" not in quality.task_text(
+        text, INSTRUCTION, ["deposit betas, net interest margin", "retail investors"]
+    )
 
 
 def test_off_topic_below_the_calibrated_threshold_only():
@@ -63,12 +88,21 @@ def test_the_repetition_verdict_is_datatroves():
     from datatrove.pipeline.filters import GopherRepetitionFilter
 
     gopher = GopherRepetitionFilter()
-    texts = [PROSE, LOOP, PROSE + "\n\n" + PROSE, "\n".join([PROSE] * 2 + ["A different closing line."]),
-             document("bond ladders"), " ".join(f"Clause {i} of the covenant binds the borrower." for i in range(20))]
+    texts = [
+        PROSE,
+        LOOP,
+        PROSE + "\n\n" + PROSE,
+        "\n".join([PROSE] * 2 + ["A different closing line."]),
+        document("bond ladders"),
+        " ".join(f"Clause {i} of the covenant binds the borrower." for i in range(20)),
+    ]
     for text in texts:
         verdict = gopher.filter(Document(text=text, id="t"))
-        assert quality.check(text).figures["repetition"] == (None if verdict is True else verdict[1].replace(
-            "duplicated_", "dup_").replace("_n_grams", "_gram"))
+        assert quality.check(text).figures["repetition"] == (
+            None
+            if verdict is True
+            else verdict[1].replace("duplicated_", "dup_").replace("_n_grams", "_gram")
+        )
 
 
 def test_a_real_abstract_passes():
@@ -82,10 +116,16 @@ def brief(messages):
     import re
 
     text = "\n".join(m.text for m in messages)
-    offered = {k: re.search(rf"^{k}: ([^;\n]+)", text, re.MULTILINE)[1] for k in ("Categories", "Genres", "Audiences")}
+    offered = {
+        k: re.search(rf"^{k}: ([^;\n]+)", text, re.MULTILINE)[1]
+        for k in ("Categories", "Genres", "Audiences")
+    }
     seed = re.search(r"Keywords: (.+)", text)[1]
-    return (f"Category: {offered['Categories']}\nGenre: {offered['Genres']}\nAudience: {offered['Audiences']}\n"
-            f"Angle: {seed} in one bank's quarter.\nExpert: Credit Analyst\n")
+    return (
+        f"Category: {offered['Categories']}\nGenre: {offered['Genres']}\n"
+        f"Audience: {offered['Audiences']}\n"
+        f"Angle: {seed} in one bank's quarter.\nExpert: Credit Analyst\n"
+    )
 
 
 def on_keywords(messages) -> str:
@@ -98,7 +138,11 @@ def test_a_looping_draft_goes_back_to_its_writer_with_what_to_fix(ctx, stub_mode
     state = run_doc(graph, {"index": 0}, sctx)
     assert state["ended"] == "final" and state["revisions"] == 1
     retry = expert.seen[1][-1].text
-    assert retry.startswith(expert.seen[0][-1].text) and "repeated itself" in retry and LOOP not in retry
+    assert (
+        retry.startswith(expert.seen[0][-1].text)
+        and "repeated itself" in retry
+        and LOOP not in retry
+    )
     record = json.loads((sctx_path(sctx) / "corpus.jsonl").read_text())
     assert record["sent_back"] == [{"reason": "low quality", "rule": "repetition"}]
     assert record["quality"]["flags"] == [] and record["quality"]["words"] >= quality.MIN_WORDS
@@ -109,7 +153,9 @@ def test_a_writer_that_keeps_looping_is_rejected_with_the_rule(ctx, stub_models)
     _, expert = stub_models(brief, lambda m: LOOP)
     state = run_doc(graph, {"index": 0}, sctx)
     assert state["ended"] == "rejected" and len(expert.seen) == 3  # the draft and two retries
-    [reject] = [json.loads(line) for line in (sctx_path(sctx) / "rejects.jsonl").read_text().splitlines()]
+    [reject] = [
+        json.loads(line) for line in (sctx_path(sctx) / "rejects.jsonl").read_text().splitlines()
+    ]
     assert reject["reason"] == "low quality" and reject["rule"] == "repetition"
     assert reject["quality"]["repetition"] == "top_3_gram" and len(reject["sent_back"]) == 3
     assert not (sctx_path(sctx) / "corpus.jsonl").exists()
@@ -121,17 +167,23 @@ def test_the_text_protocol_conductor_is_told_what_the_gate_found(ctx, stub_model
         return final_answer(document("deposit betas at regional banks") if told else LOOP)
 
     seen, _ = stub_models(conductor)
-    alone = replace(ctx, protocol="text", min_expert_share=0.0)  # the conductor may write alone here
+    # the conductor may write alone here
+    alone = replace(ctx, protocol="text", min_expert_share=0.0)
     state = run_doc(graph, {"index": 0, "seeds": ["deposit betas", "regional banks"]}, alone)
-    assert state["ended"] == "final" and state["sent_back"] == [{"reason": "low quality", "rule": "repetition"}]
+    assert state["ended"] == "final" and state["sent_back"] == [
+        {"reason": "low quality", "rule": "repetition"}
+    ]
     assert "repeated itself" in seen.seen[1][-1].text
 
 
 def test_the_baselines_pass_the_same_gate(ctx, stub_models):
-    _, writer = stub_models(lambda m: "unused", lambda m: on_keywords(m) if "sent back" in m[-1].text else LOOP)
+    _, writer = stub_models(
+        lambda m: "unused", lambda m: on_keywords(m) if "sent back" in m[-1].text else LOOP
+    )
     state = run_doc(template, {"index": 0}, ctx)
     assert state["ended"] == "final" and state["revisions"] == 1 and len(writer.seen) == 2
-    assert "repeated itself" in writer.seen[1][-1].text and len(writer.seen[1]) == 1  # a fresh conversation
+    # a fresh conversation
+    assert "repeated itself" in writer.seen[1][-1].text and len(writer.seen[1]) == 1
     _, writer = stub_models(lambda m: "unused", lambda m: LOOP)
     state = run_doc(template, {"index": 1}, ctx)
     assert state["ended"] == "rejected" and state["result"]["reason"] == "low quality"

@@ -1,4 +1,5 @@
-"""The shell scripts' Python entry points still import: a moved module must not rot a script silently."""
+"""The shell scripts' Python entry points still import: a moved module must not rot a script
+silently."""
 
 import ast
 import importlib
@@ -12,8 +13,12 @@ SNIPPET = re.compile(r"""python -c "([^"]+)\"""")
 
 
 def imports(code: str) -> list[tuple[str, str]]:
-    return [(node.module, alias.name) for node in ast.walk(ast.parse(code))
-            if isinstance(node, ast.ImportFrom) for alias in node.names]
+    return [
+        (node.module, alias.name)
+        for node in ast.walk(ast.parse(code))
+        if isinstance(node, ast.ImportFrom)
+        for alias in node.names
+    ]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
@@ -25,4 +30,6 @@ def test_every_python_snippet_in_a_script_imports(script):
 
 def test_the_vllm_script_is_checked():
     vllm = Path(__file__).parent.parent / "scripts" / "vllm-cpu.sh"
-    assert imports(SNIPPET.findall(vllm.read_text())[0]) == [("agents.checkpoint", "embedded_checkpoint")]
+    assert imports(SNIPPET.findall(vllm.read_text())[0]) == [
+        ("agents.checkpoint", "embedded_checkpoint")
+    ]

@@ -44,7 +44,7 @@ def test_prompt_tokens_are_masked_and_response_tokens_are_labelled(tokenizer):
     assert trained.startswith(RESPONSE) and INSTRUCTION not in trained and "user" not in trained
     # Cut at max_len inside the response: what is left of it is still trained; inside the prompt:
     # dropped.
-    assert encode(chat(), tokenizer, n_prompt + 2)["labels"][-2:] == ids[n_prompt:n_prompt + 2]
+    assert encode(chat(), tokenizer, n_prompt + 2)["labels"][-2:] == ids[n_prompt : n_prompt + 2]
     assert encode(chat(), tokenizer, n_prompt) is None
 
 
@@ -79,14 +79,34 @@ def test_the_training_loss_is_the_response_tokens_loss_only(model_dir, tokenizer
 def test_sft_end_to_end_on_an_instruction_run(tmp_path, model_dir):
     run = tmp_path / "set"
     run.mkdir()
-    records = [{"instruction": f"{INSTRUCTION} ({i})", "response": RESPONSE, "text": INSTRUCTION}
-               for i in range(4)]
+    records = [
+        {"instruction": f"{INSTRUCTION} ({i})", "response": RESPONSE, "text": INSTRUCTION}
+        for i in range(4)
+    ]
     (run / "instructions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     assert read_chats(run) == [chat(r["instruction"]) for r in records]
     out = tmp_path / "sft"
-    assert sft(["--data", str(run), "--model", str(model_dir), "--out", str(out),
-                "--max-steps", "3", "--batch-size", "2",
-                "--lr", "1e-3", "--log-every", "1"]) == 0
+    assert (
+        sft(
+            [
+                "--data",
+                str(run),
+                "--model",
+                str(model_dir),
+                "--out",
+                str(out),
+                "--max-steps",
+                "3",
+                "--batch-size",
+                "2",
+                "--lr",
+                "1e-3",
+                "--log-every",
+                "1",
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "train_config.json").read_text())
     assert config["examples"] == 4 and config["prompt_tokens"] > config["response_tokens"] > 0
     losses = [json.loads(line)["loss"] for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -101,12 +121,34 @@ def test_sft_runs_on_the_shared_loop_stops_and_resumes(tmp_path, model_dir):
     from train.loop import lr_at
 
     data = tmp_path / "chats.jsonl"
-    data.write_text("".join(json.dumps({"messages": chat(f"{INSTRUCTION} ({i})")}) + "\n"
-                            for i in range(6)))
+    data.write_text(
+        "".join(json.dumps({"messages": chat(f"{INSTRUCTION} ({i})")}) + "\n" for i in range(6))
+    )
     out = tmp_path / "sft"
-    common = ["--data", str(data), "--model", str(model_dir), "--out", str(out), "--max-steps", "4",
-              "--batch-size", "1", "--accumulation", "2", "--lr", "1e-3", "--warmup", "0",
-              "--min-lr-ratio", "0.5", "--log-every", "1", "--save-every", "2"]
+    common = [
+        "--data",
+        str(data),
+        "--model",
+        str(model_dir),
+        "--out",
+        str(out),
+        "--max-steps",
+        "4",
+        "--batch-size",
+        "1",
+        "--accumulation",
+        "2",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "0",
+        "--min-lr-ratio",
+        "0.5",
+        "--log-every",
+        "1",
+        "--save-every",
+        "2",
+    ]
     assert sft([*common, "--stop-after-steps", "2"]) == 0
     assert not (out / "final").exists() and (out / "checkpoints" / "step-000002").is_dir()
     assert sft(common) == 2  # a started run is continued only when asked

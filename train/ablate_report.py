@@ -30,8 +30,9 @@ def collect(out: Path, arms: dict, seeds: list[int]) -> dict:
             runs["items"][name].append(_read(folder / "items.json"))
             runs["tokens"][name][seed] = _read(folder / "train_config.json")["trained_tokens"]
             rows = [json.loads(line) for line in (folder / TRAIN_METRICS).read_text().splitlines()]
-            runs["validation_loss"][name][seed] = [[r["step"], r["val_loss"]] for r in rows
-                                                   if "val_loss" in r]
+            runs["validation_loss"][name][seed] = [
+                [r["step"], r["val_loss"]] for r in rows if "val_loss" in r
+            ]
             timing = folder / "timing.json"
             runs["seconds"][name][seed] = _read(timing) if timing.exists() else {}
     return runs
@@ -47,19 +48,30 @@ def write(out: Path, args: argparse.Namespace, prepared: dict) -> dict:
         if set(by_seed.values()) != {args.tokens}:
             raise UserError(f"arm {name} trained on {by_seed} tokens, not {args.tokens}")
     base = _read(out / "base" / "items.json")
-    scores = bootstrap.table(base, runs["items"], {t: TASKS[t] for t in args.tasks},
-                             replicates=args.bootstrap)
-    results = {"settings": {k: v for k, v in vars(args).items()}, "seeds": args.seeds,
-               "split": {"evaluated": EVALUATION, "rule": SPLIT_RULE,
-                         "sets": prepared["evaluation_sets"],
-                         "note": "tasks and perplexity on the evaluation half; the real arm and "
-                                 "any seed documents from the generation half"},
-               "evaluation_items": {k: (len(v) if k == "perplexity" else len(v["gold"]))
-                                    for k, v in base.items()},
-               "arms": arms, "tokens": runs["tokens"], "scores": scores,
-               "validation": prepared["validation"], "validation_loss": runs["validation_loss"],
-               "seconds": {"base": _timing(out / "base"), "arms": runs["seconds"]},
-               "decontamination": prepared["decontamination"]}
+    scores = bootstrap.table(
+        base, runs["items"], {t: TASKS[t] for t in args.tasks}, replicates=args.bootstrap
+    )
+    results = {
+        "settings": {k: v for k, v in vars(args).items()},
+        "seeds": args.seeds,
+        "split": {
+            "evaluated": EVALUATION,
+            "rule": SPLIT_RULE,
+            "sets": prepared["evaluation_sets"],
+            "note": "tasks and perplexity on the evaluation half; the real arm and "
+            "any seed documents from the generation half",
+        },
+        "evaluation_items": {
+            k: (len(v) if k == "perplexity" else len(v["gold"])) for k, v in base.items()
+        },
+        "arms": arms,
+        "tokens": runs["tokens"],
+        "scores": scores,
+        "validation": prepared["validation"],
+        "validation_loss": runs["validation_loss"],
+        "seconds": {"base": _timing(out / "base"), "arms": runs["seconds"]},
+        "decontamination": prepared["decontamination"],
+    }
     write_atomic(out / "results.json", json.dumps(results, indent=2).encode())
     write_atomic(out / "results.md", markdown(results).encode())
     plot(results, out / "results.png")
@@ -72,8 +84,10 @@ def _timing(folder: Path) -> dict:
 
 
 def _composition(arm: dict) -> str:
-    parts = [f"{source}" + (f": {tokens:,} tokens" if tokens else "")
-             for source, tokens in arm["composition"].items()]
+    parts = [
+        f"{source}" + (f": {tokens:,} tokens" if tokens else "")
+        for source, tokens in arm["composition"].items()
+    ]
     return "; ".join(parts)
 
 
@@ -85,35 +99,57 @@ def markdown(results: dict) -> str:
     scores, base = results["scores"], results["scores"]["base"]
     names = list(base)
     seeds = ", ".join(map(str, results["seeds"]))
-    head = ["| arm | " + " | ".join(f"{n} ({_better(n)} is better)" for n in names) + " |",
-            "|---|" + "---:|" * len(names)]
-    rows = ["| base | " + " | ".join(f"{base[n]['value']} [{base[n]['ci'][0]}, {base[n]['ci'][1]}]"
-                                     for n in names) + " |"]
+    head = [
+        "| arm | " + " | ".join(f"{n} ({_better(n)} is better)" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    rows = [
+        "| base | "
+        + " | ".join(f"{base[n]['value']} [{base[n]['ci'][0]}, {base[n]['ci'][1]}]" for n in names)
+        + " |"
+    ]
     for arm, by_score in scores["arms"].items():
-        cells = [f"{s['mean']} (Δ {s['delta']:+.4f} "
-                 f"[{s['delta_ci'][0]:+.4f}, {s['delta_ci'][1]:+.4f}])"
-                 for s in (by_score[n] for n in names)]
+        cells = [
+            f"{s['mean']} (Δ {s['delta']:+.4f} [{s['delta_ci'][0]:+.4f}, {s['delta_ci'][1]:+.4f}])"
+            for s in (by_score[n] for n in names)
+        ]
         rows.append(f"| {arm} | " + " | ".join(cells) + " |")
     items = ", ".join(f"{k}: {v}" for k, v in results["evaluation_items"].items())
     settings = results["settings"]
-    lines = [f"# Ablation: {settings['domain']}, {settings['tokens']:,} tokens per arm, "
-             f"seeds {seeds}", "",
-             f"Base: {results['settings']['model']}. Scored on the {results['split']['evaluated']} "
-             f"half ({results['split']['rule']}) of {', '.join(results['split']['sets'])}; items: "
-             f"{items}. Brackets: 95 % bootstrap intervals over evaluation items and training "
-             "seeds (for the base: over items).", "", *head, *rows, "", "## Arms", "",
-             "| arm | training text | documents | corpus tokens | trained tokens per seed |",
-             "|---|---|---:|---:|---|"]
+    lines = [
+        f"# Ablation: {settings['domain']}, {settings['tokens']:,} tokens per arm, seeds {seeds}",
+        "",
+        f"Base: {results['settings']['model']}. Scored on the {results['split']['evaluated']} "
+        f"half ({results['split']['rule']}) of {', '.join(results['split']['sets'])}; items: "
+        f"{items}. Brackets: 95 % bootstrap intervals over evaluation items and training "
+        "seeds (for the base: over items).",
+        "",
+        *head,
+        *rows,
+        "",
+        "## Arms",
+        "",
+        "| arm | training text | documents | corpus tokens | trained tokens per seed |",
+        "|---|---|---:|---:|---|",
+    ]
     for arm, info in results["arms"].items():
         trained = ", ".join(f"{s}: {t:,}" for s, t in results["tokens"][arm].items())
-        lines.append(f"| {arm} | {_composition(info)} | {info['documents']} | "
-                     f"{info['corpus_tokens']:,} | {trained} |")
+        lines.append(
+            f"| {arm} | {_composition(info)} | {info['documents']} | "
+            f"{info['corpus_tokens']:,} | {trained} |"
+        )
     from train.decontaminate import table as decontamination_table
 
-    lines += ["", "## Decontamination", "",
-              decontamination_table(results["decontamination"]).rstrip(),
-              "", "Documents dropped before training: "
-              + ", ".join(f"{r['corpus']} {r['dropped']}" for r in results["decontamination"]), ""]
+    lines += [
+        "",
+        "## Decontamination",
+        "",
+        decontamination_table(results["decontamination"]).rstrip(),
+        "",
+        "Documents dropped before training: "
+        + ", ".join(f"{r['corpus']} {r['dropped']}" for r in results["decontamination"]),
+        "",
+    ]
     return "\n".join(lines)
 
 

@@ -65,8 +65,9 @@ def _interval(values: np.ndarray) -> list[float]:
     return [round(float(low), 4), round(float(high), 4)]
 
 
-def table(base: dict, arms: dict[str, list[dict]], tasks: dict,
-          replicates: int = 1000, seed: int = 0) -> dict:
+def table(
+    base: dict, arms: dict[str, list[dict]], tasks: dict, replicates: int = 1000, seed: int = 0
+) -> dict:
     """{"base": {score: {value, ci}}, "arms": {arm: {score: {mean, seeds, ci, delta, delta_ci}}}}.
     `arms[arm]` lists that arm's per-item results, one per training seed (in seed order)."""
     rng = np.random.default_rng(seed)
@@ -76,8 +77,13 @@ def table(base: dict, arms: dict[str, list[dict]], tasks: dict,
     n_seeds = max((len(runs) for runs in arms.values()), default=1)
     seed_draw = rng.integers(0, n_seeds, size=(replicates, n_seeds))
     base_point, base_draw = metrics_of(base, tasks, point), metrics_of(base, tasks, draw)
-    result = {"base": {k: {"value": round(float(v[0]), 4), "ci": _interval(base_draw[k])}
-                       for k, v in base_point.items()}, "arms": {}}
+    result = {
+        "base": {
+            k: {"value": round(float(v[0]), 4), "ci": _interval(base_draw[k])}
+            for k, v in base_point.items()
+        },
+        "arms": {},
+    }
     for arm, runs in arms.items():
         for run in runs:
             if _sizes(run) != sizes:
@@ -92,9 +98,12 @@ def table(base: dict, arms: dict[str, list[dict]], tasks: dict,
             resampled = stacked[picks.T, np.arange(replicates)].mean(0)
             seeds = [float(p[k][0]) for p in per_seed_point]
             mean = float(np.mean(seeds))
-            scores[k] = {"mean": round(mean, 4), "seeds": [round(s, 4) for s in seeds],
-                         "ci": _interval(resampled),
-                         "delta": round(mean - float(base_point[k][0]), 4),
-                         "delta_ci": _interval(resampled - base_draw[k])}
+            scores[k] = {
+                "mean": round(mean, 4),
+                "seeds": [round(s, 4) for s in seeds],
+                "ci": _interval(resampled),
+                "delta": round(mean - float(base_point[k][0]), 4),
+                "delta_ci": _interval(resampled - base_draw[k]),
+            }
         result["arms"][arm] = scores
     return result

@@ -28,30 +28,53 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     p = Parser(prog="python -m train.cpt", description=__doc__.splitlines()[0])
     p.add_argument("--corpus", required=True, help="corpus.jsonl ({'text': ...} per line)")
-    p.add_argument("--out", required=True,
-                   help="output folder: checkpoints/, final/, metrics.jsonl, tensorboard")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="output folder: checkpoints/, final/, metrics.jsonl, tensorboard",
+    )
     add_flags(p, batch_size=1, weight_decay=0.1)
-    p.add_argument("--seq-len", type=positive(int),
-                   help="block length (default 4096 on GPU, 512 on CPU)")
-    p.add_argument("--tokens-per-step", type=positive(int),
-                   help="tokens per optimizer step; sets gradient accumulation "
-                        "(default one micro-batch)")
-    p.add_argument("--tokens", type=positive(int),
-                   help="train on exactly this many corpus tokens (a multiple of the tokens "
-                        "per step)")
-    p.add_argument("--epochs", type=positive(int), default=1,
-                   help="passes over the corpus; with --tokens, the most passes allowed to "
-                        "reach it")
-    p.add_argument("--held-out", type=float, default=0.02,
-                   help="fraction of documents kept for validation loss")
+    p.add_argument(
+        "--seq-len", type=positive(int), help="block length (default 4096 on GPU, 512 on CPU)"
+    )
+    p.add_argument(
+        "--tokens-per-step",
+        type=positive(int),
+        help="tokens per optimizer step; sets gradient accumulation (default one micro-batch)",
+    )
+    p.add_argument(
+        "--tokens",
+        type=positive(int),
+        help="train on exactly this many corpus tokens (a multiple of the tokens per step)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=positive(int),
+        default=1,
+        help="passes over the corpus; with --tokens, the most passes allowed to reach it",
+    )
+    p.add_argument(
+        "--held-out",
+        type=float,
+        default=0.02,
+        help="fraction of documents kept for validation loss",
+    )
     p.add_argument("--validation", help="JSONL of text for validation loss instead of --held-out")
-    p.add_argument("--boundaries", action="store_true",
-                   help="position ids restart at each document (see train/data.py)")
-    p.add_argument("--replay",
-                   help="real text JSONL mixed into training (off by default; the paper "
-                        "mixes none)")
-    p.add_argument("--replay-ratio", type=float, default=0.0,
-                   help="fraction of training documents drawn from --replay")
+    p.add_argument(
+        "--boundaries",
+        action="store_true",
+        help="position ids restart at each document (see train/data.py)",
+    )
+    p.add_argument(
+        "--replay",
+        help="real text JSONL mixed into training (off by default; the paper mixes none)",
+    )
+    p.add_argument(
+        "--replay-ratio",
+        type=float,
+        default=0.0,
+        help="fraction of training documents drawn from --replay",
+    )
     args = p.parse_args(argv)
     if args.replay_ratio and not args.replay:
         raise UserError("--replay-ratio needs --replay FILE")
@@ -92,9 +115,11 @@ def step_shape(args: argparse.Namespace, processes: int) -> tuple[int, int]:
 def check_budget(tokens: int, per_step: int, args: argparse.Namespace, processes: int) -> None:
     if tokens % per_step:
         low, high = tokens // per_step * per_step, (tokens // per_step + 1) * per_step
-        raise UserError(f"--tokens {tokens} is not a multiple of the {per_step} tokens per step "
-                        f"(--seq-len {seq_len_of(args)} x --batch-size {args.batch_size} x "
-                        f"{processes} process(es) x accumulation): use {low or high} or {high}")
+        raise UserError(
+            f"--tokens {tokens} is not a multiple of the {per_step} tokens per step "
+            f"(--seq-len {seq_len_of(args)} x --batch-size {args.batch_size} x "
+            f"{processes} process(es) x accumulation): use {low or high} or {high}"
+        )
 
 
 def build(args: argparse.Namespace, train_texts: list[str], val_texts: list[str]):
@@ -107,17 +132,27 @@ def build(args: argparse.Namespace, train_texts: list[str], val_texts: list[str]
         extra = {"seq_len": seq_len, "tokens_per_step": per_step}
         if args.tokens:
             check_budget(args.tokens, per_step, args, processes)
-            blocks, info = budget_blocks(train_texts, tokenizer, seq_len, args.tokens, args.epochs,
-                                         args.seed, args.boundaries, corpus=args.corpus)
+            blocks, info = budget_blocks(
+                train_texts,
+                tokenizer,
+                seq_len,
+                args.tokens,
+                args.epochs,
+                args.seed,
+                args.boundaries,
+                corpus=args.corpus,
+            )
             total = args.tokens // per_step
             extra.update(info)
         else:
             blocks = pack(train_texts, tokenizer, seq_len, args.boundaries)
             per_epoch = len(blocks) // (args.batch_size * processes) // accumulation
             if per_epoch == 0:
-                raise UserError(f"the corpus fills {len(blocks)} blocks of {seq_len}, fewer "
-                                f"than one step ({per_step} tokens): lower --tokens-per-step "
-                                "or --seq-len")
+                raise UserError(
+                    f"the corpus fills {len(blocks)} blocks of {seq_len}, fewer "
+                    f"than one step ({per_step} tokens): lower --tokens-per-step "
+                    "or --seq-len"
+                )
             total = args.max_steps or per_epoch * args.epochs
         val = pack(val_texts, tokenizer, seq_len, required=False) if val_texts else []
         extra.update(train_blocks=len(blocks), val_blocks=len(val))

@@ -50,12 +50,15 @@ def split(texts: list[str], held_out: float, seed: int) -> tuple[list[str], list
 
 def _documents(texts: list[str], tokenizer) -> list[np.ndarray]:
     """Each text's token ids with the EOS that separates it from the next, as int32."""
-    return [np.asarray(ids + [tokenizer.eos_token_id], dtype=np.int32)
-            for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    return [
+        np.asarray(ids + [tokenizer.eos_token_id], dtype=np.int32)
+        for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]
+    ]
 
 
-def _blocks(docs: list[np.ndarray], seq_len: int, boundaries: bool,
-            limit: int | None = None) -> list[dict]:
+def _blocks(
+    docs: list[np.ndarray], seq_len: int, boundaries: bool, limit: int | None = None
+) -> list[dict]:
     """The documents' stream (cut at `limit` tokens) in whole blocks; the tail is dropped."""
     stream = np.concatenate(docs) if docs else np.zeros(0, dtype=np.int32)
     starts = np.zeros(len(stream), dtype=bool)
@@ -64,15 +67,16 @@ def _blocks(docs: list[np.ndarray], seq_len: int, boundaries: bool,
         stream, starts = stream[:limit], starts[:limit]
     blocks = []
     for b in range(len(stream) // seq_len):
-        block = {"input_ids": stream[b * seq_len:(b + 1) * seq_len]}
+        block = {"input_ids": stream[b * seq_len : (b + 1) * seq_len]}
         if boundaries:
-            block["position_ids"] = _positions(starts[b * seq_len:(b + 1) * seq_len])
+            block["position_ids"] = _positions(starts[b * seq_len : (b + 1) * seq_len])
         blocks.append(block)
     return blocks
 
 
-def pack(texts: list[str], tokenizer, seq_len: int, boundaries: bool = False,
-         required: bool = True) -> list[dict]:
+def pack(
+    texts: list[str], tokenizer, seq_len: int, boundaries: bool = False, required: bool = True
+) -> list[dict]:
     """Blocks of exactly seq_len tokens: {"input_ids", ("position_ids")}, int32 arrays (a Python
     int list would take ~2 GB at the paper's 25 M tokens). The tail that does not fill a block is
     dropped (as run_clm does); text shorter than one block is an error when `required`, and gives
@@ -85,8 +89,16 @@ def pack(texts: list[str], tokenizer, seq_len: int, boundaries: bool = False,
     return blocks
 
 
-def budget_blocks(texts: list[str], tokenizer, seq_len: int, tokens: int, epochs: int, seed: int,
-                  boundaries: bool = False, corpus: str = "the corpus") -> tuple[list[dict], dict]:
+def budget_blocks(
+    texts: list[str],
+    tokenizer,
+    seq_len: int,
+    tokens: int,
+    epochs: int,
+    seed: int,
+    boundaries: bool = False,
+    corpus: str = "the corpus",
+) -> tuple[list[dict], dict]:
     """Exactly `tokens` tokens of the corpus (a multiple of seq_len) in blocks, and what they hold.
 
     Documents are taken in an order shuffled by `seed` (a corpus longer than the budget is sampled
@@ -97,16 +109,23 @@ def budget_blocks(texts: list[str], tokenizer, seq_len: int, tokens: int, epochs
     passes = math.ceil(tokens / corpus_tokens)
     if passes > epochs:
         more = "" if epochs == 1 else f" even in {epochs} passes"
-        raise UserError(f"{corpus} has {corpus_tokens} tokens, fewer than --tokens {tokens}{more}; "
-                        f"pass --epochs {passes} to repeat it")
+        raise UserError(
+            f"{corpus} has {corpus_tokens} tokens, fewer than --tokens {tokens}{more}; "
+            f"pass --epochs {passes} to repeat it"
+        )
     stream: list[np.ndarray] = []
     for p in range(passes):
         order = list(range(len(docs)))
         random.Random(f"{seed}:{p}").shuffle(order)
         stream += [docs[i] for i in order]
     used = np.searchsorted(np.cumsum([len(d) for d in stream]), tokens) + 1
-    info = {"trained_tokens": tokens, "corpus_tokens": corpus_tokens, "corpus_documents": len(docs),
-            "passes": round(tokens / corpus_tokens, 4), "documents_seen": int(used)}
+    info = {
+        "trained_tokens": tokens,
+        "corpus_tokens": corpus_tokens,
+        "corpus_documents": len(docs),
+        "passes": round(tokens / corpus_tokens, 4),
+        "documents_seen": int(used),
+    }
     return _blocks(stream[:used], seq_len, boundaries, limit=tokens), info
 
 
@@ -122,7 +141,8 @@ def _positions(starts: np.ndarray) -> np.ndarray:
 def collate(blocks: list[dict]) -> dict:
     import torch
 
-    batch = {k: torch.from_numpy(np.stack([b[k] for b in blocks]).astype(np.int64))
-             for k in blocks[0]}
+    batch = {
+        k: torch.from_numpy(np.stack([b[k] for b in blocks]).astype(np.int64)) for k in blocks[0]
+    }
     batch["labels"] = batch["input_ids"].clone()
     return batch

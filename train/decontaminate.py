@@ -70,7 +70,7 @@ class EvalSet:
                     found.short.add(tuple(w))
                     found.short_lengths.add(len(w))
             else:
-                found.grams.update(tuple(w[i:i + n]) for i in range(len(w) - n + 1))
+                found.grams.update(tuple(w[i : i + n]) for i in range(len(w) - n + 1))
         return found
 
     def match(self, doc_words: list[str]) -> tuple | None:
@@ -78,7 +78,7 @@ class EvalSet:
         sizes = [(self.n, self.grams)] + [(k, self.short) for k in sorted(self.short_lengths)]
         for size, pool in sizes:
             for i in range(len(doc_words) - size + 1):
-                gram = tuple(doc_words[i:i + size])
+                gram = tuple(doc_words[i : i + size])
                 if gram in pool:
                     return gram
         return None
@@ -89,8 +89,10 @@ def evaluation_texts(dataset: str, split: str = EVALUATION) -> list[str]:
     from core.splits import record_text
     from train.realtext import rows
 
-    return [" ".join(t for t in (r.get("question", ""), record_text(r)) if t)
-            for r in rows(dataset, split=split)]
+    return [
+        " ".join(t for t in (r.get("question", ""), record_text(r)) if t)
+        for r in rows(dataset, split=split)
+    ]
 
 
 def evaluation_sets(datasets: list[str], split: str = EVALUATION) -> list[EvalSet]:
@@ -110,12 +112,19 @@ def matches(texts: list[str], sets: list[EvalSet]) -> list[dict]:
 def report(name: str, texts: list[str], sets: list[EvalSet], path: str = "") -> dict:
     hits = matches(texts, sets)
     dirty = [i for i, h in enumerate(hits) if h]
-    return {"corpus": name, "path": path, "documents": len(texts), "contaminated": len(dirty),
-            "share": round(len(dirty) / len(texts), 4) if texts else 0.0,
-            "by_set": {s.name: {"n": s.n, "items": s.items,
-                                "documents": sum(1 for h in hits if s.name in h)} for s in sets},
-            "examples": [{"document": i, **hits[i]} for i in dirty[:EXAMPLES]],
-            "contaminated_documents": dirty}
+    return {
+        "corpus": name,
+        "path": path,
+        "documents": len(texts),
+        "contaminated": len(dirty),
+        "share": round(len(dirty) / len(texts), 4) if texts else 0.0,
+        "by_set": {
+            s.name: {"n": s.n, "items": s.items, "documents": sum(1 for h in hits if s.name in h)}
+            for s in sets
+        },
+        "examples": [{"document": i, **hits[i]} for i in dirty[:EXAMPLES]],
+        "contaminated_documents": dirty,
+    }
 
 
 def clean(texts: list[str], sets: list[EvalSet]) -> tuple[list[str], int]:
@@ -126,14 +135,22 @@ def clean(texts: list[str], sets: list[EvalSet]) -> tuple[list[str], int]:
 
 def table(reports: list[dict]) -> str:
     sets = list(reports[0]["by_set"]) if reports else []
-    head = "| corpus | documents | contaminated | share | " + " | ".join(
-        f"{s} ({reports[0]['by_set'][s]['n']}-grams, {reports[0]['by_set'][s]['items']} items)"
-        for s in sets) + " |"
+    head = (
+        "| corpus | documents | contaminated | share | "
+        + " | ".join(
+            f"{s} ({reports[0]['by_set'][s]['n']}-grams, {reports[0]['by_set'][s]['items']} items)"
+            for s in sets
+        )
+        + " |"
+    )
     rows = [head, "|---|---:|---:|---:|" + "---:|" * len(sets)]
     for r in reports:
-        rows.append(f"| {r['corpus']} | {r['documents']} | {r['contaminated']} | "
-                    f"{r['share']:.2%} | "
-                    + " | ".join(str(r["by_set"][s]["documents"]) for s in sets) + " |")
+        rows.append(
+            f"| {r['corpus']} | {r['documents']} | {r['contaminated']} | "
+            f"{r['share']:.2%} | "
+            + " | ".join(str(r["by_set"][s]["documents"]) for s in sets)
+            + " |"
+        )
     return "\n".join(rows) + "\n"
 
 
@@ -157,13 +174,23 @@ def main(argv: list[str] | None = None) -> int:
     from train.realtext import DATASETS
 
     p = Parser(prog="python -m train.decontaminate", description=__doc__.splitlines()[0])
-    p.add_argument("--corpus", action="append", required=True,
-                   help="NAME=PATH: a run directory or a JSONL with 'text' (repeatable)")
-    p.add_argument("--against", default=",".join(DATASETS),
-                   help=f"evaluation sets, comma-separated (default {','.join(DATASETS)})")
+    p.add_argument(
+        "--corpus",
+        action="append",
+        required=True,
+        help="NAME=PATH: a run directory or a JSONL with 'text' (repeatable)",
+    )
+    p.add_argument(
+        "--against",
+        default=",".join(DATASETS),
+        help=f"evaluation sets, comma-separated (default {','.join(DATASETS)})",
+    )
     p.add_argument("--out", required=True, help="a new folder: report.json, report.md")
-    p.add_argument("--write-clean", action="store_true",
-                   help="also write OUT/<name>.clean.jsonl without the contaminated documents")
+    p.add_argument(
+        "--write-clean",
+        action="store_true",
+        help="also write OUT/<name>.clean.jsonl without the contaminated documents",
+    )
 
     def command() -> int:
         from core.lock import hold
@@ -174,8 +201,10 @@ def main(argv: list[str] | None = None) -> int:
         against = [d for d in args.against.split(",") if d]
         unknown = [d for d in against if d not in DATASETS]
         if unknown or not against:
-            raise UserError(f"--against: unknown set {unknown[0] if unknown else ''!r} "
-                            f"(available: {', '.join(DATASETS)})")
+            raise UserError(
+                f"--against: unknown set {unknown[0] if unknown else ''!r} "
+                f"(available: {', '.join(DATASETS)})"
+            )
         out = Path(args.out)
         with hold(out):
             if (out / "report.json").exists():

@@ -40,9 +40,13 @@ class Plan:
 
     def describe(self) -> dict:
         """The data the scores come from, for results files."""
-        return {"tasks": self.split, "rule": SPLIT_RULE, "perplexity": self.perplexity,
-                "perplexity_split": self.split if self.perplexity in _datasets() else None,
-                "limit": self.limit}
+        return {
+            "tasks": self.split,
+            "rule": SPLIT_RULE,
+            "perplexity": self.perplexity,
+            "perplexity_split": self.split if self.perplexity in _datasets() else None,
+            "limit": self.limit,
+        }
 
 
 def _datasets() -> tuple[str, ...]:
@@ -51,14 +55,15 @@ def _datasets() -> tuple[str, ...]:
     return DATASETS
 
 
-def option_losses(model, tokenizer, prompt: str, options: tuple[str, ...],
-                  max_len: int) -> list[float]:
+def option_losses(
+    model, tokenizer, prompt: str, options: tuple[str, ...], max_len: int
+) -> list[float]:
     """Mean loss of each option's tokens after the prompt (cut from the left to fit)."""
     import torch
 
     answers = [tokenizer(" " + o, add_special_tokens=False)["input_ids"] for o in options]
     context = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    context = context[-(max_len - max(map(len, answers))):]
+    context = context[-(max_len - max(map(len, answers))) :]
     if all(len(a) == 1 for a in answers):
         # One-token options (FPB's and PubMedQA's labels with SmolLM2's tokenizer): the prompt's
         # next-token distribution scores them all in one forward, a third of the work.
@@ -71,16 +76,19 @@ def option_losses(model, tokenizer, prompt: str, options: tuple[str, ...],
     width = max(map(len, sequences))
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     ids = torch.tensor([s + [pad] * (width - len(s)) for s in sequences], device=model.device)
-    mask = torch.tensor([[1] * len(s) + [0] * (width - len(s)) for s in sequences],
-                        device=model.device)
+    mask = torch.tensor(
+        [[1] * len(s) + [0] * (width - len(s)) for s in sequences], device=model.device
+    )
     # Only the positions that predict answer tokens need logits (all rows share the context):
     # the vocabulary projection of the whole prompt would cost more than the model on small models.
     keep = width - (len(context) - 1)
     with torch.no_grad():
         logits = model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()
     logprobs = torch.log_softmax(logits, dim=-1)  # position k predicts answer token k
-    return [-sum(logprobs[row, k, t].item() for k, t in enumerate(answer)) / len(answer)
-            for row, answer in enumerate(answers)]
+    return [
+        -sum(logprobs[row, k, t].item() for k, t in enumerate(answer)) / len(answer)
+        for row, answer in enumerate(answers)
+    ]
 
 
 def perplexity_texts(source: str, split: str, limit: int | None) -> list[str]:
@@ -135,9 +143,15 @@ def _progress():
         TimeRemainingColumn,
     )
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=Console(stderr=True))
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=Console(stderr=True),
+    )
 
 
 def predictions(model, tokenizer, task_name: str, plan: Plan, label: str = "") -> dict:
@@ -152,8 +166,9 @@ def predictions(model, tokenizer, task_name: str, plan: Plan, label: str = "") -
     with _progress() as bar:  # the full tasks take a while on CPU: show the count and an estimate
         job = bar.add_task(f"{label}{task.name}", total=len(test))
         for example in test:
-            losses = option_losses(model, tokenizer, prompt(task, dev, example, plan.seed),
-                                   task.options, plan.max_len)
+            losses = option_losses(
+                model, tokenizer, prompt(task, dev, example, plan.seed), task.options, plan.max_len
+            )
             predicted.append(task.options[losses.index(min(losses))])
             bar.advance(job)
     return {"gold": [e.answer for e in test], "predicted": predicted}
@@ -186,8 +201,9 @@ def load_for_scoring(name: str, trust_remote_code: bool = False):
     from agents.checkpoint import load
 
     cuda = torch.cuda.is_available()
-    model, tokenizer = load(name, dtype=torch.bfloat16 if cuda else None,
-                            trust_remote_code=trust_remote_code)
+    model, tokenizer = load(
+        name, dtype=torch.bfloat16 if cuda else None, trust_remote_code=trust_remote_code
+    )
     return model.to("cuda" if cuda else "cpu").eval(), tokenizer
 
 
@@ -212,8 +228,10 @@ def table(results: dict) -> str:
     keys = [k for k in model if k != "name" and not k.endswith("_n")]
     if not base:
         return "| score | model |\n|---|---:|\n" + "".join(f"| {k} | {model[k]} |\n" for k in keys)
-    rows = [f"| score | baseline ({base['name']}) | model ({model['name']}) | delta |",
-            "|---|---:|---:|---:|"]
+    rows = [
+        f"| score | baseline ({base['name']}) | model ({model['name']}) | delta |",
+        "|---|---:|---:|---:|",
+    ]
     for k in keys:
         arrow = "lower is better" if k in LOWER_IS_BETTER else "higher is better"
         rows.append(f"| {k} ({arrow}) | {base[k]} | {model[k]} | {model[k] - base[k]:+.4f} |")
@@ -225,22 +243,39 @@ def parse_args(argv: list[str] | None):
     from train.tasks import SPLIT_CHOICES
 
     p = Parser(prog="python -m train.evaluate", description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True,
-                   help="'embedded', a local folder (e.g. ckpt/finance/final) or a hub id")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="'embedded', a local folder (e.g. ckpt/finance/final) or a hub id",
+    )
     p.add_argument("--baseline", help="the model before continual pretraining, scored the same way")
-    p.add_argument("--tasks", default="fpb,pubmedqa",
-                   help="comma-separated: fpb, pubmedqa (empty for none)")
-    p.add_argument("--task-file", action="append", default=[],
-                   help="NAME=PATH (or NAME=hf:dataset[:split]) to override a task's data")
-    p.add_argument("--perplexity",
-                   help="held-out real text: a JSONL with a 'text' field, or fpb / pubmedqa "
-                        "(the --split half)")
-    p.add_argument("--split", choices=SPLIT_CHOICES, default=EVALUATION,
-                   help="which half of the tasks' data is scored (default evaluation: never "
-                        "seen by generation; core/splits.py)")
-    p.add_argument("--limit", type=positive(int),
-                   help="examples (and perplexity documents) per task; on CPU the full tasks "
-                        "take a while (see the estimate)")
+    p.add_argument(
+        "--tasks", default="fpb,pubmedqa", help="comma-separated: fpb, pubmedqa (empty for none)"
+    )
+    p.add_argument(
+        "--task-file",
+        action="append",
+        default=[],
+        help="NAME=PATH (or NAME=hf:dataset[:split]) to override a task's data",
+    )
+    p.add_argument(
+        "--perplexity",
+        help="held-out real text: a JSONL with a 'text' field, or fpb / pubmedqa "
+        "(the --split half)",
+    )
+    p.add_argument(
+        "--split",
+        choices=SPLIT_CHOICES,
+        default=EVALUATION,
+        help="which half of the tasks' data is scored (default evaluation: never "
+        "seen by generation; core/splits.py)",
+    )
+    p.add_argument(
+        "--limit",
+        type=positive(int),
+        help="examples (and perplexity documents) per task; on CPU the full tasks "
+        "take a while (see the estimate)",
+    )
     p.add_argument("--max-len", type=positive(int), default=2048)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
@@ -250,8 +285,16 @@ def parse_args(argv: list[str] | None):
         task_file = dict(item.split("=", 1) for item in args.task_file)
     except ValueError:
         raise UserError("--task-file takes NAME=PATH") from None
-    plan = Plan([t for t in args.tasks.split(",") if t], args.perplexity, args.limit, args.max_len,
-                args.seed, args.split, task_file, args.trust_remote_code)
+    plan = Plan(
+        [t for t in args.tasks.split(",") if t],
+        args.perplexity,
+        args.limit,
+        args.max_len,
+        args.seed,
+        args.split,
+        task_file,
+        args.trust_remote_code,
+    )
     if not plan.tasks and not plan.perplexity:
         raise UserError("nothing to evaluate: give --tasks and/or --perplexity")
     check_tasks(plan.tasks)

@@ -35,37 +35,65 @@ def add_flags(p: argparse.ArgumentParser, batch_size: int, weight_decay: float) 
     """The flags of the loop itself, the same in train.cpt and train.sft."""
     from core.cli import positive
 
-    p.add_argument("--model", default="embedded",
-                   help="'embedded', a local folder, or a hub id (with network)")
-    p.add_argument("--batch-size", type=positive(int), default=batch_size,
-                   help=f"examples per device per micro-step (default {batch_size})")
+    p.add_argument(
+        "--model", default="embedded", help="'embedded', a local folder, or a hub id (with network)"
+    )
+    p.add_argument(
+        "--batch-size",
+        type=positive(int),
+        default=batch_size,
+        help=f"examples per device per micro-step (default {batch_size})",
+    )
     p.add_argument("--max-steps", type=positive(int), help="optimizer steps (overrides --epochs)")
     p.add_argument("--lr", type=positive(float), default=2e-5)
     p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decays to lr x this")
-    p.add_argument("--warmup", type=float, default=0.03,
-                   help="warmup steps, or a fraction of the steps if < 1")
-    p.add_argument("--weight-decay", type=float, default=weight_decay,
-                   help=f"on matrices only (default {weight_decay})")
+    p.add_argument(
+        "--warmup", type=float, default=0.03, help="warmup steps, or a fraction of the steps if < 1"
+    )
+    p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=weight_decay,
+        help=f"on matrices only (default {weight_decay})",
+    )
     p.add_argument("--grad-clip", type=float, default=1.0)
     p.add_argument("--eval-every", type=positive(int), default=100)
     p.add_argument("--save-every", type=positive(int), default=500)
     p.add_argument("--log-every", type=positive(int), default=10)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resume", action="store_true",
-                   help="continue from the last checkpoint in --out")
-    p.add_argument("--stop-after-steps", type=positive(int),
-                   help="end this invocation after N steps (checkpointed), keeping the schedule of "
-                        "the whole run: for time-sliced jobs; --resume continues")
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in --out"
+    )
+    p.add_argument(
+        "--stop-after-steps",
+        type=positive(int),
+        help="end this invocation after N steps (checkpointed), keeping the schedule of "
+        "the whole run: for time-sliced jobs; --resume continues",
+    )
     p.add_argument("--gradient-checkpointing", action="store_true")
-    p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto",
-                   help="auto: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--optimizer", choices=["adamw", "adamw8bit"], default="adamw",
-                   help="adamw8bit: bitsandbytes, GPU only")
+    p.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        default="auto",
+        help="auto: bf16 on GPU, fp32 on CPU",
+    )
+    p.add_argument(
+        "--optimizer",
+        choices=["adamw", "adamw8bit"],
+        default="adamw",
+        help="adamw8bit: bitsandbytes, GPU only",
+    )
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
-    p.add_argument("--peak-flops", type=float,
-                   help="accelerator peak FLOP/s for MFU (detected for common GPUs)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="allow model code from the hub (off by default)")
+    p.add_argument(
+        "--peak-flops",
+        type=float,
+        help="accelerator peak FLOP/s for MFU (detected for common GPUs)",
+    )
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="allow model code from the hub (off by default)",
+    )
 
 
 @dataclass
@@ -123,8 +151,9 @@ def output_folder(out: Path, resume: bool) -> Iterator[None]:
     with hold(out):
         leftovers = [p for p in out.iterdir() if p.name != LOCK]
         if leftovers and not resume:
-            raise UserError(f"{out} is not empty; pass --resume to continue it or choose "
-                            "another --out")
+            raise UserError(
+                f"{out} is not empty; pass --resume to continue it or choose another --out"
+            )
         if resume and not checkpoints(out):
             raise UserError(f"--resume: no checkpoint in {out / 'checkpoints'}")
         yield
@@ -145,11 +174,15 @@ def make_accelerator(bf16: bool, out: Path):
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     cpu = not torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision="bf16" if bf16 else "no", log_with="tensorboard",
-                              project_dir=str(out), cpu=cpu,
-                              # the loop steps the schedule once per optimizer step itself;
-                              # accelerate would step it once per process
-                              step_scheduler_with_optimizer=False)
+    accelerator = Accelerator(
+        mixed_precision="bf16" if bf16 else "no",
+        log_with="tensorboard",
+        project_dir=str(out),
+        cpu=cpu,
+        # the loop steps the schedule once per optimizer step itself;
+        # accelerate would step it once per process
+        step_scheduler_with_optimizer=False,
+    )
     fsdp = os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
     if cpu and fsdp and world > 1 and accelerator.distributed_type != DistributedType.FSDP:
         plugin = FullyShardedDataParallelPlugin()  # reads the FSDP_* variables the launcher set
@@ -157,8 +190,10 @@ def make_accelerator(bf16: bool, out: Path):
         accelerator.state.distributed_type = DistributedType.FSDP
         accelerator.state.fsdp_plugin = plugin
     if accelerator.num_processes != world:
-        raise UserError(f"launched as {world} processes but accelerate sees "
-                        f"{accelerator.num_processes}: check the accelerate config")
+        raise UserError(
+            f"launched as {world} processes but accelerate sees "
+            f"{accelerator.num_processes}: check the accelerate config"
+        )
     return accelerator
 
 
@@ -167,14 +202,17 @@ def _optimizer(args: argparse.Namespace, model):
 
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": args.weight_decay},
-              {"params": no_decay, "weight_decay": 0.0}]
+    groups = [
+        {"params": decay, "weight_decay": args.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
     if args.optimizer == "adamw8bit":
         try:
             import bitsandbytes as bnb
         except ImportError:
-            raise UserError("--optimizer adamw8bit needs bitsandbytes (GPU): "
-                            "pip install bitsandbytes") from None
+            raise UserError(
+                "--optimizer adamw8bit needs bitsandbytes (GPU): pip install bitsandbytes"
+            ) from None
         return bnb.optim.AdamW8bit(groups, lr=args.lr, betas=(0.9, 0.95))
     return torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.95))
 
@@ -206,12 +244,22 @@ def fit(args: argparse.Namespace, out: Path, build: Callable[..., Data], tracker
         model = torch.compile(model)
     optimizer = _optimizer(args, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_at(s, total, warmup, args.lr, args.min_lr_ratio) / args.lr)
+        optimizer, lambda s: lr_at(s, total, warmup, args.lr, args.min_lr_ratio) / args.lr
+    )
     generator = torch.Generator().manual_seed(args.seed)
-    loader = DataLoader(data.train, batch_size=args.batch_size, shuffle=True,
-                        drop_last=data.drop_last, collate_fn=data.collate, generator=generator)
-    val_loader = (DataLoader(data.val, batch_size=args.batch_size, collate_fn=data.collate)
-                  if len(data.val) else None)
+    loader = DataLoader(
+        data.train,
+        batch_size=args.batch_size,
+        shuffle=True,
+        drop_last=data.drop_last,
+        collate_fn=data.collate,
+        generator=generator,
+    )
+    val_loader = (
+        DataLoader(data.val, batch_size=args.batch_size, collate_fn=data.collate)
+        if len(data.val)
+        else None
+    )
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     if val_loader is not None:
         val_loader = accelerator.prepare(val_loader)
@@ -222,19 +270,32 @@ def fit(args: argparse.Namespace, out: Path, build: Callable[..., Data], tracker
     n_params = sum(p.numel() for p in accelerator.unwrap_model(model).parameters())
     device = torch.cuda.get_device_name() if cuda else "cpu"
     peak = peak_flops(args, device)
-    config = {**vars(args), **data.config, "accumulation": data.accumulation, "total_steps": total,
-              "warmup_steps": warmup, "params": n_params, "device": device, "peak_flops": peak,
-              "processes": accelerator.num_processes,
-              "distributed": str(accelerator.distributed_type),
-              "bf16": bf16, "train_items": len(data.train), "val_items": len(data.val)}
-    accelerator.init_trackers(tracker, config={k: v for k, v in config.items()
-                                               if isinstance(v, (int, float, str, bool))})
+    config = {
+        **vars(args),
+        **data.config,
+        "accumulation": data.accumulation,
+        "total_steps": total,
+        "warmup_steps": warmup,
+        "params": n_params,
+        "device": device,
+        "peak_flops": peak,
+        "processes": accelerator.num_processes,
+        "distributed": str(accelerator.distributed_type),
+        "bf16": bf16,
+        "train_items": len(data.train),
+        "val_items": len(data.val),
+    }
+    accelerator.init_trackers(
+        tracker, config={k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}
+    )
     if accelerator.is_main_process:
         out.mkdir(parents=True, exist_ok=True)
         (out / CONFIG).write_text(json.dumps(config, indent=2))
-    accelerator.print(f"{n_params / 1e6:.1f}M params on {device} x{accelerator.num_processes} "
-                      f"({config['distributed']}); {len(data.train)} training items; "
-                      f"{data.accumulation} micro-steps per step; {total} steps")
+    accelerator.print(
+        f"{n_params / 1e6:.1f}M params on {device} x{accelerator.num_processes} "
+        f"({config['distributed']}); {len(data.train)} training items; "
+        f"{data.accumulation} micro-steps per step; {total} steps"
+    )
 
     model.train()
     window_tokens, window_start, losses = 0, time.perf_counter(), []
@@ -266,15 +327,23 @@ def fit(args: argparse.Namespace, out: Path, build: Callable[..., Data], tracker
             if step % args.log_every == 0 or step == total:
                 elapsed = time.perf_counter() - window_start
                 tokens_per_s = window_tokens / elapsed
-                mfu = (6 * n_params * tokens_per_s / (peak * accelerator.num_processes)
-                       if peak else None)
+                mfu = (
+                    6 * n_params * tokens_per_s / (peak * accelerator.num_processes)
+                    if peak
+                    else None
+                )
                 steps_done = args.log_every if step % args.log_every == 0 else step % args.log_every
-                row = {"step": step, "total": total,
-                       "loss": round(torch.stack(losses).mean().item(), 4),
-                       "lr": scheduler.get_last_lr()[0], "tokens": state["tokens"],
-                       "tokens_per_s": round(tokens_per_s, 1), "mfu": mfu and round(mfu, 4),
-                       # at this window's speed
-                       "eta_s": round((total - step) * elapsed / max(1, steps_done))}
+                row = {
+                    "step": step,
+                    "total": total,
+                    "loss": round(torch.stack(losses).mean().item(), 4),
+                    "lr": scheduler.get_last_lr()[0],
+                    "tokens": state["tokens"],
+                    "tokens_per_s": round(tokens_per_s, 1),
+                    "mfu": mfu and round(mfu, 4),
+                    # at this window's speed
+                    "eta_s": round((total - step) * elapsed / max(1, steps_done)),
+                }
                 log(accelerator, out, row)
                 window_tokens, window_start, losses = 0, time.perf_counter(), []
             if val_loader is not None and (step % args.eval_every == 0 or step == total):
@@ -312,8 +381,11 @@ def _resume(accelerator, out: Path) -> dict:
     accelerator.load_state(str(last))
     state = json.loads((last / "trainer_state.json").read_text())
     if accelerator.is_main_process and (out / TRAIN_METRICS).exists():
-        rows = [json.loads(line) for line in (out / TRAIN_METRICS).read_text().splitlines()
-                if line.strip()]
+        rows = [
+            json.loads(line)
+            for line in (out / TRAIN_METRICS).read_text().splitlines()
+            if line.strip()
+        ]
         kept = "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= state["step"])
         (out / TRAIN_METRICS).write_text(kept)
     accelerator.print(f"resumed from {last} at step {state['step']}")
@@ -334,8 +406,9 @@ def evaluate_loss(model, loader, accelerator) -> float:
 
 
 def log(accelerator, out: Path, row: dict) -> None:
-    accelerator.log({k: v for k, v in row.items() if k != "step" and v is not None},
-                    step=row["step"])
+    accelerator.log(
+        {k: v for k, v in row.items() if k != "step" and v is not None}, step=row["step"]
+    )
     if accelerator.is_main_process:
         accelerator.print(" ".join(f"{k}={v}" for k, v in row.items()))
         with open(out / TRAIN_METRICS, "a") as f:
@@ -364,9 +437,12 @@ def save_final(accelerator, model, tokenizer, final: Path) -> None:
     accelerator.wait_for_everyone()
     unwrapped = accelerator.unwrap_model(model)
     unwrapped.config.use_cache = True  # generation from final/ wants its cache back
-    unwrapped.save_pretrained(str(final), is_main_process=accelerator.is_main_process,
-                              save_function=accelerator.save,
-                              state_dict=accelerator.get_state_dict(model))
+    unwrapped.save_pretrained(
+        str(final),
+        is_main_process=accelerator.is_main_process,
+        save_function=accelerator.save,
+        state_dict=accelerator.get_state_dict(model),
+    )
     if accelerator.is_main_process:
         tokenizer.save_pretrained(str(final))
     accelerator.wait_for_everyone()

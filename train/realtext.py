@@ -33,8 +33,10 @@ def rows(dataset: str, source: str | None = None, split: str | None = None) -> l
         raise UserError(f"unknown dataset {dataset!r} (available: {', '.join(DATASETS)})")
     path = source or str(DATA / TASKS[dataset].default_file)
     if not source and not Path(path).is_file():
-        raise UserError(f"{dataset}: no data at {path}; set METASYNTH_DATA to the folder holding "
-                        f"{TASKS[dataset].default_file}")
+        raise UserError(
+            f"{dataset}: no data at {path}; set METASYNTH_DATA to the folder holding "
+            f"{TASKS[dataset].default_file}"
+        )
     records = read_rows(path)
     try:
         return select(records, split) if split else records
@@ -45,8 +47,9 @@ def rows(dataset: str, source: str | None = None, split: str | None = None) -> l
 def document(dataset: str, row: dict) -> str:
     """A record as training text."""
     if dataset == "pubmedqa":
-        return "\n\n".join(t for t in (row.get("question", ""), record_text(row),
-                                       row.get("long_answer", "")) if t)
+        return "\n\n".join(
+            t for t in (row.get("question", ""), record_text(row), row.get("long_answer", "")) if t
+        )
     return record_text(row)
 
 
@@ -90,8 +93,10 @@ def main(argv: list[str] | None = None) -> int:
         texts = documents(args.dataset, args.split)
         out.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
         tokenizer = tokenizer_of(args.tokenizer)
-        print(f"{out}: {len(texts)} documents, {count_tokens(texts, tokenizer)} tokens "
-              f"({args.dataset}, {args.split} half)")
+        print(
+            f"{out}: {len(texts)} documents, {count_tokens(texts, tokenizer)} tokens "
+            f"({args.dataset}, {args.split} half)"
+        )
         return 0
 
     return run_command(command)

@@ -32,19 +32,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     from core.cli import Parser, positive
 
     p = Parser(prog="python -m train.sft", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="an instruction run directory, its "
-                   "instructions.jsonl, or a chat JSONL export ('messages' per line)")
-    p.add_argument("--out", required=True,
-                   help="output folder: final/, metrics.jsonl, train_config.json")
+    p.add_argument(
+        "--data",
+        required=True,
+        help="an instruction run directory, its "
+        "instructions.jsonl, or a chat JSONL export ('messages' per line)",
+    )
+    p.add_argument(
+        "--out", required=True, help="output folder: final/, metrics.jsonl, train_config.json"
+    )
     add_flags(p, batch_size=4, weight_decay=0.0)
-    p.add_argument("--epochs", type=positive(int), default=1,
-                   help="passes over the data (default 1)")
-    p.add_argument("--accumulation", type=positive(int), default=1,
-                   help="micro-batches per optimizer step (default 1)")
-    p.add_argument("--max-len", type=positive(int), default=1024,
-                   help="tokens per example; longer ones are cut from the end")
-    p.add_argument("--held-out", type=float, default=0.0,
-                   help="fraction of examples kept for validation loss (default none)")
+    p.add_argument(
+        "--epochs", type=positive(int), default=1, help="passes over the data (default 1)"
+    )
+    p.add_argument(
+        "--accumulation",
+        type=positive(int),
+        default=1,
+        help="micro-batches per optimizer step (default 1)",
+    )
+    p.add_argument(
+        "--max-len",
+        type=positive(int),
+        default=1024,
+        help="tokens per example; longer ones are cut from the end",
+    )
+    p.add_argument(
+        "--held-out",
+        type=float,
+        default=0.0,
+        help="fraction of examples kept for validation loss (default none)",
+    )
     args = p.parse_args(argv)
     if not 0 <= args.held_out < 1:
         raise UserError("--held-out must be in [0, 1)")
@@ -63,11 +81,15 @@ def read_chats(path: str | Path) -> list[list[dict]]:
         messages = record.get("messages") if isinstance(record, dict) else None
         pair = isinstance(record, dict) and record.get("instruction") and record.get("response")
         if messages is None and pair:
-            messages = [{"role": "user", "content": record["instruction"]},
-                        {"role": "assistant", "content": record["response"]}]
+            messages = [
+                {"role": "user", "content": record["instruction"]},
+                {"role": "assistant", "content": record["response"]},
+            ]
         if not messages or messages[-1].get("role") != "assistant":
-            raise UserError(f"{path}: line {number} has neither 'messages' ending in an assistant "
-                            "turn nor 'instruction' and 'response'")
+            raise UserError(
+                f"{path}: line {number} has neither 'messages' ending in an assistant "
+                "turn nor 'instruction' and 'response'"
+            )
         chats.append(messages)
     if not chats:
         raise UserError(f"{path}: no examples")
@@ -78,14 +100,17 @@ def encode(messages: list[dict], tokenizer, max_len: int) -> dict | None:
     """input_ids and labels of one chat: the prompt (everything before the last assistant turn,
     with the assistant header) labelled -100, the response (and its end-of-turn tokens) labelled
     with itself. None when the cut at max_len leaves no response token."""
-    prompt = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True,
-                                           tokenize=False)
+    prompt = tokenizer.apply_chat_template(
+        messages[:-1], add_generation_prompt=True, tokenize=False
+    )
     full = tokenizer.apply_chat_template(messages, tokenize=False)
     if not full.startswith(prompt):  # a template that rewrites earlier turns cannot be masked so
-        raise UserError("the chat template does not render the prompt as a prefix of the whole "
-                        "chat; cannot mask it")
+        raise UserError(
+            "the chat template does not render the prompt as a prefix of the whole "
+            "chat; cannot mask it"
+        )
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(full[len(prompt):], add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(full[len(prompt) :], add_special_tokens=False)["input_ids"]
     ids = (prompt_ids + response_ids)[:max_len]
     labels = ([IGNORE] * len(prompt_ids) + response_ids)[:max_len]
     if all(label == IGNORE for label in labels):
@@ -100,9 +125,11 @@ def collate(examples: list[dict], pad_id: int) -> dict:
     width = max(len(e["input_ids"]) for e in examples)
     pad = [width - len(e["input_ids"]) for e in examples]
     rows = list(zip(examples, pad))
-    return {"input_ids": torch.tensor([e["input_ids"] + [pad_id] * n for e, n in rows]),
-            "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * n for e, n in rows]),
-            "labels": torch.tensor([e["labels"] + [IGNORE] * n for e, n in rows])}
+    return {
+        "input_ids": torch.tensor([e["input_ids"] + [pad_id] * n for e, n in rows]),
+        "attention_mask": torch.tensor([[1] * len(e["input_ids"]) + [0] * n for e, n in rows]),
+        "labels": torch.tensor([e["labels"] + [IGNORE] * n for e, n in rows]),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -129,13 +156,26 @@ def build(args: argparse.Namespace, chats: list[list[dict]]):
         batches = math.ceil(len(train) / (args.batch_size * processes))
         per_epoch = math.ceil(batches / args.accumulation)  # the epoch's last batch ends a step too
         masked = [sum(label == IGNORE for label in e["labels"]) for e in train]
-        config = {"examples": len(examples), "dropped": len(chats) - len(examples),
-                  "response_tokens": sum(len(e["labels"]) for e in train) - sum(masked),
-                  "prompt_tokens": sum(masked)}
-        print(f"{len(examples)} examples ({config['response_tokens']} response tokens trained, "
-              f"{config['prompt_tokens']} prompt tokens masked)", file=sys.stderr)
-        return Data(train, val, partial(collate, pad_id=pad_id), args.accumulation,
-                    args.max_steps or args.epochs * per_epoch, drop_last=False, config=config)
+        config = {
+            "examples": len(examples),
+            "dropped": len(chats) - len(examples),
+            "response_tokens": sum(len(e["labels"]) for e in train) - sum(masked),
+            "prompt_tokens": sum(masked),
+        }
+        print(
+            f"{len(examples)} examples ({config['response_tokens']} response tokens trained, "
+            f"{config['prompt_tokens']} prompt tokens masked)",
+            file=sys.stderr,
+        )
+        return Data(
+            train,
+            val,
+            partial(collate, pad_id=pad_id),
+            args.accumulation,
+            args.max_steps or args.epochs * per_epoch,
+            drop_last=False,
+            config=config,
+        )
 
     return make
 

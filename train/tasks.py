@@ -23,8 +23,9 @@ from core.splits import EVALUATION, SPLITS, select
 
 # The tasks' real data: METASYNTH_DATA, else ../shared/data beside a checkout (--task-file
 # overrides one task).
-DATA = Path(os.environ.get("METASYNTH_DATA")
-            or Path(__file__).resolve().parents[2] / "shared" / "data")
+DATA = Path(
+    os.environ.get("METASYNTH_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data"
+)
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,22 @@ def _pubmedqa(row: dict) -> Example:
 
 
 TASKS = {
-    "fpb": Task("fpb", "finance/fpb.jsonl", ("positive", "neutral", "negative"), _fpb,
-                "weighted_f1", shots=5),
-    "pubmedqa": Task("pubmedqa", "biomed/pubmedqa_pqal.jsonl", ("yes", "no", "maybe"), _pubmedqa,
-                     "accuracy", shots=1),
+    "fpb": Task(
+        "fpb",
+        "finance/fpb.jsonl",
+        ("positive", "neutral", "negative"),
+        _fpb,
+        "weighted_f1",
+        shots=5,
+    ),
+    "pubmedqa": Task(
+        "pubmedqa",
+        "biomed/pubmedqa_pqal.jsonl",
+        ("yes", "no", "maybe"),
+        _pubmedqa,
+        "accuracy",
+        shots=1,
+    ),
 }
 
 
@@ -79,15 +92,18 @@ def read_rows(source: str) -> list[dict]:
 SPLIT_CHOICES = (*SPLITS, "all")
 
 
-def load_task(name: str, source: str | None = None,
-              split: str = EVALUATION) -> tuple[Task, list[Example], list[Example]]:
+def load_task(
+    name: str, source: str | None = None, split: str = EVALUATION
+) -> tuple[Task, list[Example], list[Example]]:
     """(task, dev examples, test examples) of one half of the data (or "all")."""
     if name not in TASKS:
         raise UserError(f"unknown task {name!r} (available: {', '.join(TASKS)})")
     task = TASKS[name]
     if source is None and not (DATA / task.default_file).is_file():
-        raise UserError(f"{name}: no data at {DATA / task.default_file}; set METASYNTH_DATA to the "
-                        f"folder holding {task.default_file}, or pass --task-file {name}=PATH")
+        raise UserError(
+            f"{name}: no data at {DATA / task.default_file}; set METASYNTH_DATA to the "
+            f"folder holding {task.default_file}, or pass --task-file {name}=PATH"
+        )
     if split not in SPLIT_CHOICES:
         raise UserError(f"unknown split {split!r} (available: {', '.join(SPLIT_CHOICES)})")
     rows = read_rows(source or str(DATA / task.default_file))
@@ -113,5 +129,6 @@ def weighted_f1(gold: list[str], predicted: list[str], labels: tuple[str, ...]) 
     """F1 per label, weighted by the label's support in `gold` (AdaptLLM's FPB metric)."""
     from sklearn.metrics import f1_score
 
-    return float(f1_score(gold, predicted, labels=list(labels), average="weighted",
-                          zero_division=0))
+    return float(
+        f1_score(gold, predicted, labels=list(labels), average="weighted", zero_division=0)
+    )
