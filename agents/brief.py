@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 
 BRIEF_FIELDS = ("category", "genre", "audience", "expert", "angle")
 _LINE = re.compile(r"^[ \t*]*(?P<key>[A-Za-z]+)[ \t*]*:[ \t*]*(?P<value>.*?)[ \t*]*$", re.MULTILINE)
-_PERSONA = re.compile(r"[A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*){0,5}")
+PERSONA = re.compile(r"[A-Z][A-Za-z]*(?: [A-Z][A-Za-z]*){0,5}")
 
 
 class BriefError(ValueError):
@@ -38,14 +38,14 @@ class Review:
     fix: str
 
 
-def _fields(reply: str) -> dict[str, str]:
+def reply_fields(reply: str) -> dict[str, str]:
     found: dict[str, str] = {}
     for m in _LINE.finditer(reply):
         found.setdefault(m["key"].lower(), m["value"].strip().strip('"'))
     return found
 
 
-def _pick(value: str, options: list[str], name: str) -> str:
+def pick_option(value: str, options: list[str], name: str) -> str:
     """`value` if it is one of `options` (case-insensitive); any value when no options are set."""
     if not options:
         return value
@@ -57,19 +57,19 @@ def _pick(value: str, options: list[str], name: str) -> str:
 
 def parse_brief(reply: str, options: dict[str, list[str]]) -> Brief:
     """The brief in `reply`; `options` lists the allowed categories, genres and audiences."""
-    found = _fields(reply)
+    found = reply_fields(reply)
     missing = [k for k in BRIEF_FIELDS if not found.get(k)]
     if missing:
         raise BriefError(f"missing line(s): {', '.join(k.capitalize() + ':' for k in missing)}")
     expert = " ".join(found["expert"].split())
-    if not _PERSONA.fullmatch(expert):
+    if not PERSONA.fullmatch(expert):
         raise BriefError(f"Expert {expert!r} is not a job title of capitalised words")
     if len(found["angle"]) < 15:
         raise BriefError("the angle is too short to write from")
     return Brief(
-        category=_pick(found["category"], options.get("category", []), "category"),
-        genre=_pick(found["genre"], options.get("genre", []), "genre"),
-        audience=_pick(found["audience"], options.get("audience", []), "audience"),
+        category=pick_option(found["category"], options.get("category", []), "category"),
+        genre=pick_option(found["genre"], options.get("genre", []), "genre"),
+        audience=pick_option(found["audience"], options.get("audience", []), "audience"),
         expert=expert,
         angle=found["angle"][:200],
     )
@@ -78,5 +78,5 @@ def parse_brief(reply: str, options: dict[str, list[str]]) -> Brief:
 def parse_review(reply: str) -> Review:
     """The reviewer's verdict; anything but an explicit "revise" keeps the draft (a reviewer that
     cannot answer should not cost a rewrite)."""
-    found = _fields(reply)
+    found = reply_fields(reply)
     return Review(keep=found.get("verdict", "keep").lower() != "revise", fix=found.get("fix", ""))

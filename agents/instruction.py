@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 
 from agents import grammar
-from agents.brief import _PERSONA, BriefError, _fields, _pick
-from agents.prompts import PromptSet, _read, fill, load_prompts
+from agents.brief import PERSONA, BriefError, pick_option, reply_fields
+from agents.prompts import PromptSet, fill, load_prompts, read_prompt
 from core.errors import UserError
 
 # file name -> placeholders it must contain
@@ -83,7 +83,7 @@ def load_instruct_prompts(domain: str, override: str | Path | None = None) -> In
     folder = Path(override) if override else None
     texts, digest = {}, hashlib.sha256(base.hash.encode())
     for name in (*REQUIRED, *GRAMMARS, VOCABULARY):
-        path, texts[name] = _read(name, folder)
+        path, texts[name] = read_prompt(name, folder)
         if name in GRAMMARS:
             grammar.check(texts[name], str(path), GRAMMARS[name])
         missing = sorted(n for n in REQUIRED.get(name, ()) if "{" + n + "}" not in texts[name])
@@ -93,7 +93,7 @@ def load_instruct_prompts(domain: str, override: str | Path | None = None) -> In
                 f"{', '.join('{' + m + '}' for m in missing)}"
             )
         digest.update(f"{name}\0{texts[name]}\0".encode())
-    path = _read(VOCABULARY, folder)[0]
+    path = read_prompt(VOCABULARY, folder)[0]
     return InstructPrompts(
         base=base,
         texts=texts,
@@ -116,21 +116,21 @@ class Plan:
 
 def _persona(value: str) -> str:
     expert = " ".join(value.split())
-    if not _PERSONA.fullmatch(expert):
+    if not PERSONA.fullmatch(expert):
         raise BriefError(f"Expert {expert!r} is not a job title of capitalised words")
     return expert
 
 
 def parse_plan(reply: str, types: list[str]) -> Plan:
     """The conductor's plan; `types` are the types offered for this instruction."""
-    found = _fields(reply)
+    found = reply_fields(reply)
     missing = [k for k in ("type", "focus", "expert") if not found.get(k)]
     if missing:
         raise BriefError(f"missing line(s): {', '.join(k.capitalize() + ':' for k in missing)}")
     if len(found["focus"]) < 8:
         raise BriefError("the focus is too short to write from")
     return Plan(
-        type=_pick(found["type"], types, "type"),
+        type=pick_option(found["type"], types, "type"),
         focus=found["focus"][:200],
         expert=_persona(found["expert"]),
     )
@@ -138,15 +138,15 @@ def parse_plan(reply: str, types: list[str]) -> Plan:
 
 def parse_move(reply: str, moves: list[str]) -> tuple[str, str]:
     """(move, expert) of the conductor's evolution turn."""
-    found = _fields(reply)
+    found = reply_fields(reply)
     if not found.get("move") or not found.get("expert"):
         raise BriefError("missing Move: or Expert: line")
-    return _pick(found["move"], moves, "move"), _persona(found["expert"])
+    return pick_option(found["move"], moves, "move"), _persona(found["expert"])
 
 
 def parse_instruction(reply: str) -> str | None:
     """The instruction of a derivation reply; None when there is no usable one."""
-    text = _fields(reply).get("instruction") or ""
+    text = reply_fields(reply).get("instruction") or ""
     return text if len(text) >= MIN_INSTRUCTION_CHARS else None
 
 
@@ -154,13 +154,13 @@ def parse_evolved(reply: str) -> tuple[str, str] | None:
     """(instruction, what the step added) of an evolution reply; None when there is no
     instruction."""
     instruction = parse_instruction(reply)
-    return (instruction, _fields(reply).get("added", "")) if instruction else None
+    return (instruction, reply_fields(reply).get("added", "")) if instruction else None
 
 
 def parse_check(reply: str) -> tuple[bool, str]:
     """(answerable, reason). Unlike a review, an unclear answer is a no: a step must earn its
     place."""
-    found = _fields(reply)
+    found = reply_fields(reply)
     return found.get("answerable", "").lower().startswith("yes"), found.get("reason", "")
 
 

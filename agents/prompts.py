@@ -112,7 +112,7 @@ def available_domains(folder: Path = PROMPTS_DIR) -> list[str]:
     return sorted(p.stem for p in (folder / "domains").glob("*.yaml"))
 
 
-def _read(name: str, override: Path | None) -> tuple[Path, str]:
+def read_prompt(name: str, override: Path | None) -> tuple[Path, str]:
     for folder in ([override] if override else []) + [PROMPTS_DIR]:
         path = folder / name
         if path.is_file():
@@ -139,7 +139,7 @@ def load_domain(name: str, override: Path | None = None) -> tuple[Domain, str]:
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
         raise UserError(f"invalid domain name {name!r}")
     try:
-        path, text = _read(f"domains/{name}.yaml", override)
+        path, text = read_prompt(f"domains/{name}.yaml", override)
     except UserError:
         names = sorted(
             set(available_domains()) | set(available_domains(override) if override else [])
@@ -236,12 +236,12 @@ def load_prompts(
         raise UserError(f"prompts folder not found: {folder}")
     if folder is not None:
         _check_names(folder)
-    texts = {name: _read(name, folder)[1] for name in (*REQUIRED, *GRAMMARS)}
+    texts = {name: read_prompt(name, folder)[1] for name in (*REQUIRED, *GRAMMARS)}
     texts.update(load_fragments(folder))
     texts.update({k: v for k, v in (inline or {}).items() if v})
     # a bad grammar can crash llama.cpp's server: refuse it here
     for name, provided in GRAMMARS.items():
-        grammar.check(texts[name], str(_read(name, folder)[0]), provided)
+        grammar.check(texts[name], str(read_prompt(name, folder)[0]), provided)
     for name, needed in REQUIRED.items():
         missing = sorted(n for n in needed if not uses(texts[name], n))
         if missing:

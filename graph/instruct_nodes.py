@@ -39,7 +39,7 @@ from core.rundir import CORPUS, INSTRUCTIONS, is_run_file
 from graph import resources as res
 from graph.instruct_state import InstructContext, InstructState
 from graph.nodes import admit, ask, embed
-from graph.structured import _writer_messages, least_covered
+from graph.structured import least_covered, writer_messages
 from memory.embedder import default_embedder
 from memory.store import Memory
 
@@ -58,7 +58,7 @@ class InstructionMemory(Memory):
 
 # -- resources (cached per configuration, like graph/resources.py) ---------------------------------
 def prompts(ctx: InstructContext) -> InstructPrompts:
-    return res._cached(
+    return res.cached(
         ("instruct-prompts", ctx.domain, ctx.prompts_dir),
         lambda: load_instruct_prompts(ctx.domain, ctx.prompts_dir or None),
     )
@@ -86,12 +86,12 @@ def read_sources(corpus: str) -> list[dict]:
 
 def sources(ctx: InstructContext) -> list[dict]:
     path = str(source_path(ctx.corpus).resolve())
-    return res._cached(("sources", path), lambda: read_sources(path))
+    return res.cached(("sources", path), lambda: read_sources(path))
 
 
 def memory(ctx: InstructContext) -> InstructionMemory:
     directory = res.run_dir(ctx)
-    return res._cached(
+    return res.cached(
         ("instruct-memory", str(directory)),
         lambda: InstructionMemory(
             directory, default_embedder(), id_prefix=f"{ctx.domain}-instr", index=ctx.index
@@ -179,7 +179,7 @@ async def source(state: InstructState, runtime: Runtime[InstructContext]) -> dic
     """The source document of this instruction: a seeded order over the corpus, one pass per
     cycle."""
     ctx = runtime.context
-    await asyncio.to_thread(warm, ctx, res._loop_id())
+    await asyncio.to_thread(warm, ctx, res.loop_id())
     docs = sources(ctx)
     doc = docs[source_position(ctx.seed, state.index, len(docs))]
     return {
@@ -283,7 +283,7 @@ async def derive(state: InstructState, runtime: Runtime[InstructContext]) -> dic
     )
     reply, usage = await ask(
         res.expert_router(ctx),
-        _writer_messages(ctx, text),
+        writer_messages(ctx, text),
         f"expert:{chosen['expert']}",
         p.texts["instruct/derive.gbnf"],
     )
@@ -372,7 +372,7 @@ async def evolve(state: InstructState, runtime: Runtime[InstructContext]) -> dic
     )
     reply, usage = await ask(
         res.expert_router(ctx),
-        _writer_messages(ctx, text),
+        writer_messages(ctx, text),
         f"expert:{step['expert']}",
         p.texts["instruct/evolve.gbnf"],
     )
@@ -434,7 +434,7 @@ async def check(state: InstructState, runtime: Runtime[InstructContext]) -> dict
     )
     reply, usage = await ask(
         res.expert_router(ctx),
-        _writer_messages(ctx, text),
+        writer_messages(ctx, text),
         "expert:Checker",
         p.texts["instruct/check.gbnf"],
     )
@@ -462,9 +462,7 @@ async def answer(state: InstructState, runtime: Runtime[InstructContext]) -> dic
         document=state.source["text"],
         instruction=state.instruction,
     )
-    reply, usage = await ask(
-        res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{expert}"
-    )
+    reply, usage = await ask(res.expert_router(ctx), writer_messages(ctx, text), f"expert:{expert}")
     response = parse_response(reply.text)
     update = {"response": response, "usage": usage, "experts": state.experts + [expert]}
     return (

@@ -10,7 +10,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
-from graph.configuration import LOOP, Context, _f
+from graph.configuration import LOOP, Context, setting
 from graph.state import merge_usage
 from memory.store import DEFAULT_THRESHOLD
 
@@ -30,57 +30,57 @@ plus these.
     `out_dir` is the instruction run's directory; `threshold` gates instructions against \
 instructions."""
 
-    corpus: str = _f(
+    corpus: str = setting(
         "",
         "Source run directory (its corpus.jsonl) or a corpus JSONL file the instructions are "
         "derived from.",
     )
-    evolve_rounds: int = _f(
+    evolve_rounds: int = setting(
         2, "Evolution steps per instruction (each accepted or rejected).", group=LOOP
     )
-    paraphrase_threshold: float = _f(
+    paraphrase_threshold: float = setting(
         DEFAULT_PARAPHRASE_THRESHOLD,
         "Evolution steps at least this similar to the previous version are rejected as "
         "paraphrases.",
         group=LOOP,
         positive=True,
     )
-    drift_threshold: float = _f(
+    drift_threshold: float = setting(
         DEFAULT_DRIFT_THRESHOLD,
         "Evolution steps less similar than this to the previous version are rejected as drift.",
         group=LOOP,
     )
-    document_chars: int = _f(
+    document_chars: int = setting(
         3000,
         "Characters of the source document shown to the conductor and the experts.",
         group=LOOP,
         positive=True,
     )
     # The document graph's settings that mean something else here.
-    max_tokens: int = _f(
+    max_tokens: int = setting(
         256,
         "Completion token limit per conductor turn (a plan or a move is short).",
         group=LOOP,
         positive=True,
     )
-    threshold: float = _f(
+    threshold: float = setting(
         DEFAULT_THRESHOLD,
         "Novelty gate over instructions: cosine similarity to the nearest committed "
         "instruction at or above which one is sent back.",
         group=LOOP,
         positive=True,
     )
-    choices: int = _f(
+    choices: int = setting(
         4, "Least-covered instruction types offered to the conductor.", group=LOOP, positive=True
     )
-    recall_k: int = _f(5, "Nearest committed instructions shown to the conductor.", group=LOOP)
-    max_revisions: int = _f(
+    recall_k: int = setting(5, "Nearest committed instructions shown to the conductor.", group=LOOP)
+    max_revisions: int = setting(
         2, "Too-similar replans before an instruction goes to rejects.jsonl.", group=LOOP
     )
-    max_protocol_errors: int = _f(
+    max_protocol_errors: int = setting(
         3, "Unusable plans before the fallback.", group=LOOP, positive=True
     )
-    protocol: str = _f(
+    protocol: str = setting(
         "structured", "Instructions are always planned with grammar-bounded turns.", cli=False
     )
 

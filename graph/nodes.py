@@ -205,7 +205,7 @@ async def judge(ctx: Context, state: Document, draft: Draft, ended: str, thresho
     }
 
 
-async def _recalled(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
+async def recall_nearest(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
     query = state.seed_doc or " ".join(state.seeds)
     return res.memory(ctx).nearest(await embed(query), ctx.recall_k)
 
@@ -229,7 +229,7 @@ async def recall(state: DocState, runtime: Runtime[Context]) -> dict:
     holds."""
     ctx = runtime.context
     prompts, memory = res.prompts(ctx), res.memory(ctx)
-    near = await _recalled(ctx, state)
+    near = await recall_nearest(ctx, state)
     recalled = [
         {
             "category": r.get("category", "?"),

@@ -25,7 +25,7 @@ _cache: dict[tuple, object] = {}
 _lock = threading.RLock()
 
 
-def _cached(key: tuple, build):
+def cached(key: tuple, build):
     with _lock:
         if key not in _cache:
             _cache[key] = build()
@@ -53,7 +53,7 @@ def _resolve(base_url: str, model: str) -> tuple[list[str], str]:
         name = embedded.model_name(model)
         return [embedded.shared_server(name).base_url], name
     if not model:
-        served = _cached(("models", base_url), lambda: llm.check_server(urls(base_url)[0]))
+        served = cached(("models", base_url), lambda: llm.check_server(urls(base_url)[0]))
         model = served[0] if served else "default"
     return urls(base_url), model
 
@@ -61,7 +61,7 @@ def _resolve(base_url: str, model: str) -> tuple[list[str], str]:
 def _grammar_style(ctx: Context, endpoint: str) -> str:
     if ctx.constrain == "off":
         return ""
-    return _cached(("grammar-style", endpoint), lambda: llm.grammar_style(endpoint))
+    return cached(("grammar-style", endpoint), lambda: llm.grammar_style(endpoint))
 
 
 def grammar_styles(ctx: Context) -> dict[str, list[str]]:
@@ -101,7 +101,7 @@ def protocol(ctx: Context) -> str:
     return "structured" if not ctx.base_url or ctx.model in embedded.MODELS else "text"
 
 
-def _loop_id() -> int:
+def loop_id() -> int:
     """Async clients belong to one event loop: routers are cached per loop."""
     try:
         return id(asyncio.get_running_loop())
@@ -110,7 +110,7 @@ def _loop_id() -> int:
 
 
 def accounting(ctx: Context) -> Accounting:
-    return _cached(("accounting", str(run_dir(ctx))), Accounting)
+    return cached(("accounting", str(run_dir(ctx))), Accounting)
 
 
 def _router(
@@ -126,7 +126,7 @@ def _router(
     key = (
         "router",
         role,
-        _loop_id() if loop is None else loop,
+        loop_id() if loop is None else loop,
         str(run_dir(ctx)),
         base_url,
         model,
@@ -157,7 +157,7 @@ def _router(
             endpoint.grammar_style = _grammar_style(ctx, endpoint.base_url)
         return router
 
-    return _cached(key, build)
+    return cached(key, build)
 
 
 def conductor_router(ctx: Context, loop: int | None = None) -> Router:
@@ -187,12 +187,12 @@ def expert_router(ctx: Context, loop: int | None = None) -> Router:
 def prompts(ctx: Context) -> PromptSet:
     inline = {"conductor.md": ctx.conductor_prompt, "expert.md": ctx.expert_prompt}
     key = ("prompts", ctx.domain, ctx.prompts_dir, ctx.conductor_prompt, ctx.expert_prompt)
-    return _cached(key, lambda: load_prompts(ctx.domain, ctx.prompts_dir or None, inline))
+    return cached(key, lambda: load_prompts(ctx.domain, ctx.prompts_dir or None, inline))
 
 
 def memory(ctx: Context) -> Memory:
     directory = run_dir(ctx)
-    return _cached(
+    return cached(
         ("memory", str(directory)),
         lambda: Memory(directory, default_embedder(), id_prefix=ctx.domain, index=ctx.index),
     )
@@ -202,7 +202,7 @@ def seed_picker(ctx: Context) -> SeedPicker | None:
     if not ctx.seed_docs:
         return None
     path = str(Path(ctx.seed_docs).resolve())
-    return _cached(
+    return cached(
         ("seeds", path, ctx.seed), lambda: SeedPicker(seed_texts(ctx), default_embedder(), ctx.seed)
     )
 
@@ -212,7 +212,7 @@ def seed_texts(ctx: Context) -> list[str]:
     if not ctx.seed_docs:
         return []
     path = str(Path(ctx.seed_docs).resolve())
-    return _cached(("seed_texts", path), lambda: read_seed_docs(path))
+    return cached(("seed_texts", path), lambda: read_seed_docs(path))
 
 
 def warm(ctx: Context, loop: int, picker: bool = True) -> None:
@@ -231,7 +231,7 @@ def warm(ctx: Context, loop: int, picker: bool = True) -> None:
 
 
 async def ready(ctx: Context, picker: bool = True) -> None:
-    await asyncio.to_thread(warm, ctx, _loop_id(), picker)
+    await asyncio.to_thread(warm, ctx, loop_id(), picker)
 
 
 def _category_table(ctx: Context) -> np.ndarray | None:
@@ -242,7 +242,7 @@ def _category_table(ctx: Context) -> np.ndarray | None:
         prompts(ctx).fragment("category_sentence", domain=domain.name, label=label)
         for label in domain.categories
     ]
-    return _cached(
+    return cached(
         ("categories", ctx.domain, tuple(sentences)), lambda: default_embedder().encode(sentences)
     )
 

@@ -29,7 +29,7 @@ from agents.brief import BriefError, parse_brief, parse_review
 from agents.protocol import document_text
 from graph import resources as res
 from graph.configuration import Context
-from graph.nodes import SEED_DOC_CHARS, _recalled, ask, with_fix
+from graph.nodes import SEED_DOC_CHARS, ask, recall_nearest, with_fix
 from graph.state import DocState, Draft
 
 # brief field -> Domain list
@@ -62,7 +62,7 @@ def _coverage(prompts, counts: dict[str, Counter]) -> str:
     return prompts.lines("coverage_line", rows, empty="nothing_yet")
 
 
-def _writer_messages(ctx: Context, text: str) -> list:
+def writer_messages(ctx: Context, text: str) -> list:
     """Fresh eyes: the expert system prompt and one instruction, nothing of the corpus or the
     conductor."""
     return [SystemMessage(res.prompts(ctx).render("expert.md")), HumanMessage(text)]
@@ -85,7 +85,7 @@ async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
     }
     # The prompt file decides the conductor's memory view: recall costs an embedding only where
     # shown.
-    near = await _recalled(ctx, state) if prompts.uses("structured/task.md", "recall") else []
+    near = await recall_nearest(ctx, state) if prompts.uses("structured/task.md", "recall") else []
     if state.seed_doc:
         seed = prompts.render(
             "structured/seed_document.md", document=state.seed_doc[:SEED_DOC_CHARS]
@@ -168,7 +168,7 @@ async def write(state: DocState, runtime: Runtime[Context]) -> dict:
     name = state.brief["expert"]
     # the quality gate's note, after a refused draft
     asked = with_fix(ctx, state.instruction, state.fix)
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, asked), f"expert:{name}")
+    reply, usage = await ask(res.expert_router(ctx), writer_messages(ctx, asked), f"expert:{name}")
     return {
         "draft": _draft(ctx, state, reply.text),
         "source": "conductor",
@@ -193,7 +193,7 @@ async def review(state: DocState, runtime: Runtime[Context]) -> dict:
     )
     reply, usage = await ask(
         res.expert_router(ctx),
-        _writer_messages(ctx, text),
+        writer_messages(ctx, text),
         "expert:Reviewer",
         prompts.texts["review.gbnf"],
     )
@@ -218,7 +218,7 @@ async def rewrite(state: DocState, runtime: Runtime[Context]) -> dict:
         fix=state.reviews[-1]["fix"],
         draft=state.draft["text"][:DRAFT_CHARS],
     )
-    reply, usage = await ask(res.expert_router(ctx), _writer_messages(ctx, text), f"expert:{name}")
+    reply, usage = await ask(res.expert_router(ctx), writer_messages(ctx, text), f"expert:{name}")
     return {
         "draft": _draft(ctx, state, reply.text) or state.draft,
         "usage": usage,

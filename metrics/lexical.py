@@ -20,7 +20,7 @@ import numpy as np
 
 
 @cache
-def _diversity():
+def diversity_package():
     """Import the `diversity` package without its import-time download of NLTK data (which none of
     the metrics used here need, and which cannot succeed offline)."""
     import nltk
@@ -35,7 +35,7 @@ def _diversity():
 
 def compression_ratio(texts: list[str]) -> float:
     """gzip size ratio of the concatenated corpus (original / compressed): lower = more diverse."""
-    return float(_diversity().compression_ratio(texts, "gzip"))
+    return float(diversity_package().compression_ratio(texts, "gzip"))
 
 
 def ngram_diversity(texts: list[str], n: int = 4) -> float:
@@ -43,7 +43,7 @@ def ngram_diversity(texts: list[str], n: int = 4) -> float:
     n)."""
     if len(" ".join(texts).split(" ")) < n:
         return float("nan")  # no n-gram at all: undefined (the package would divide by zero)
-    return float(_diversity().ngram_diversity_score(texts, n))
+    return float(diversity_package().ngram_diversity_score(texts, n))
 
 
 def self_repetition(texts: list[str], n: int = 4) -> float:

@@ -45,7 +45,7 @@ def unit_rows(n: int, d: int = 16, seed: int = 0) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def div():
-    return lexical._diversity()
+    return lexical.diversity_package()
 
 
 # -- known answers ---------------------------------------------------------------------------------
