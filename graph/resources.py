@@ -164,14 +164,28 @@ def conductor_router(ctx: Context, loop: int | None = None) -> Router:
     return _router(ctx, "conductor", ctx.base_url, ctx.model, ctx.temperature, ctx.max_tokens, loop)
 
 
+def writer_sampling(ctx: Context) -> Sampling:
+    return Sampling(
+        repeat_penalty=ctx.repeat_penalty, dry_multiplier=ctx.dry_multiplier, min_p=ctx.min_p
+    )
+
+
+def sampling_sent(ctx: Context) -> dict[str, dict]:
+    """The repetition controls the writers' servers get, by server kind, for the manifest."""
+    endpoints = _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)[0]
+    sampling = writer_sampling(ctx)
+    return {
+        _grammar_style(ctx, url) or "none": sampling.fields(_grammar_style(ctx, url))
+        for url in endpoints
+    }
+
+
 def expert_router(ctx: Context, loop: int | None = None) -> Router:
     """Experts default to the conductor's server and model; a separate server is asked for its
     model. Only the writers get the repetition controls: the conductor copies its experts' text into
     its final answer, which a DRY penalty would fight."""
     model = ctx.expert_model or ("" if ctx.expert_base_url else ctx.model)
-    sampling = Sampling(
-        repeat_penalty=ctx.repeat_penalty, dry_multiplier=ctx.dry_multiplier, min_p=ctx.min_p
-    )
+    sampling = writer_sampling(ctx)
     return _router(
         ctx,
         "expert",

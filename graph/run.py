@@ -201,6 +201,7 @@ def generate(args: argparse.Namespace) -> int:
             console.log("interrupted: committed documents are safe; continue with --resume")
         finally:
             stats = summarize(tally, res.accounting(ctx).summary(), memory, args)
+            stats["sampling"] = res.sampling_sent(ctx)
             if args.method == "metasynth":
                 stats["protocol"] = ctx.protocol
                 stats["grammar"] = res.grammar_styles(ctx)

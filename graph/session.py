@@ -150,7 +150,12 @@ def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict
         ),
         # Success means the protocol ran: the conductor planned and its experts wrote the document.
         "protocol_success_rate": round(
-            sum(r.get("written_by") == "experts" for r in tally.results) / tried, 3
+            sum(
+                r.get("written_by") == "experts" and r.get("ended") == "final"
+                for r in tally.results
+            )
+            / tried,
+            3,
         )
         if tried and args.method == "metasynth"
         else None,

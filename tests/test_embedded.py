@@ -11,15 +11,27 @@ from conftest import real_data
 pytestmark = pytest.mark.slow
 
 
-def llama_servers() -> set[str]:
-    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return {line.split()[0] for line in ps.splitlines() if "agents.xllama" in line}
+def orphan_servers() -> set[str]:
+    """Embedded servers whose parent is no Python process (the run that started one has gone): other
+    runs' servers on the same machine, with their parent alive, are not counted."""
+    rows = [
+        line.split(None, 2)
+        for line in subprocess.run(
+            ["ps", "-eo", "pid,ppid,args"], capture_output=True, text=True
+        ).stdout.splitlines()[1:]
+    ]
+    args = {pid: cmd for pid, _, cmd in rows}
+    return {
+        pid
+        for pid, ppid, cmd in rows
+        if "agents.xllama" in cmd and "python" not in args.get(ppid, "")
+    }
 
 
 def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_path):
     """The default run (structured protocol, grammar-constrained turns): every document is planned
     by the conductor and written by the experts it named, none by the fallback."""
-    before = llama_servers()
+    before = orphan_servers()
     out = tmp_path / "run"
     secret = "sk-test-4f9c2e7d1b"  # a key is sent to the server but never written anywhere
     done = subprocess.run(
@@ -64,7 +76,7 @@ def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_
     for written in (out / "manifest.json", out / "server.log", out / "corpus.jsonl"):
         assert secret not in written.read_text()
     assert secret not in done.stderr + done.stdout
-    assert not llama_servers() - before  # the server this run started is gone (no orphan)
+    assert not orphan_servers() - before  # the server this run started is gone (no orphan)
 
 
 def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
@@ -129,6 +141,7 @@ def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
 def test_the_server_serves_concurrent_documents(tmp_path):
     """llama.cpp's own server from a prebuilt wheel answers documents in flight at once from
     separate slots, with the same grammar-constrained protocol."""
+    before = orphan_servers()
     out = tmp_path / "run"
     done = subprocess.run(
         [
@@ -165,5 +178,4 @@ def test_the_server_serves_concurrent_documents(tmp_path):
         busy += ("launch_slot_:" in line) - ("slot      release:" in line)
         most = max(most, busy)
     assert most >= 2, "requests were never served side by side"
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert "agents.xllama" not in ps  # the server stopped with the run
+    assert not orphan_servers() - before  # the server stopped with the run

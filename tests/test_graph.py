@@ -338,9 +338,9 @@ def test_protocol_success_counts_only_documents_written_through_the_experts():
             {"ended": "final", "written_by": "experts"},
             {"ended": "final", "written_by": "conductor"},
             {"ended": "fallback", "written_by": "fallback"},
-            {"ended": "rejected"},
+            {"ended": "rejected", "written_by": "experts"},
         ]
-    )
+    )  # drafted, never committed
 
     class Memory(list):
         records = []

@@ -107,3 +107,8 @@ def test_a_structured_run_through_the_cli(tmp_path):
     assert manifest["grammar"] == {"conductor": ["vllm"], "expert": ["vllm"]}
     # Every brief kept the protocol; a writer's too-short reply may cost one rejected try.
     assert manifest["this_run"]["fallback"] == 0 and manifest["protocol_success_rate"] >= 0.75
+    # vLLM's repetition controls were sent (and taken: no call failed) and the quality gate ran.
+    assert manifest["sampling"] == {"vllm": {"repetition_penalty": 1.1, "min_p": 0.05}}
+    assert manifest["gates"]["drafts_checked"] >= manifest["this_run"]["final"] >= 2
+    records = [json.loads(line) for line in (out / "corpus.jsonl").read_text().splitlines()]
+    assert all(r["quality"]["flags"] == [] for r in records)
