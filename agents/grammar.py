@@ -253,6 +253,16 @@ def render(text: str, extra: dict[str, list[str]] | None = None) -> str:
     return text.rstrip("\n") + "\n" + "\n".join(added) + ("\n" if added else "")
 
 
+def starting_at(text: str, rule: str) -> str:
+    """The same grammar with `rule` as its start (the old root kept, renamed, unused); the text
+    unchanged when it defines no `rule` (a user's grammar may drop it)."""
+    defined = {m[1] for m in re.finditer(r"^\s*([A-Za-z0-9-]+)\s*::=", text, re.MULTILINE)}
+    if rule not in defined or rule == "root":
+        return text
+    renamed = re.sub(r"^(\s*)root(\s*::=)", r"\1any-turn\2", text, count=1, flags=re.MULTILINE)
+    return f"root ::= {rule}\n" + renamed
+
+
 def samples(texts: dict[str, str], grammars: dict[str, set[str]]) -> dict[str, str]:
     """Each grammar file as a server would receive it, its per-request rules filled with a stand-in
     option (what a server's own parser must accept does not depend on which options)."""

@@ -11,6 +11,7 @@ import openai
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
+from agents.grammar import starting_at
 from agents.protocol import expert_share, parse_final, parse_turn
 from agents.tokens import count_tokens
 from graph import resources as res
@@ -268,13 +269,13 @@ async def conductor(state: DocState, runtime: Runtime[Context]) -> dict:
     only when its experts wrote it (ctx.min_expert_share of its text from their replies); one they
     did not is a protocol error that tells the conductor so."""
     ctx = runtime.context
+    rules = res.prompts(ctx).texts["conductor.gbnf"]
+    if ctx.min_expert_share > 0 and not state.expert_replies:
+        # No expert has written anything yet, so no final answer could be accepted: where the
+        # server takes grammars, this turn can only consult (the grammar's `calls` rule).
+        rules = starting_at(rules, "calls")
     try:
-        reply, usage = await ask(
-            res.conductor_router(ctx),
-            state.messages,
-            "conductor",
-            res.prompts(ctx).texts["conductor.gbnf"],
-        )
+        reply, usage = await ask(res.conductor_router(ctx), state.messages, "conductor", rules)
     except openai.BadRequestError as e:  # typically the conversation outgrew the model's context
         return {
             "calls": [],

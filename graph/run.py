@@ -177,6 +177,9 @@ def generate(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
         grammars = grammar.samples(prompts.texts, GRAMMARS) if args.method == "metasynth" else {}
+        if grammars:  # the conductor's consult-only turn (graph/nodes.py) must parse too
+            consult = grammar.starting_at(grammars["conductor.gbnf"], "calls")
+            grammars["conductor.gbnf (consult only)"] = consult
         open_run(stack, ctx, args, rundir, console, grammars)
         memory = res.memory(ctx)
         target = f"{args.docs} documents" if args.docs else f"{args.tokens:,} tokens"

@@ -89,8 +89,11 @@ def repair_run_dir(run: RunDir) -> list[str]:
 
 
 def clear_run_dir(run: RunDir) -> None:
-    """Remove what a run writes (--overwrite), and nothing else in the folder."""
+    """Remove what a run writes (--overwrite), and nothing else in the folder. The server log stays:
+    this run's embedded server is already appending to it (it starts before anything is cleared)."""
     for path in run.outputs:
+        if path == run.server_log:
+            continue
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():

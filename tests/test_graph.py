@@ -58,6 +58,10 @@ def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order
         'Editor\'s output:\n"""\nreply from Editor'
     )
 
+    # Before any expert has written, the turn's grammar offers only expert calls; then both.
+    first, second = (call["grammar"] for call in conductor.extra)
+    assert first.startswith("root ::= calls\n") and "any-turn ::= calls | final" in first
+    assert second == resources.prompts(ctx).texts["conductor.gbnf"]
     conductor_history = text_of(conductor.seen[0])
     assert len(expert.seen) == 2
     for conversation in expert.seen:  # fresh eyes: system prompt + one instruction, nothing else
