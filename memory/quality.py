@@ -40,7 +40,7 @@ _TASK_PATTERNS = {
     "placeholder": r"\[(?:insert|your|company|client|recipient|name|date|address|title|author|"
     r"amount|number|x{2,})\b[^\]\n]{0,40}\]|\{[a-z_]{2,30}\}|<(?:insert|your|name)\b[^>\n]{0,40}>",
     "brief_field": r"^[ \t*#>-]*(?:category|genre|audience|angle|entity|expert|keywords?|summary|"
-    r"word count)[ \t*]*:",
+    r"seed|word count)[ \t*]*:",
     "instructions": r"\b(?:these|your|the above) instructions?\b|"
     r"\binstructions? (?:above|below)\b|\bword count\b|"
     r"\b\d{2,4} (?:to|-|–) \d{2,4} words\b|\b(?:at least|no more than|up to) \d+ "

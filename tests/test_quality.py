@@ -45,6 +45,8 @@ def test_a_plain_document_passes_every_rule():
         ("Here is the document you asked for:\n\n" + PROSE, "task_text", "preamble"),
         (PROSE + " Contact [Your Name] at [Company Name] for details.", "task_text", "placeholder"),
         ("Genre: op-ed\nAudience: retail investors\n\n" + PROSE, "task_text", "brief_field"),
+        # the task's seed line echoed (Qwen2.5-Coder-1.5B's fallback writer, 2026-12-02)
+        ("# Seed: Keywords: Bid-Ask Spread, Bank Run\n\n" + PROSE, "task_text", "brief_field"),
         (
             PROSE + " This op-ed is 300 to 600 words long, as requested.",
             "task_text",
