@@ -41,6 +41,10 @@ _TASK_PATTERNS = {
     r"amount|number|x{2,})\b[^\]\n]{0,40}\]|\{[a-z_]{2,30}\}|<(?:insert|your|name)\b[^>\n]{0,40}>",
     "brief_field": r"^[ \t*#>-]*(?:category|genre|audience|angle|entity|expert|keywords?|summary|"
     r"seed|word count)[ \t*]*:",
+    # the writer talking about its output anywhere (the preamble rule sees only the start)
+    "about_itself": r"\b(?:here is|here's|below is) (?:the|a|an|my) (?:\w+ ){0,2}"
+    r"(?:document|article|text|draft|outline|version|leaflet|essay)\b|"
+    r"\bI will (?:write|talk) about\b",
     "instructions": r"\b(?:these|your|the above) instructions?\b|"
     r"\binstructions? (?:above|below)\b|\bword count\b|"
     r"\b\d{2,4} (?:to|-|–) \d{2,4} words\b|\b(?:at least|no more than|up to) \d+ "

@@ -45,6 +45,12 @@ def test_a_plain_document_passes_every_rule():
         ("Here is the document you asked for:\n\n" + PROSE, "task_text", "preamble"),
         (PROSE + " Contact [Your Name] at [Company Name] for details.", "task_text", "placeholder"),
         ("Genre: op-ed\nAudience: retail investors\n\n" + PROSE, "task_text", "brief_field"),
+        (PROSE + " Here's the formatted document: see above.", "task_text", "about_itself"),
+        (
+            "Aiming for a bio edit I will write about single cell RNA sequencing. " + PROSE,
+            "task_text",
+            "about_itself",
+        ),
         # the task's seed line echoed (Qwen2.5-Coder-1.5B's fallback writer, 2026-12-02)
         ("# Seed: Keywords: Bid-Ask Spread, Bank Run\n\n" + PROSE, "task_text", "brief_field"),
         (
