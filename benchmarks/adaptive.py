@@ -43,6 +43,8 @@ def main() -> None:
                     str(out),
                     "--base-url",
                     url,
+                    "--protocol",
+                    "text",  # the figures in docs/ were measured on it
                     "--quiet",
                     "--concurrency",
                     str(args.concurrency),

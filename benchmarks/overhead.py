@@ -84,6 +84,8 @@ def measure(latency: float, args) -> None:
                 str(out),
                 "--base-url",
                 url,
+                "--protocol",
+                "text",  # the figures in docs/ were measured on it
                 "--quiet",
                 "--concurrency",
                 str(args.concurrency),

@@ -144,8 +144,8 @@ class Context:
     protocol: str = setting(
         "auto",
         "Conductor protocol: 'text' (the paper's free-text turns, for strong models), 'structured' "
-        "(a grammar-bounded brief, then experts write and review: for small models), or 'auto' "
-        "(structured on the embedded model, text on a served one).",
+        "(a grammar-bounded brief, then experts write and review), or 'auto' (structured: the "
+        "measured choice on every model tried, docs/protocol.md).",
         group=LOOP,
         choices=PROTOCOLS,
     )

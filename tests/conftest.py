@@ -55,7 +55,8 @@ def scripted(respond) -> ScriptedChat:
 @pytest.fixture
 def ctx(tmp_path) -> Context:
     resources.clear()
-    yield Context(
+    yield Context(  # the free-text protocol unless a test asks for the default (structured)
+        protocol="text",
         domain="finance",
         out_dir=str(tmp_path / "run"),
         base_url="http://stub.invalid/v1",

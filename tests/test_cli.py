@@ -48,7 +48,22 @@ def lines(path):
 
 def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
     out = tmp_path / "run"
-    assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--docs",
+                "3",
+                "--out",
+                str(out),
+                "--base-url",
+                mock_url,
+                "--protocol",
+                "text",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     records = lines(out / "corpus.jsonl")
     assert len(records) == 3 and all(REQUIRED <= r.keys() for r in records)
     assert all(r["ended"] == "final" and r["experts"] == ["Analyst", "Editor"] for r in records)
@@ -75,7 +90,21 @@ def test_run_resume_and_refusal(tmp_path, mock_url, capsys):
     assert "--resume" in capsys.readouterr().err and (out / "corpus.jsonl").read_bytes() == before
 
     assert (
-        main(["--docs", "5", "--out", str(out), "--base-url", mock_url, "--resume", "--quiet"]) == 0
+        main(
+            [
+                "--docs",
+                "5",
+                "--out",
+                str(out),
+                "--base-url",
+                mock_url,
+                "--protocol",
+                "text",
+                "--resume",
+                "--quiet",
+            ]
+        )
+        == 0
     )
     records = lines(out / "corpus.jsonl")
     assert [r["id"] for r in records] == [f"finance-{i:06d}" for i in range(5)]
@@ -123,7 +152,22 @@ def test_export_formats_load_back(tmp_path, mock_url):
     from graph.export import main as export
 
     out = tmp_path / "run"
-    assert main(["--docs", "3", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "--docs",
+                "3",
+                "--out",
+                str(out),
+                "--base-url",
+                mock_url,
+                "--protocol",
+                "text",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     assert export([str(out), "--format", "hf", "--out", str(tmp_path / "hf")]) == 0
     dataset = load_from_disk(str(tmp_path / "hf"))
     assert len(dataset) == 3 and {
@@ -403,9 +447,37 @@ def test_a_second_run_in_the_same_process_starts_clean(tmp_path, mock_url):
     # What a run caches (memory, accounting, routers) ends with it: a second run into the same
     # folder with --overwrite must not see the first run's deleted corpus nor count its calls.
     out = tmp_path / "run"
-    assert main(["--docs", "2", "--out", str(out), "--base-url", mock_url, "--quiet"]) == 0
     assert (
-        main(["--docs", "1", "--out", str(out), "--base-url", mock_url, "--quiet", "--overwrite"])
+        main(
+            [
+                "--docs",
+                "2",
+                "--out",
+                str(out),
+                "--base-url",
+                mock_url,
+                "--protocol",
+                "text",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "--docs",
+                "1",
+                "--out",
+                str(out),
+                "--base-url",
+                mock_url,
+                "--protocol",
+                "text",
+                "--quiet",
+                "--overwrite",
+            ]
+        )
         == 0
     )
     assert len((out / "corpus.jsonl").read_text().splitlines()) == 1
