@@ -90,6 +90,7 @@ def test_studio_runs_one_document_and_exposes_its_trace(dev_server, tmp_path):
             "model": "mock-conductor",
             "out_dir": str(tmp_path / "run"),
             "domain": "finance",
+            "protocol": "text",  # the paper's protocol: parallel experts in the trace
         }
         final = client.runs.wait(
             thread["thread_id"], "metasynth", input={"index": 0}, context=context
