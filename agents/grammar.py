@@ -244,11 +244,16 @@ def choice_rule(name: str, options: list[str]) -> str:
     return f"{name} ::= " + " | ".join(literal(o) for o in options)
 
 
+def defined_rules(text: str) -> set[str]:
+    """The rule names a grammar text defines (by their `name ::=` lines)."""
+    return {m[1] for m in re.finditer(r"^\s*([A-Za-z0-9-]+)\s*::=", text, re.MULTILINE)}
+
+
 def render(text: str, extra: dict[str, list[str]] | None = None) -> str:
     """The grammar with `extra` rules (name -> allowed literal options) appended where the text does
     not define them itself (a user may pin a rule in the file)."""
     extra = extra or {}
-    defined = {m[1] for m in re.finditer(r"^\s*([A-Za-z0-9-]+)\s*::=", text, re.MULTILINE)}
+    defined = defined_rules(text)
     added = [choice_rule(name, options) for name, options in extra.items() if name not in defined]
     return text.rstrip("\n") + "\n" + "\n".join(added) + ("\n" if added else "")
 
@@ -256,7 +261,7 @@ def render(text: str, extra: dict[str, list[str]] | None = None) -> str:
 def starting_at(text: str, rule: str) -> str:
     """The same grammar with `rule` as its start (the old root kept, renamed, unused); the text
     unchanged when it defines no `rule` (a user's grammar may drop it)."""
-    defined = {m[1] for m in re.finditer(r"^\s*([A-Za-z0-9-]+)\s*::=", text, re.MULTILINE)}
+    defined = defined_rules(text)
     if rule not in defined or rule == "root":
         return text
     renamed = re.sub(r"^(\s*)root(\s*::=)", r"\1any-turn\2", text, count=1, flags=re.MULTILINE)

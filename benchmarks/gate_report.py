@@ -17,19 +17,8 @@ import argparse
 import json
 from pathlib import Path
 
+from benchmarks.quality_real import datatrove_passes
 from core.jsonl import read_jsonl
-
-
-def datatrove_flags(texts: list[str]) -> int:
-    from datatrove.data import Document
-    from datatrove.pipeline.filters import GopherRepetitionFilter
-
-    gopher = GopherRepetitionFilter()
-    flagged = 0
-    for i, text in enumerate(texts):
-        verdict = gopher.filter(Document(text=text, id=str(i)))
-        flagged += verdict is not True and not (isinstance(verdict, tuple) and verdict[0])
-    return flagged
 
 
 def run_row(root: Path) -> dict:
@@ -37,7 +26,7 @@ def run_row(root: Path) -> dict:
     records = read_jsonl(root / "corpus.jsonl") if (root / "corpus.jsonl").exists() else []
     gates = manifest.get("gates", {})
     tried = manifest["this_run"]["tried"] or 1
-    flagged = datatrove_flags([r["text"] for r in records])
+    flagged = datatrove_passes([r["text"] for r in records]).count(False)
     return {
         "run": str(root),
         "method": manifest.get("method"),

@@ -18,6 +18,13 @@ from memory import quality
 from train.tasks import DATA
 
 
+def datatrove_passes(texts: list[str]) -> list[bool]:
+    """datatrove's own GopherRepetitionFilter (its defaults) on each text: an implementation
+    independent of memory/quality.py's figures. It returns True, or (False, reason)."""
+    gopher = GopherRepetitionFilter()
+    return [gopher.filter(Document(text=text, id=str(i))) is True for i, text in enumerate(texts)]
+
+
 def real_texts() -> dict[str, list[str]]:
     rows = [
         json.loads(line)
@@ -34,19 +41,16 @@ def real_texts() -> dict[str, list[str]]:
 
 
 def main() -> None:
-    gopher = GopherRepetitionFilter()
     for name, texts in real_texts().items():
         rules, details, disagree, flagged = Counter(), Counter(), 0, 0
-        for text in texts:
+        for text, passes in zip(texts, datatrove_passes(texts)):
             checked = quality.check(text)
             flagged += not checked.passed
             rules.update(checked.flags)
             details.update(checked.figures["task_text"])
             if checked.figures["repetition"]:
                 details[checked.figures["repetition"]] += 1
-            disagree += (gopher.filter(Document(text=text, id="x")) is True) != (
-                checked.figures["repetition"] is None
-            )
+            disagree += passes != (checked.figures["repetition"] is None)
         print(
             f"{name}: {len(texts)} documents, {flagged} flagged ({flagged / len(texts):.1%}); by "
             f"rule {dict(rules)}; details {dict(details)}; repetition verdicts unlike datatrove's: "

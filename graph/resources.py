@@ -173,11 +173,8 @@ def writer_sampling(ctx: Context) -> Sampling:
 def sampling_sent(ctx: Context) -> dict[str, dict]:
     """The repetition controls the writers' servers get, by server kind, for the manifest."""
     endpoints = _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)[0]
-    sampling = writer_sampling(ctx)
-    return {
-        _grammar_style(ctx, url) or "none": sampling.fields(_grammar_style(ctx, url))
-        for url in endpoints
-    }
+    styles = {_grammar_style(ctx, url) for url in endpoints}
+    return {style or "none": writer_sampling(ctx).fields(style) for style in styles}
 
 
 def expert_router(ctx: Context, loop: int | None = None) -> Router:
