@@ -76,6 +76,19 @@ class Accounting:
     def failure(self, role: str) -> None:
         self.roles[role].failures += 1
 
+    def add(self, other: Accounting) -> None:
+        """Count another process's calls in this one (graph.run --workers merges its workers')."""
+        for role, theirs in other.roles.items():
+            mine = self.roles[role]
+            mine.calls += theirs.calls
+            mine.prompt_tokens += theirs.prompt_tokens
+            mine.completion_tokens += theirs.completion_tokens
+            mine.retries += theirs.retries
+            mine.failures += theirs.failures
+            mine.latencies.extend(theirs.latencies)
+        for reason, n in other.errors.items():
+            self.errors[reason] += n
+
     @staticmethod
     def _summary(stats: list[RoleStats]) -> dict:
         latencies = sorted(x for s in stats for x in s.latencies)

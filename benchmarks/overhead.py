@@ -2,6 +2,7 @@
 documents in flight, divided by the ideal C / L (each document always waiting on one call).
 
     .venv/bin/python -m benchmarks.overhead [--latency 1.0] [--concurrency 64] [--docs 320]
+        [--workers 0 1 2]   (0: one process without Ray; N: graph.run --workers N)
 
 The mock server runs in its own process, as a real server would (sharing this process's GIL would
 charge the server's work to the client). Also prints the client's CPU seconds per LLM call (graph,
@@ -12,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 
 from agents.embedded import free_port
+from core.usage import cpu_seconds
 from graph.run import main as run
 
 
@@ -56,24 +57,26 @@ def mock_server_process(latency: float, *extra: str):
         process.wait()
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--latency", type=float, nargs="+", default=[1.0, 2.0, 4.0])
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--docs", type=int, default=320)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="0: one process without Ray; N: graph.run --workers N on a local Ray cluster",
+    )
     args = parser.parse_args()
     for latency in args.latency:
-        measure(latency, args)
+        for workers in args.workers:
+            measure(latency, workers, args)
 
 
-def measure(latency: float, args) -> None:
-    args = argparse.Namespace(**{**vars(args), "latency": latency})
-    with tempfile.TemporaryDirectory() as tmp, mock_server_process(args.latency) as url:
+def measure(latency: float, workers: int, args) -> None:
+    with tempfile.TemporaryDirectory() as tmp, mock_server_process(latency) as url:
         out = Path(tmp) / "run"
         cpu0 = cpu_seconds()
         code = run(
@@ -91,21 +94,23 @@ def measure(latency: float, args) -> None:
                 str(args.concurrency),
                 "--max-inflight",
                 str(4 * args.concurrency),
+                *(["--workers", str(workers)] if workers else []),
             ]
         )
-        cpu = cpu_seconds() - cpu0
+        driver_cpu = cpu_seconds() - cpu0
         manifest = json.loads((out / "manifest.json").read_text())
     llm = manifest["llm"]
     # Experts of one turn run in parallel, so a document can have 2 calls in flight; the ideal
     # counts one call per document in flight, as the goal states.
-    ideal = args.concurrency / args.latency
+    ideal = args.concurrency / latency
     achieved = llm["calls"] / manifest["wall_seconds"]
+    label = f"{workers} Ray workers" if workers else "one process, no Ray"
     print(
-        f"exit {code}; {manifest['documents_in_corpus']} documents, {llm['calls']} LLM calls in "
-        f"{manifest['wall_seconds']} s"
+        f"[{label}] exit {code}; {manifest['documents_in_corpus']} documents, {llm['calls']} LLM "
+        f"calls in {manifest['wall_seconds']} s"
     )
     print(
-        f"latency L = {args.latency} s, C = {args.concurrency}: {achieved:.1f} calls/s, ideal C/L "
+        f"  latency L = {latency} s, C = {args.concurrency}: {achieved:.1f} calls/s, ideal C/L "
         f"= {ideal:.1f}, ratio {achieved / ideal:.3f}"
     )
     # Stricter: a mock document is 3 sequential latencies (conductor, two parallel experts,
@@ -113,14 +118,27 @@ def measure(latency: float, args) -> None:
     steps = 3
     docs_per_s = manifest["this_run"]["tried"] / manifest["wall_seconds"]
     print(
-        f"documents/s {docs_per_s:.2f}, ideal C/(3L) = "
-        f"{args.concurrency / (steps * args.latency):.2f}, ratio "
-        f"{docs_per_s / (args.concurrency / (steps * args.latency)):.3f} (includes ramp-up and the "
+        f"  documents/s {docs_per_s:.2f}, ideal C/(3L) = "
+        f"{args.concurrency / (steps * latency):.2f}, ratio "
+        f"{docs_per_s / (args.concurrency / (steps * latency)):.3f} (includes ramp-up and the "
         "last wave)"
     )
     for role, stats in llm["by_role"].items():
         print(f"  {role}: {stats['calls']} calls, latency {stats['latency_s']}")
-    print(f"client CPU per LLM call: {1000 * cpu / llm['calls']:.1f} ms (client process only)")
+    spread = manifest.get("workers")
+    if spread:  # the driver's CPU includes Ray's start-up; the workers' starts after theirs
+        remote = spread["cpu_seconds"] or 0.0
+        print(
+            f"  client CPU per LLM call: {1000 * (driver_cpu + remote) / llm['calls']:.1f} ms "
+            f"(driver {1000 * driver_cpu / llm['calls']:.1f}, workers and memory owner "
+            f"{1000 * remote / llm['calls']:.1f}); calls/s per worker {achieved / workers:.1f}"
+        )
+        print(f"  memory owner admits: {spread['admits']}")
+    else:
+        print(
+            f"  client CPU per LLM call: {1000 * driver_cpu / llm['calls']:.1f} ms (client process "
+            "only)"
+        )
 
 
 if __name__ == "__main__":

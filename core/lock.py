@@ -35,19 +35,25 @@ def _holder(path: Path) -> str:
 
 
 @contextmanager
-def hold(folder: str | Path) -> Iterator[Path]:
-    """Hold `folder`'s lock until the block ends; UserError when another process holds it."""
+def hold(folder: str | Path, wait: float = 0.0) -> Iterator[Path]:
+    """Hold `folder`'s lock until the block ends; UserError when another process still holds it
+    after `wait` seconds."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + wait
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(
-                f"{folder} is in use by {_holder(path)}; wait for it or use another --out"
-            ) from None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise UserError(
+                        f"{folder} is in use by {_holder(path)}; wait for it or use another --out"
+                    ) from None
+                time.sleep(0.2)
         info = {
             "pid": os.getpid(),
             "host": socket.gethostname(),

@@ -78,7 +78,7 @@ def plain_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
 def prior_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     """The fixed prompt after the corpus's most recent documents, with "make it different"."""
     ctx = runtime.context
-    recent = [r["text"] for r in res.memory(ctx).records[-ctx.recall_k :]] if ctx.recall_k else []
+    recent = res.memory(ctx).recent(ctx.recall_k)
     instruction = body = _instruction(ctx, state)
     if recent:
         body = (

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import traceback
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -22,6 +23,26 @@ from core.jsonl import append_line, count_lines
 from graph import resources as res
 from graph.configuration import Context
 from graph.graph import graph_for
+
+
+def failure_record(index: int, e: BaseException) -> dict:
+    """The line failures.jsonl gets for a document that raised."""
+    return {
+        "index": index,
+        "ended": "failed",
+        "error": f"{type(e).__name__}: {e}"[:500],
+        "where": traceback.format_exception(e)[-2].strip()[:300] if e.__traceback__ else "",
+        "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+async def write_document(graph, ctx: Context, index: int) -> dict:
+    """Document `index` through the graph: its record, or its failure record if it raised."""
+    try:
+        state = await graph.ainvoke({"index": index}, context=ctx)
+    except Exception as e:  # noqa: BLE001 - any document-level failure is recorded, the run goes on
+        return failure_record(index, e)
+    return {**(state.get("result") or {}), "ended": state.get("ended", "failed")}
 
 
 @dataclass
@@ -124,20 +145,22 @@ async def drive(
     method: str = "metasynth",
     graph=None,
     memory=None,
+    write: Callable[[int], Awaitable[dict]] | None = None,
 ) -> None:
     """Generate until the budget is met (or attempts/failures run out). Mutates `tally` as it goes,
     so an interrupted run still reports what it did. `graph` and `memory` default to the method's
-    document graph and the run's corpus memory (graph.instruct passes its own)."""
+    document graph and the run's corpus memory (graph.instruct passes its own); `write` writes
+    document `index` elsewhere (graph/workers.py) instead of through `graph` here."""
     if concurrency > 1:
         # Embedding is the run's main CPU cost (measured 49 ms one thread vs 63 ms CPU on two for a
         # 180-token document): one thread is cheaper per document and leaves a core to the event
         # loop.
         torch.set_num_threads(1)
     memory = res.memory(ctx) if memory is None else memory  # (an empty Memory is falsy)
-    graph = graph or graph_for(method)
+    graph = graph or (graph_for(method) if write is None else None)
     tally.started = time.perf_counter()  # throughput counts generation, not start-up
     start_index = len(memory) + count_lines(memory.rejects_path) + count_lines(memory.run.failures)
-    tally.corpus_tokens_before = sum(r.get("tokens", 0) for r in memory.records)
+    tally.corpus_tokens_before = memory.tokens()
 
     def corpus_tokens() -> int:
         return tally.corpus_tokens_before + tally.corpus_tokens
@@ -150,19 +173,12 @@ async def drive(
 
     async def one(index: int) -> tuple[dict, float]:
         t0 = time.perf_counter()
-        try:
-            state = await graph.ainvoke({"index": index}, context=ctx)
-        except Exception as e:  # noqa: BLE001 - any document-level failure is recorded, the run goes on
-            record = {
-                "index": index,
-                "ended": "failed",
-                "error": f"{type(e).__name__}: {e}"[:500],
-                "where": traceback.format_exception(e)[-2].strip()[:300] if e.__traceback__ else "",
-                "at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            }
+        if write is None:
+            record = await write_document(graph, ctx, index)
+        else:
+            record = await write(index)
+        if record["ended"] == "failed":
             await asyncio.to_thread(append_line, memory.run.failures, record)
-            return record, time.perf_counter() - t0
-        record = {**(state.get("result") or {}), "ended": state.get("ended", "failed")}
         return record, time.perf_counter() - t0
 
     in_flight: set[asyncio.Task] = set()

@@ -208,7 +208,7 @@ async def judge(ctx: Context, state: Document, draft: Draft, ended: str, thresho
 
 async def recall_nearest(ctx: Context, state: DocState) -> list[tuple[float, dict]]:
     query = state.seed_doc or " ".join(state.seeds)
-    return res.memory(ctx).nearest(await embed(query), ctx.recall_k)
+    return await asyncio.to_thread(res.memory(ctx).nearest, await embed(query), ctx.recall_k)
 
 
 # -- nodes -----------------------------------------------------------------------------------------
@@ -239,13 +239,15 @@ async def recall(state: DocState, runtime: Runtime[Context]) -> dict:
         }
         for s, r in near
     ]
-    counts = [{"category": c, "count": n} for c, n in memory.category_counts().most_common(15)]
+    # the memory may live in another process (graph/workers.py): asked off the event loop
+    held, size = await asyncio.to_thread(lambda: (memory.category_counts(), len(memory)))
+    counts = [{"category": c, "count": n} for c, n in held.most_common(15)]
     task = prompts.render(
         "task.md",
         domain=prompts.domain.name,
         description=prompts.domain.description,
         seeds=_seed_text(ctx, state),
-        corpus_size=len(memory),
+        corpus_size=size,
         categories=prompts.lines("category_line", counts),
         recall=prompts.lines("recall_line", recalled, empty="first_document"),
     )

@@ -209,6 +209,13 @@ def memory(ctx: Context) -> Memory:
     )
 
 
+def use_memory(ctx: Context, memory) -> None:
+    """Make `memory` the run's memory in this process: a worker's view of a memory another process
+    owns (memory/remote.py)."""
+    with _lock:
+        _cache[("memory", str(run_dir(ctx)))] = memory
+
+
 def seed_picker(ctx: Context) -> SeedPicker | None:
     if not ctx.seed_docs:
         return None

@@ -72,6 +72,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="documents in flight (default 4; the embedded server gets one slot per document)",
     )
     server.add_argument(
+        "--workers",
+        type=positive(int),
+        help="write documents in N Ray worker processes (Ray starts on this machine unless "
+        "--ray-address); default one process, no Ray",
+    )
+    server.add_argument(
+        "--ray-address",
+        default="",
+        help="an existing Ray cluster for --workers (ray start --head prints it), e.g. HEAD:6379",
+    )
+    server.add_argument(
         "--price-prompt",
         type=float,
         default=0.0,
@@ -99,6 +110,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         raise UserError(
             "--recall-k, --max-revisions, --max-retries, --max-failures and --reviews cannot be "
             "negative"
+        )
+    if args.ray_address and not args.workers:
+        raise UserError("--ray-address needs --workers N (the workers to start on that cluster)")
+    if args.ray_address and not args.base_url:
+        raise UserError(
+            "--ray-address needs --base-url: the embedded server listens on this machine's "
+            "loopback, out of other nodes' reach"
+        )
+    if args.workers:
+        try:
+            import ray  # noqa: F401 - only whether it is there
+        except ImportError:
+            raise UserError("--workers needs Ray: pip install -e '.[ray]'") from None
+    if args.workers and args.concurrency < args.workers:
+        raise UserError(
+            f"--concurrency {args.concurrency} leaves workers idle: give at least --workers "
+            f"{args.workers} documents in flight"
         )
     if min(args.price_prompt, args.price_completion) < 0:
         raise UserError("prices cannot be negative")
@@ -148,6 +176,22 @@ def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, method: str = "m
             )
 
 
+def start_workers(stack: ExitStack, ctx: Context, args: argparse.Namespace, console):
+    """--workers: the memory owner and the workers on Ray (graph/workers.py), until `stack`
+    closes; the driver's embedded server, if it runs one, serves them all."""
+    from graph.workers import Workers
+
+    url = ""
+    if not ctx.base_url:
+        from agents import embedded
+
+        url = embedded.shared_server(ctx.model).base_url
+    console.log(f"starting {args.workers} Ray workers ({args.ray_address or 'on this machine'})")
+    workers = Workers(ctx, args.method, args.workers, args.ray_address, url)
+    stack.callback(workers.close)
+    return workers
+
+
 def generate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
@@ -181,7 +225,8 @@ def generate(args: argparse.Namespace) -> int:
             consult = grammar.starting_at(grammars["conductor.gbnf"], "calls")
             grammars["conductor.gbnf (consult only)"] = consult
         open_run(stack, ctx, args, rundir, console, grammars)
-        memory = res.memory(ctx)
+        workers = start_workers(stack, ctx, args, console) if args.workers else None
+        memory = workers.memory if workers else res.memory(ctx)
         target = f"{args.docs} documents" if args.docs else f"{args.tokens:,} tokens"
         console.log(
             f"{prompts.domain.name} by {args.method}: {len(memory)} documents in {out}, target "
@@ -197,14 +242,19 @@ def generate(args: argparse.Namespace) -> int:
                     console,
                     live=console.is_terminal and not args.quiet,
                     method=args.method,
+                    memory=memory,
+                    write=workers.write if workers else None,
                 )
             )
         except KeyboardInterrupt:
             interrupted = True
             console.log("interrupted: committed documents are safe; continue with --resume")
         finally:
-            stats = summarize(tally, res.accounting(ctx).summary(), memory, args)
+            accounting, spread = workers.finish() if workers else (res.accounting(ctx), None)
+            stats = summarize(tally, accounting.summary(), memory, args)
             stats["sampling"] = res.sampling_sent(ctx)
+            if spread:
+                stats["workers"] = spread
             if args.method == "metasynth":
                 stats["protocol"] = ctx.protocol
                 stats["grammar"] = res.grammar_styles(ctx)
@@ -233,7 +283,7 @@ def generate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     met = bool(
-        (args.docs and len(memory) >= args.docs)
+        (args.docs and stats["documents_in_corpus"] >= args.docs)
         or (args.tokens and stats["corpus_tokens"] >= args.tokens)
     )
     return exit_status(tally, interrupted, args.max_failures, rundir.failures, "documents", met)

@@ -139,7 +139,7 @@ def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict
     calls = sum(r["calls"] for r in roles.values())
     return {
         "documents_in_corpus": len(memory),
-        "corpus_tokens": sum(r.get("tokens", 0) for r in memory.records),
+        "corpus_tokens": memory.tokens(),
         "this_run": {"tried": tried, **ended},
         # How each committed document was written: through the experts (the protocol ran), by the
         # conductor alone (where --min-expert-share allows it), by the fallback; a baseline by its

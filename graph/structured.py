@@ -18,6 +18,7 @@ The brief and the reviews land in the record, so a user can see why the corpus i
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections import Counter
 
@@ -75,10 +76,9 @@ async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
     ctx = runtime.context
     prompts, memory = res.prompts(ctx), res.memory(ctx)
     domain = prompts.domain
-    counts = {
-        field: Counter(r.get(field) for r in memory.records if r.get(field)) for field in FIELDS
-    }
-    rng = random.Random(f"{ctx.seed}:offer:{state.index}:{len(memory)}")
+    # the memory may live in another process (graph/workers.py): asked off the event loop
+    counts, size = await asyncio.to_thread(lambda: (memory.counts(list(FIELDS)), len(memory)))
+    rng = random.Random(f"{ctx.seed}:offer:{state.index}:{size}")
     options = {
         field: least_covered(getattr(domain, attr), counts[field], ctx.choices, rng)
         for field, attr in FIELDS.items()
@@ -96,7 +96,7 @@ async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
         "structured/task.md",
         domain=domain.name,
         seed=seed,
-        corpus_size=len(memory),
+        corpus_size=size,
         coverage=_coverage(
             prompts,
             {

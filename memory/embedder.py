@@ -53,3 +53,14 @@ class Embedder:
 @lru_cache(maxsize=1)
 def default_embedder() -> Embedder:
     return Embedder()
+
+
+class LazyEmbedder:
+    """The default embedder's dimension at once, its model only when something must be embedded:
+    a memory that is sent vectors (memory/remote.py) embeds only documents whose embeddings never
+    reached disk."""
+
+    dim = DIM
+
+    def encode(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return default_embedder().encode(texts, batch_size)

@@ -58,6 +58,7 @@ class Memory:
         self.kind = index
         self.lock = threading.Lock()
         self.records: list[dict] = []
+        self.counters: dict[tuple[str, str | None], Counter] = {}  # see counts
         self.index = self._new_index(0)
         self._load()
 
@@ -136,7 +137,25 @@ class Memory:
         return [(float(s), self.records[i]) for s, i in zip(scores[0], ids[0]) if i >= 0]
 
     def category_counts(self) -> Counter:
-        return Counter(r.get("category", "uncategorized") for r in self.records)
+        return self.counts(["category"], missing="uncategorized")["category"]
+
+    def counts(self, fields: list[str], missing: str | None = None) -> dict[str, Counter]:
+        """How many committed documents hold each value of each field (`missing` counts those
+        without one; None leaves them out): the structured protocol's view of coverage. Counted
+        once, then kept up to date by admit: every document asks, and the corpus can be large."""
+        with self.lock:
+            for name in fields:
+                if (name, missing) not in self.counters:
+                    values = (r.get(name) or missing for r in self.records)
+                    self.counters[name, missing] = Counter(v for v in values if v is not None)
+            return {name: Counter(self.counters[name, missing]) for name in fields}
+
+    def recent(self, k: int) -> list[str]:
+        """The texts of the k documents committed last, oldest first."""
+        return [r["text"] for r in self.records[-k:]] if k > 0 else []
+
+    def tokens(self) -> int:
+        return sum(r.get("tokens", 0) for r in self.records)
 
     # -- writes --------------------------------------------------------------------------------
     def admit(self, record: dict, vector: np.ndarray, threshold: float) -> Verdict:
@@ -163,6 +182,9 @@ class Memory:
             append_line(self.corpus_path, committed)
             self.index.add(vector)
             self.records.append(committed)
+            for (name, missing), counter in self.counters.items():
+                if (value := committed.get(name) or missing) is not None:
+                    counter[value] += 1
             self._switch_if_due()
             return Verdict(True, similarity, nearest, committed)
 

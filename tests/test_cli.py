@@ -230,6 +230,9 @@ BAD = [
     (["--reviews", "-1"], "cannot be negative"),
     (["--choices", "0"], "must be positive"),
     (["--model", "gpt-4o"], "--model gpt-4o needs --base-url"),
+    (["--ray-address", "127.0.0.1:6379"], "--ray-address needs --workers N"),
+    (["--ray-address", "h:6379", "--workers", "2"], "--ray-address needs --base-url"),
+    (["--workers", "3", "--concurrency", "2"], "--concurrency 2 leaves workers idle"),
     (
         ["--model", "embedded:llama-70b"],
         "unknown embedded model 'llama-70b' (available: smollm2-135m-instruct",
@@ -519,3 +522,10 @@ def test_a_second_writer_on_a_running_directory_is_refused(tmp_path, capsys):
             assert first.wait(timeout=300) == 0, first.stderr.read()
     ids = [r["id"] for r in lines(out / "corpus.jsonl")]
     assert ids == [f"finance-{i:06d}" for i in range(6)]
+
+
+def test_workers_without_ray_installed_is_one_line(tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray raises ImportError
+    assert main(["--workers", "2", "--out", str(tmp_path / "run")]) == 2
+    assert capsys.readouterr().err.strip() == "error: --workers needs Ray: pip install -e '.[ray]'"
+    assert not (tmp_path / "run").exists()

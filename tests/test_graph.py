@@ -347,7 +347,8 @@ def test_protocol_success_counts_only_documents_written_through_the_experts():
     )  # drafted, never committed
 
     class Memory(list):
-        records = []
+        def tokens(self) -> int:
+            return 0
 
     args = SimpleNamespace(method="metasynth", price_prompt=0.0, price_completion=0.0)
     stats = summarize(tally, {"by_role": {}, "by_name": {}, "errors": {}}, Memory(), args)

@@ -104,3 +104,20 @@ def test_hnsw_index_by_flag_survives_a_reload(tmp_path, embedder):
         and again.nearest(probe, 1)[0][1]["text"] == TEXTS[1]
     )
     assert isinstance(Memory(tmp_path, embedder, index="flat").index, faiss.IndexFlatIP)  # by flag
+
+
+def test_counts_recent_and_tokens_follow_every_commit_and_a_reload(tmp_path, embedder):
+    memory = Memory(tmp_path, embedder)
+    genres = ["memo", "memo", ""]
+    for text, genre in zip(TEXTS[:2], genres):
+        record = {"text": text, "genre": genre, "tokens": 10}
+        memory.admit(record, embedder.encode([text])[0], 0.99)
+    assert memory.counts(["genre"]) == {"genre": {"memo": 2}}
+    record = {"text": TEXTS[2], "genre": "", "tokens": 7}
+    memory.admit(record, embedder.encode([TEXTS[2]])[0], 0.99)  # after the first count
+    assert memory.counts(["genre"], missing="none")["genre"] == {"memo": 2, "none": 1}
+    assert memory.counts(["genre"])["genre"] == {"memo": 2}
+    assert memory.recent(2) == TEXTS[1:] and memory.recent(0) == []
+    assert memory.tokens() == 27
+    again = Memory(tmp_path, embedder)
+    assert again.counts(["genre"], missing="none") == memory.counts(["genre"], missing="none")

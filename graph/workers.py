@@ -1,0 +1,174 @@
+"""`graph.run --workers N`: documents written by N Ray actors, one memory owner for the corpus.
+
+Each worker is a process with its own event loop, routers and compiled graph, built there by
+graph.resources exactly as in one process; it embeds and quality-checks its own drafts. The
+corpus's memory lives in one actor on the driver's node (memory/remote.py), so the novelty gate
+sees every committed document. The driver (graph.run) keeps everything else one process does:
+budgets, the progress display, failures.jsonl, the manifest, the run directory's lock.
+
+Ray restarts a worker that dies and runs its documents in flight again (RESTARTS times); the memory
+owner hands a retried document its first commit, so nothing is doubled. Without `--ray-address`
+Ray starts a cluster on this machine for the run (no dashboard; Ray's token authentication, on by
+default, guards its ports) and stops it after;
+with one, the run's actors end when the driver disconnects or dies (Ray's ownership: no detached
+actors).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import replace
+from pathlib import Path
+
+from agents.calls import Accounting
+from agents.tokens import load_tokenizer
+from core.errors import UserError
+from core.usage import cpu_seconds
+from graph import resources as res
+from graph.configuration import Context
+from graph.driver import failure_record, write_document
+from graph.graph import graph_for
+from memory.embedder import default_embedder
+from memory.remote import ATTEMPT, MemoryOwner, RemoteMemory
+
+RESTARTS = 3  # per worker: a worker that keeps dying (out of memory) ends in failed documents
+
+
+class Worker:
+    """One process's share of the run's documents."""
+
+    def __init__(self, ctx: Context, method: str, owner) -> None:
+        import torch
+
+        torch.set_num_threads(1)  # as in one process: the embedder leaves a core to the event loop
+        res.use_memory(ctx, RemoteMemory(owner, res.run_dir(ctx)))
+        self.ctx, self.graph = ctx, graph_for(method)
+        # Loaded before any document: models imported from several threads at once fail
+        # (transformers' lazy imports), and the run's clock starts once every worker is ready.
+        res.prompts(ctx)
+        default_embedder()
+        load_tokenizer(ctx.tokenizer)
+
+    async def document(self, index: int) -> dict:
+        ATTEMPT.set(index)  # the owner's key for this document's commit (memory/remote.py)
+        return await write_document(self.graph, self.ctx, index)
+
+    def accounting(self) -> Accounting:
+        return res.accounting(self.ctx)
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def cpu_seconds(self) -> float:
+        return cpu_seconds()
+
+
+def worker_context(ctx: Context, base_url: str) -> Context:
+    """The run's settings as a worker on any node reads them: absolute paths, and the driver's
+    embedded server (when it runs one) addressed like any served model."""
+
+    def absolute(path: str) -> str:
+        return str(Path(path).resolve()) if path else path
+
+    tokenizer = absolute(ctx.tokenizer) if Path(ctx.tokenizer).exists() else ctx.tokenizer
+    return replace(
+        ctx,
+        out_dir=absolute(ctx.out_dir),
+        seed_docs=absolute(ctx.seed_docs),
+        prompts_dir=absolute(ctx.prompts_dir),
+        tokenizer=tokenizer,
+        base_url=ctx.base_url or base_url,
+    )
+
+
+class Workers:
+    """The memory owner and `count` workers on a Ray cluster, for the life of one run."""
+
+    def __init__(
+        self, ctx: Context, method: str, count: int, address: str, embedded_url: str = ""
+    ) -> None:
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self.ray = ray
+        # A new local cluster has no dashboard; its ports ask for the token Ray generates.
+        ray.init(
+            address=address or None,
+            include_dashboard=None if address else False,
+            log_to_driver=False,
+            logging_level="WARNING",
+        )
+        self.address = address or "local"
+        cpus = int(ray.cluster_resources().get("CPU", 0))
+        if count > cpus:
+            ray.shutdown()
+            raise UserError(f"--workers {count} needs {count} CPUs; the Ray cluster has {cpus}")
+        directory = str(res.run_dir(ctx))
+        # The owner writes the run directory: it runs where the driver (and the directory) is.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.owner = (
+            ray.remote(MemoryOwner)
+            .options(num_cpus=0, scheduling_strategy=here)
+            .remote(directory, ctx.domain, ctx.index)
+        )
+        self.memory = RemoteMemory(self.owner, directory)
+        len(self.memory)  # waits for the owner to load the corpus (and surfaces its errors here)
+        remote_ctx = worker_context(ctx, embedded_url)
+        actor = ray.remote(Worker).options(
+            num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS, max_concurrency=1000
+        )
+        self.workers = [actor.remote(remote_ctx, method, self.owner) for _ in range(count)]
+        self.load = [0] * count
+        self.pids()  # every worker has started (its errors surface here, before the run)
+        self.cpu_at_start = self.cpu_seconds()
+
+    async def write(self, index: int) -> dict:
+        """Document `index` on the least busy worker: its record, or its failure record."""
+        slot = min(range(len(self.workers)), key=self.load.__getitem__)
+        self.load[slot] += 1
+        ref = self.workers[slot].document.remote(index)
+        try:
+            return await ref
+        except asyncio.CancelledError:  # the run is ending: stop the document where it runs
+            self.ray.cancel(ref)
+            raise
+        except self.ray.exceptions.RayError as e:  # a worker gone for good, or Ray itself
+            return failure_record(index, e)
+        finally:
+            self.load[slot] -= 1
+
+    def pids(self) -> list[int]:
+        return self.ray.get([w.pid.remote() for w in self.workers])
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds the workers and the owner have used (a restarted worker's from its restart:
+        the benchmarks' client CPU per call)."""
+        parts = [w.cpu_seconds.remote() for w in self.workers] + [self.owner.cpu_seconds.remote()]
+        return sum(self.ray.get(parts, timeout=30))
+
+    def finish(self) -> tuple[Accounting, dict]:
+        """The workers' accounting merged and what the run cost them, then the workers stopped:
+        nothing is committed after this. (Calls a restarted worker made before it died are not
+        counted.)"""
+        total = Accounting()
+        try:
+            cpu = round(self.cpu_seconds() - self.cpu_at_start, 2)
+        except self.ray.exceptions.RayError:
+            cpu = None
+        for worker in self.workers:
+            try:
+                total.add(self.ray.get(worker.accounting.remote(), timeout=30))
+            except self.ray.exceptions.RayError:
+                pass
+            self.ray.kill(worker, no_restart=True)
+        figures = {
+            "count": len(self.workers),
+            "ray": self.address,
+            "cpu_seconds": cpu,  # the workers' and the owner's, after start-up
+            "admits": self.ray.get(self.owner.admit_latency.remote()),
+        }
+        return total, figures
+
+    def close(self) -> None:
+        self.ray.shutdown()
