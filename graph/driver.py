@@ -159,7 +159,10 @@ async def drive(
     memory = res.memory(ctx) if memory is None else memory  # (an empty Memory is falsy)
     graph = graph or (graph_for(method) if write is None else None)
     tally.started = time.perf_counter()  # throughput counts generation, not start-up
-    start_index = len(memory) + count_lines(memory.rejects_path) + count_lines(memory.run.failures)
+    # Counted here from the records that come back, not asked of the memory each time: it may be
+    # another process's (graph/workers.py). Every commit is a record that ended final or fallback.
+    size = len(memory)
+    start_index = size + count_lines(memory.rejects_path) + count_lines(memory.run.failures)
     tally.corpus_tokens_before = memory.tokens()
 
     def corpus_tokens() -> int:
@@ -167,7 +170,7 @@ async def drive(
 
     def met() -> bool:
         return bool(
-            (budget.docs and len(memory) >= budget.docs)
+            (budget.docs and size >= budget.docs)
             or (budget.tokens and corpus_tokens() >= budget.tokens)
         )
 
@@ -183,7 +186,7 @@ async def drive(
 
     in_flight: set[asyncio.Task] = set()
     attempt = 0
-    with Display(console, budget, live, len(memory), corpus_tokens()) as display:
+    with Display(console, budget, live, size, corpus_tokens()) as display:
         try:
             while True:
                 while (
@@ -191,7 +194,7 @@ async def drive(
                     and len(in_flight) < concurrency
                     and tally.failures <= budget.max_failures
                     and (budget.max_attempts is None or attempt < budget.max_attempts)
-                    and (budget.docs is None or len(memory) + len(in_flight) < budget.docs)
+                    and (budget.docs is None or size + len(in_flight) < budget.docs)
                 ):
                     in_flight.add(asyncio.create_task(one(start_index + attempt)))
                     attempt += 1
@@ -204,12 +207,9 @@ async def drive(
                     record, seconds = task.result()
                     tally.results.append(record)
                     tally.failures += record["ended"] == "failed"
-                    display.update(
-                        tally,
-                        len(memory),
-                        corpus_tokens(),
-                        _doc_line(record, seconds, len(memory), budget.docs),
-                    )
+                    size += record["ended"] in ("final", "fallback")
+                    line = _doc_line(record, seconds, size, budget.docs)
+                    display.update(tally, size, corpus_tokens(), line)
         finally:
             for task in in_flight:
                 task.cancel()

@@ -22,6 +22,7 @@ from core.lock import hold
 from core.rundir import RunDir
 from graph import resources
 from graph.configuration import Context
+from memory.remote import TAKEOVER_WAIT
 
 PACKAGES = (
     "langgraph",
@@ -224,6 +225,9 @@ def open_run(
     in the same process starts clean. The run holds its directory's lock (core.lock) until then: a
     second writer is refused first."""
     stack.enter_context(hold(run.root))
+    if run.memory.exists():  # the memory owner of a killed `--workers` run may still be exiting
+        with hold(run.memory, wait=TAKEOVER_WAIT):
+            pass
     stack.callback(resources.clear)
     serve(stack, ctx, args, run.root, console)
     resources.check_grammars(ctx, grammars or {})

@@ -42,7 +42,8 @@ class Worker:
         import torch
 
         torch.set_num_threads(1)  # as in one process: the embedder leaves a core to the event loop
-        res.use_memory(ctx, RemoteMemory(owner, res.run_dir(ctx)))
+        self.memory = RemoteMemory(owner, res.run_dir(ctx))
+        res.use_memory(ctx, self.memory)
         self.ctx, self.graph = ctx, graph_for(method)
         # Loaded before any document: models imported from several threads at once fail
         # (transformers' lazy imports), and the run's clock starts once every worker is ready.
@@ -52,7 +53,9 @@ class Worker:
 
     async def document(self, index: int) -> dict:
         ATTEMPT.set(index)  # the owner's key for this document's commit (memory/remote.py)
-        return await write_document(self.graph, self.ctx, index)
+        # Run again after a worker died: if it had committed, that commit is the document.
+        done = await asyncio.to_thread(self.memory.committed, index)
+        return done or await write_document(self.graph, self.ctx, index)
 
     def accounting(self) -> Accounting:
         return res.accounting(self.ctx)
@@ -94,7 +97,7 @@ class Workers:
         self.ray = ray
         # A new local cluster has no dashboard; its ports ask for the token Ray generates.
         ray.init(
-            address=address or None,
+            address=address or "local",  # "local": a new cluster, never one RAY_ADDRESS names
             include_dashboard=None if address else False,
             log_to_driver=False,
             logging_level="WARNING",
@@ -120,26 +123,34 @@ class Workers:
         )
         self.workers = [actor.remote(remote_ctx, method, self.owner) for _ in range(count)]
         self.load = [0] * count
-        self.pids()  # every worker has started (its errors surface here, before the run)
+        self.alive = set(range(count))  # workers that have not used up their restarts
+        self.started = self.pids()  # every worker is up (its errors surface here, not mid-run)
         self.cpu_at_start = self.cpu_seconds()
 
     async def write(self, index: int) -> dict:
-        """Document `index` on the least busy worker: its record, or its failure record."""
-        slot = min(range(len(self.workers)), key=self.load.__getitem__)
-        self.load[slot] += 1
-        ref = self.workers[slot].document.remote(index)
-        try:
-            return await ref
-        except asyncio.CancelledError:  # the run is ending: stop the document where it runs
-            self.ray.cancel(ref)
-            raise
-        except self.ray.exceptions.RayError as e:  # a worker gone for good, or Ray itself
-            return failure_record(index, e)
-        finally:
-            self.load[slot] -= 1
+        """Document `index` on the least busy worker: its record, or its failure record. A worker
+        gone for good hands its document to another one (the owner keeps a commit it made)."""
+        while self.alive:
+            slot = min(self.alive, key=self.load.__getitem__)
+            self.load[slot] += 1
+            ref = self.workers[slot].document.remote(index)
+            try:
+                return await ref
+            except asyncio.CancelledError:  # the run is ending: stop the document where it runs
+                self.ray.cancel(ref)
+                raise
+            except self.ray.exceptions.ActorDiedError:
+                self.alive.discard(slot)
+            except self.ray.exceptions.RayError as e:  # Ray itself failed this document
+                return failure_record(index, e)
+            finally:
+                self.load[slot] -= 1
+        return failure_record(index, RuntimeError(f"every worker died {RESTARTS + 1} times"))
 
-    def pids(self) -> list[int]:
-        return self.ray.get([w.pid.remote() for w in self.workers])
+    def pids(self) -> dict[int, int]:
+        """The process id of each worker still alive, by its place in the pool."""
+        slots = sorted(self.alive)
+        return dict(zip(slots, self.ray.get([self.workers[i].pid.remote() for i in slots])))
 
     def cpu_seconds(self) -> float:
         """CPU seconds the workers and the owner have used (a restarted worker's from its restart:
@@ -148,26 +159,26 @@ class Workers:
         return sum(self.ray.get(parts, timeout=30))
 
     def finish(self) -> tuple[Accounting, dict]:
-        """The workers' accounting merged and what the run cost them, then the workers stopped:
-        nothing is committed after this. (Calls a restarted worker made before it died are not
-        counted.)"""
-        total = Accounting()
+        """Seal the memory (a document still running on a worker after Ctrl-C can no longer
+        commit, so the manifest counts what is on disk), merge the workers' accounting and what
+        the run cost them, then stop the workers. Calls a restarted worker made before it died
+        are not counted."""
+        ray, total, figures = self.ray, Accounting(), {"count": len(self.workers)}
+        figures["ray"] = self.address
         try:
-            cpu = round(self.cpu_seconds() - self.cpu_at_start, 2)
-        except self.ray.exceptions.RayError:
-            cpu = None
+            figures["admits"] = ray.get(self.owner.seal.remote(), timeout=60)
+            now = self.pids()  # a worker restarted by Ray runs in a new process
+            figures["restarted"] = sum(now.get(i) != pid for i, pid in self.started.items())
+            # the workers' and the owner's, after start-up
+            figures["cpu_seconds"] = round(self.cpu_seconds() - self.cpu_at_start, 2)
+        except ray.exceptions.RayError as e:  # the figures are lost, never the manifest
+            figures["error"] = f"{type(e).__name__}: {e}"[:300]
         for worker in self.workers:
             try:
-                total.add(self.ray.get(worker.accounting.remote(), timeout=30))
-            except self.ray.exceptions.RayError:
+                total.add(ray.get(worker.accounting.remote(), timeout=30))
+            except ray.exceptions.RayError:
                 pass
-            self.ray.kill(worker, no_restart=True)
-        figures = {
-            "count": len(self.workers),
-            "ray": self.address,
-            "cpu_seconds": cpu,  # the workers' and the owner's, after start-up
-            "admits": self.ray.get(self.owner.admit_latency.remote()),
-        }
+            ray.kill(worker, no_restart=True)
         return total, figures
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ own drafts and send vectors, never models. Ray runs one call at a time on an act
 `RemoteMemory` is what the graph's nodes see in a worker: Memory's operations, each a call to the
 owner. A worker that dies between the owner's commit and its reply has its document tried again
 by Ray; the owner returns the first commit for that document's attempt instead of a second one.
+At the end of a run the driver seals the owner: nothing commits after the manifest is written.
 """
 
 from __future__ import annotations
@@ -40,8 +41,9 @@ class MemoryOwner:
         # before this one reads the corpus.
         self.stack.enter_context(hold(RunDir(Path(run_dir)).memory, wait=TAKEOVER_WAIT))
         self.memory = Memory(run_dir, LazyEmbedder(), id_prefix=id_prefix, index=index)
-        self.admitted: dict[int, Verdict] = {}
+        self.admitted: dict[int, int] = {}  # attempt -> its row in the corpus
         self.seconds: list[float] = []
+        self.sealed = False
 
     def size(self) -> int:
         return len(self.memory)
@@ -61,18 +63,27 @@ class MemoryOwner:
     def tokens(self) -> int:
         return self.memory.tokens()
 
+    def committed(self, attempt: int) -> dict | None:
+        """The record `attempt` committed in this run, if it did."""
+        row = self.admitted.get(attempt)
+        return None if row is None else self.memory.records[row]
+
     def admit(self, record: dict, vector: np.ndarray, threshold: float, attempt: int | None):
+        if self.sealed:
+            raise RuntimeError("the run has ended: nothing more is committed")
         if attempt is not None and attempt in self.admitted:
-            return self.admitted[attempt]
+            return Verdict(True, None, None, self.committed(attempt))
         t0 = time.perf_counter()
         verdict = self.memory.admit(record, vector, threshold)
         self.seconds.append(time.perf_counter() - t0)
         if verdict.accepted and attempt is not None:
-            self.admitted[attempt] = verdict
+            self.admitted[attempt] = len(self.memory) - 1
         return verdict
 
-    def admit_latency(self) -> dict:
-        """How long the owner spent in each admit (gate, append, fsync), for the manifest."""
+    def seal(self) -> dict:
+        """Refuse every later admit and reject; return how long each admit took (gate, append,
+        fsync), for the manifest. One call at a time on an actor: an exact cut-off."""
+        self.sealed = True
         ms = np.array(self.seconds) * 1000
         if not len(ms):
             return {"count": 0}
@@ -80,7 +91,8 @@ class MemoryOwner:
         return {"count": len(ms), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2)}
 
     def reject(self, record: dict) -> None:
-        self.memory.reject(record)
+        if not self.sealed:
+            self.memory.reject(record)
 
     def save_index(self) -> None:
         self.memory.save_index()
@@ -130,6 +142,9 @@ class RemoteMemory:
 
     def reject(self, record: dict) -> None:
         self.ask("reject", record)
+
+    def committed(self, attempt: int) -> dict | None:
+        return self.ask("committed", attempt)
 
     def save_index(self) -> None:
         self.ask("save_index")

@@ -108,15 +108,19 @@ def test_hnsw_index_by_flag_survives_a_reload(tmp_path, embedder):
 
 def test_counts_recent_and_tokens_follow_every_commit_and_a_reload(tmp_path, embedder):
     memory = Memory(tmp_path, embedder)
-    genres = ["memo", "memo", ""]
-    for text, genre in zip(TEXTS[:2], genres):
-        record = {"text": text, "genre": genre, "tokens": 10}
-        memory.admit(record, embedder.encode([text])[0], 0.99)
+
+    def commit(text: str, genre: str, tokens: int) -> None:
+        record = {"text": text, "genre": genre, "tokens": tokens}
+        assert memory.admit(record, embedder.encode([text])[0], 0.99).accepted
+
+    commit(TEXTS[0], "memo", 10)
+    # both counters exist before the next commits: admit must keep them up to date
+    assert memory.counts(["genre"]) == {"genre": {"memo": 1}}
+    assert memory.counts(["genre"], missing="none") == {"genre": {"memo": 1}}
+    commit(TEXTS[1], "memo", 10)
+    commit(TEXTS[2], "", 7)
     assert memory.counts(["genre"]) == {"genre": {"memo": 2}}
-    record = {"text": TEXTS[2], "genre": "", "tokens": 7}
-    memory.admit(record, embedder.encode([TEXTS[2]])[0], 0.99)  # after the first count
-    assert memory.counts(["genre"], missing="none")["genre"] == {"memo": 2, "none": 1}
-    assert memory.counts(["genre"])["genre"] == {"memo": 2}
+    assert memory.counts(["genre"], missing="none") == {"genre": {"memo": 2, "none": 1}}
     assert memory.recent(2) == TEXTS[1:] and memory.recent(0) == []
     assert memory.tokens() == 27
     again = Memory(tmp_path, embedder)

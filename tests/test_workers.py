@@ -69,6 +69,8 @@ def assert_consistent(out, docs: int) -> None:
 
 
 def worker_pids() -> list[int]:
+    """The run's workers: Ray names an actor's process after its class (no other Ray cluster runs
+    during these tests; the `cluster` fixture's holds no Worker)."""
     found = subprocess.run(["pgrep", "-f", "ray::Worker"], capture_output=True, text=True)
     return [int(p) for p in found.stdout.split()]
 
@@ -103,6 +105,7 @@ def test_a_killed_worker_loses_nothing_and_doubles_nothing(tmp_path):
     assert run.returncode == 0, err[-2000:]
     assert_consistent(out, 16)
     assert not (out / "failures.jsonl").exists()  # Ray ran the lost documents again
+    assert json.loads((out / "manifest.json").read_text())["workers"]["restarted"] == 1
 
 
 def test_a_killed_driver_resumes_to_the_target(tmp_path):
@@ -161,3 +164,12 @@ def test_a_retried_document_gets_its_first_commit_back(cluster, tmp_path):
     other = ray.get(owner.admit.remote({"text": "A weather report in May."}, second, 0.85, 8))
     assert other.accepted and other.record["id"] != one.record["id"]
     assert [r["id"] for r in corpus(tmp_path)] == [one.record["id"], other.record["id"]]
+    # a worker that runs attempt 7 again asks first, and takes the commit instead of rewriting it
+    assert ray.get(owner.committed.remote(7))["id"] == one.record["id"]
+    assert ray.get(owner.committed.remote(9)) is None
+    # sealed at the end of a run: a document still running on a worker commits nothing
+    assert ray.get(owner.seal.remote())["count"] == 2
+    with pytest.raises(ray.exceptions.RayTaskError, match="the run has ended"):
+        ray.get(owner.admit.remote({"text": "Late."}, first * -1, 0.85, 10))
+    ray.get(owner.reject.remote({"text": "Late."}))
+    assert len(corpus(tmp_path)) == 2 and not (tmp_path / "rejects.jsonl").exists()
