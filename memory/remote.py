@@ -1,6 +1,6 @@
 """A run's memory owned by one process and used from others (`graph.run --workers`, over Ray).
 
-One owner (a Ray actor, `MemoryOwner`) holds the run directory's Memory, so the novelty gate
+One owner (a Ray actor, `MemoryOwner`) is the run directory's Memory, so the novelty gate
 checks every document against every committed one, whichever worker wrote it. Workers embed their
 own drafts and send vectors, never models. Ray runs one call at a time on an actor, so `admit`
 (gate, append, fsync) stays one critical section across the whole cluster.
@@ -32,52 +32,40 @@ ATTEMPT: ContextVar[int | None] = ContextVar("attempt", default=None)
 TAKEOVER_WAIT = 60.0
 
 
-class MemoryOwner:
-    """The only writer of a run's corpus, rejects and novelty index while workers run."""
+class MemoryOwner(Memory):
+    """The run's Memory in the one process that writes its corpus, rejects and novelty index while
+    workers run; every public method is an actor call."""
 
     def __init__(self, run_dir: str, id_prefix: str, index: str) -> None:
         self.stack = ExitStack()
         # A second lock beside the driver's: an owner left over from a killed driver must be gone
         # before this one reads the corpus.
         self.stack.enter_context(hold(RunDir(Path(run_dir)).memory, wait=TAKEOVER_WAIT))
-        self.memory = Memory(run_dir, LazyEmbedder(), id_prefix=id_prefix, index=index)
+        super().__init__(run_dir, LazyEmbedder(), id_prefix=id_prefix, index=index)
         self.admitted: dict[int, int] = {}  # attempt -> its row in the corpus
         self.seconds: list[float] = []
         self.sealed = False
 
     def size(self) -> int:
-        return len(self.memory)
-
-    def nearest(self, vector: np.ndarray, k: int) -> list[tuple[float, dict]]:
-        return self.memory.nearest(vector, k)
-
-    def category_counts(self):
-        return self.memory.category_counts()
-
-    def counts(self, fields: list[str], missing: str | None = None):
-        return self.memory.counts(fields, missing)
-
-    def recent(self, k: int) -> list[str]:
-        return self.memory.recent(k)
-
-    def tokens(self) -> int:
-        return self.memory.tokens()
+        return len(self)  # Ray calls no dunder methods
 
     def committed(self, attempt: int) -> dict | None:
         """The record `attempt` committed in this run, if it did."""
         row = self.admitted.get(attempt)
-        return None if row is None else self.memory.records[row]
+        return None if row is None else self.records[row]
 
-    def admit(self, record: dict, vector: np.ndarray, threshold: float, attempt: int | None):
+    def admit(
+        self, record: dict, vector: np.ndarray, threshold: float, attempt: int | None = None
+    ) -> Verdict:
         if self.sealed:
             raise RuntimeError("the run has ended: nothing more is committed")
         if attempt is not None and attempt in self.admitted:
             return Verdict(True, None, None, self.committed(attempt))
         t0 = time.perf_counter()
-        verdict = self.memory.admit(record, vector, threshold)
+        verdict = super().admit(record, vector, threshold)
         self.seconds.append(time.perf_counter() - t0)
         if verdict.accepted and attempt is not None:
-            self.admitted[attempt] = len(self.memory) - 1
+            self.admitted[attempt] = len(self) - 1
         return verdict
 
     def seal(self) -> dict:
@@ -92,10 +80,7 @@ class MemoryOwner:
 
     def reject(self, record: dict) -> None:
         if not self.sealed:
-            self.memory.reject(record)
-
-    def save_index(self) -> None:
-        self.memory.save_index()
+            super().reject(record)
 
     def cpu_seconds(self) -> float:
         return cpu_seconds()
