@@ -256,11 +256,6 @@ class Router:
             fields.update(request_fields(endpoint.grammar_style, grammar))
         return fields
 
-    @property
-    def constrained(self) -> bool:
-        """Whether a grammar passed to `call` reaches the server (every replica takes one)."""
-        return all(e.grammar_style for e in self.endpoints)
-
     def pick(self) -> Endpoint:
         return min(self.endpoints, key=lambda e: (e.limiter.load, random.random()))
 

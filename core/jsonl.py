@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from core.errors import UserError
+from core.rundir import RunDir, is_run_file
 
 
 def iter_jsonl(path: str | Path, committed: bool = False) -> Iterator[tuple[int, object]]:
@@ -45,6 +46,21 @@ def read_jsonl(path: str | Path, committed: bool = False, field: str | None = "t
                 else f"{path}: line {number} is not a JSON object"
             )
         records.append(record)
+    return records
+
+
+def read_documents(path: str | Path, label: str = "corpus") -> list[dict]:
+    """The one reader of a text corpus: the records with non-blank `text` of a JSONL file or of a
+    run directory's record file (read up to its last newline: the run may still be writing). A
+    missing or empty corpus is a UserError; `label` names it in the message."""
+    path = Path(path)
+    if path.is_dir():
+        path = RunDir.find(path).records
+    if not path.is_file():
+        raise UserError(f"{label} not found: {path}")
+    records = [r for r in read_jsonl(path, committed=is_run_file(path)) if r["text"].strip()]
+    if not records:
+        raise UserError(f"{path}: no documents")
     return records
 
 

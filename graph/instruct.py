@@ -16,6 +16,7 @@ import signal
 import sys
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from agents import grammar
@@ -27,7 +28,8 @@ from graph.configuration import LOOP, SERVERS
 from graph.instruct_nodes import METHOD, read_sources, source_path
 from graph.instruct_state import InstructContext
 from graph.session import (
-    check_embedded_model,
+    Job,
+    embedded_model,
     exit_status,
     open_run,
     prepare_run_dir,
@@ -138,26 +140,46 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "--evolve-rounds, --recall-k, --max-revisions, --max-retries and --max-failures cannot "
             "be negative"
         )
-    # an unreadable corpus is bad input, reported before anything starts
-    args.sources = read_sources(args.corpus)
-    args.out = args.out or f"{str(args.corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
+    return args
+
+
+def settings_from(args: argparse.Namespace) -> tuple[InstructContext, Job, list[dict]]:
+    """The run's settings and its source documents, from its flags; an unreadable corpus is bad
+    input, reported before anything starts."""
+    sources = read_sources(args.corpus)
+    out = args.out or f"{str(args.corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
     if (
-        Path(args.out).resolve() == source_path(args.corpus).resolve().parent
+        Path(out).resolve() == source_path(args.corpus).resolve().parent
         and Path(args.corpus).is_dir()
     ):
         raise UserError(
             "--out must not be the source run directory (the instruction memory is its own)"
         )
-    args.domain = args.domain or _source_domain(args.corpus, args.sources)
-    args.instructions = args.instructions or len(args.sources)
-    args.method = METHOD  # graph.run.summarize reads it
-    check_embedded_model(args)
     if (args.expert_model or args.expert_base_url) and not args.base_url:
         raise UserError(
             "--expert-model and --expert-base-url need --base-url (the embedded server serves both "
             "roles)"
         )
-    return args
+    ctx = InstructContext(
+        **field_values(InstructContext, args, FLAGS),
+        domain=args.domain or _source_domain(args.corpus, sources),
+        out_dir=str(Path(out)),
+        corpus=str(args.corpus),
+    )
+    ctx = replace(ctx, model=embedded_model(ctx.base_url, ctx.model))
+    job = Job(
+        method=METHOD,
+        docs=args.instructions or len(sources),
+        max_attempts=args.max_attempts,
+        max_failures=args.max_failures,
+        concurrency=args.concurrency,
+        price_prompt=args.price_prompt,
+        price_completion=args.price_completion,
+        resume=args.resume,
+        overwrite=args.overwrite,
+        quiet=args.quiet,
+    )
+    return ctx, job, sources
 
 
 def _source_domain(corpus: str, records: list[dict]) -> str:
@@ -169,15 +191,6 @@ def _source_domain(corpus: str, records: list[dict]) -> str:
         ]
     except (OSError, ValueError, KeyError, TypeError):
         return str(records[0].get("domain") or "finance")
-
-
-def context_from(args: argparse.Namespace) -> InstructContext:
-    return InstructContext(
-        **field_values(InstructContext, args, FLAGS),
-        domain=args.domain,
-        out_dir=str(Path(args.out)),
-        corpus=str(args.corpus),
-    )
 
 
 def evolution_stats(results: list[dict]) -> dict:
@@ -201,7 +214,7 @@ def evolution_stats(results: list[dict]) -> dict:
     }
 
 
-def generate(args: argparse.Namespace) -> int:
+def generate(ctx: InstructContext, job: Job, sources: list[dict]) -> int:
     from rich.console import Console
 
     from graph import instruct_nodes as nodes
@@ -210,36 +223,35 @@ def generate(args: argparse.Namespace) -> int:
     from graph.instruct_graph import graph
 
     console = Console(stderr=True)
-    ctx = context_from(args)
     # validates every prompt file, grammar and the domain before anything else
     prompts = nodes.prompts(ctx)
     out = Path(ctx.out_dir)
     rundir = RunDir(out, INSTRUCTIONS)
-    prepare_run_dir(rundir, args.resume, args.overwrite, holds="instructions")
+    prepare_run_dir(rundir, job.resume, job.overwrite, holds="instructions")
     budget = Budget(
-        docs=args.instructions,
-        max_failures=args.max_failures,
-        max_attempts=args.max_attempts or 3 * args.instructions,
+        docs=job.docs,
+        max_failures=job.max_failures,
+        max_attempts=job.max_attempts or 3 * job.docs,
     )
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        open_run(stack, ctx, args, rundir, console, grammar.samples(prompts.texts, GRAMMARS))
+        open_run(stack, ctx, job, rundir, console, grammar.samples(prompts.texts, GRAMMARS))
         memory = nodes.memory(ctx)
         console.log(
-            f"{prompts.domain.name} instructions from {len(args.sources)} documents "
-            f"({args.corpus}): {len(memory)} in {out}, target {args.instructions}, "
-            f"{args.evolve_rounds} evolution rounds, {args.concurrency} in flight"
+            f"{prompts.domain.name} instructions from {len(sources)} documents "
+            f"({ctx.corpus}): {len(memory)} in {out}, target {job.docs}, "
+            f"{ctx.evolve_rounds} evolution rounds, {job.concurrency} in flight"
         )
         try:
             asyncio.run(
                 drive(
                     ctx,
                     budget,
-                    args.concurrency,
+                    job.concurrency,
                     tally,
                     console,
-                    live=console.is_terminal and not args.quiet,
+                    live=console.is_terminal and not job.quiet,
                     method=METHOD,
                     graph=graph,
                     memory=memory,
@@ -249,17 +261,17 @@ def generate(args: argparse.Namespace) -> int:
             interrupted = True
             console.log("interrupted: committed instructions are safe; continue with --resume")
         finally:
-            stats = summarize(tally, res.accounting(ctx).summary(), memory, args)
+            stats = summarize(tally, res.accounting(ctx).summary(), memory, job)
             stats = {
                 "instructions_in_set": stats.pop("documents_in_corpus"),
-                "source": str(args.corpus),
-                "source_documents": len(args.sources),
+                "source": str(ctx.corpus),
+                "source_documents": len(sources),
                 **evolution_stats(tally.results),
                 **stats,
                 "grammar": res.grammar_styles(ctx),
             }
             memory.save_index()
-            write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency, METHOD)
+            write_manifest(out, ctx, prompts, stats, interrupted, job.concurrency, METHOD)
     run = stats["this_run"]
     print(
         f"{out}: {stats['instructions_in_set']} instructions ({run['final']} planned by the "
@@ -272,15 +284,15 @@ def generate(args: argparse.Namespace) -> int:
     return exit_status(
         tally,
         interrupted,
-        args.max_failures,
+        job.max_failures,
         rundir.failures,
         "instructions",
-        len(memory) >= args.instructions,
+        len(memory) >= job.docs,
     )
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(lambda: generate(parse_args(argv)))
+    return run_command(lambda: generate(*settings_from(parse_args(argv))))
 
 
 if __name__ == "__main__":

@@ -33,9 +33,8 @@ from agents.instruction import (
     parse_response,
 )
 from agents.tokens import count_tokens, load_tokenizer
-from core.errors import UserError
-from core.jsonl import read_jsonl
-from core.rundir import CORPUS, INSTRUCTIONS, is_run_file
+from core.jsonl import read_documents
+from core.rundir import CORPUS, INSTRUCTIONS
 from graph import resources as res
 from graph.instruct_state import InstructContext, InstructState
 from graph.nodes import admit, ask, embed
@@ -71,16 +70,7 @@ def source_path(corpus: str) -> Path:
 
 def read_sources(corpus: str) -> list[dict]:
     """The source documents (a run directory's corpus.jsonl, or a JSONL file with `text`)."""
-    path = source_path(corpus)
-    if not path.is_file():
-        raise UserError(
-            f"--corpus: no {CORPUS} in {corpus}"
-            if Path(corpus).is_dir()
-            else f"--corpus: {corpus} not found"
-        )
-    records = [r for r in read_jsonl(path, committed=is_run_file(path)) if r["text"].strip()]
-    if not records:
-        raise UserError(f"--corpus: {path} holds no documents")
+    records = read_documents(source_path(corpus), "--corpus")
     return [{**r, "id": str(r.get("id") or f"line-{n}")} for n, r in enumerate(records, 1)]
 
 

@@ -11,8 +11,9 @@ import asyncio
 import json
 import signal
 import sys
+import threading
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from agents import grammar
@@ -24,7 +25,8 @@ from core.rundir import RunDir
 from graph.configuration import BUDGET, LOOP, METHODS, SERVERS, Context
 from graph.seeds import read_seed_docs
 from graph.session import (
-    check_embedded_model,
+    Job,
+    embedded_model,
     exit_status,
     open_run,
     summarize,
@@ -35,8 +37,8 @@ from graph.session import prepare_run_dir as prepare_run_dir_for
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The run's own flags (budget, concurrency, prices, resume), then one flag per Context field:
-    its default and description are the ones Studio shows (graph/configuration.py)."""
+    """The run's own flags (the Job: budget, concurrency, prices, resume), then one flag per Context
+    field: its default and description are the ones Studio shows (graph/configuration.py)."""
     p = Parser(prog="python -m graph.run", description=__doc__.splitlines()[0])
     p.add_argument(
         "--method",
@@ -98,68 +100,83 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--overwrite", action="store_true", help="delete an existing run's files first"
     )
     p.add_argument("--quiet", action="store_true", help="log lines only, no live progress display")
-    args = p.parse_args(argv)
-    if args.docs is None and args.tokens is None:
-        args.docs = 5
-    if args.threshold > 1:
-        raise UserError(f"--threshold is a cosine similarity in (0, 1], got {args.threshold}")
-    if (
-        min(args.recall_k, args.max_revisions, args.max_retries, args.max_failures, args.reviews)
-        < 0
-    ):
+    return p.parse_args(argv)
+
+
+def settings_from(args: argparse.Namespace) -> tuple[Context, Job]:
+    """The run's two settings objects from its flags, checked (`check`)."""
+    ctx = Context(**field_values(Context, args, cli_fields(Context)))
+    job = Job(**{f.name: getattr(args, f.name) for f in fields(Job) if hasattr(args, f.name)})
+    return check(ctx, job)
+
+
+def check(ctx: Context, job: Job) -> tuple[Context, Job]:
+    """Refuse settings that cannot run, in one line each (UserError), before anything starts; fill
+    in what they leave to defaults (5 documents, runs/<domain>, the embedded model's name, the
+    protocol 'auto' resolves to, so the manifest says which ran). The command line and the Python
+    API both come through here."""
+    if job.docs is None and job.tokens is None:
+        job = replace(job, docs=5)
+    if job.method not in METHODS:
+        raise UserError(f"method {job.method!r} is not one of {', '.join(METHODS)}")
+    if ctx.threshold > 1:
+        raise UserError(f"--threshold is a cosine similarity in (0, 1], got {ctx.threshold}")
+    negatives = (ctx.recall_k, ctx.max_revisions, ctx.max_retries, job.max_failures, ctx.reviews)
+    if min(negatives) < 0:
         raise UserError(
             "--recall-k, --max-revisions, --max-retries, --max-failures and --reviews cannot be "
             "negative"
         )
-    if args.ray_address and not args.workers:
+    if job.ray_address and not job.workers:
         raise UserError("--ray-address needs --workers N (the workers to start on that cluster)")
-    if args.ray_address and not args.base_url:
+    if job.ray_address and not ctx.base_url:
         raise UserError(
             "--ray-address needs --base-url: the embedded server listens on this machine's "
             "loopback, out of other nodes' reach"
         )
-    if args.workers:
+    if job.workers:
         try:
             import ray  # noqa: F401 - only whether it is there
         except ImportError:
             raise UserError("--workers needs Ray: pip install -e '.[ray]'") from None
-    if args.workers and args.concurrency < args.workers:
+    if job.workers and job.concurrency < job.workers:
         raise UserError(
-            f"--concurrency {args.concurrency} leaves workers idle: give at least --workers "
-            f"{args.workers} documents in flight"
+            f"--concurrency {job.concurrency} leaves workers idle: give at least --workers "
+            f"{job.workers} documents in flight"
         )
-    if min(args.price_prompt, args.price_completion) < 0:
+    if min(job.price_prompt, job.price_completion) < 0:
         raise UserError("prices cannot be negative")
-    if args.method == "template-icl" and not args.seed_docs:
+    if job.method == "template-icl" and not ctx.seed_docs:
         raise UserError(
             "--method template-icl needs --seed-docs FILE.jsonl (the real documents it shows as "
             "examples)"
         )
-    if args.method in ("template-prior", "template-icl") and args.recall_k == 0:
+    if job.method in ("template-prior", "template-icl") and ctx.recall_k == 0:
         raise UserError(
-            f"--method {args.method} shows --recall-k documents in its prompt; --recall-k 0 would "
+            f"--method {job.method} shows --recall-k documents in its prompt; --recall-k 0 would "
             "make it plain template"
         )
-    if args.method in ("template", "template-prior") and args.seed_docs:
+    if job.method in ("template", "template-prior") and ctx.seed_docs:
         raise UserError(
-            f"--method {args.method} takes no --seed-docs (its prompt has keywords only)"
+            f"--method {job.method} takes no --seed-docs (its prompt has keywords only)"
         )
-    check_embedded_model(args)
-    if args.expert_model and not (args.base_url or args.expert_base_url):
+    if job.resume and job.overwrite:
+        raise UserError("--resume and --overwrite exclude each other")
+    if ctx.expert_model and not (ctx.base_url or ctx.expert_base_url):
         raise UserError(
             "--expert-model needs --base-url or --expert-base-url (the embedded server has one "
             "model)"
         )
-    if args.expert_base_url and not args.base_url:
+    if ctx.expert_base_url and not ctx.base_url:
         raise UserError(
             "--expert-base-url needs --base-url (the embedded server serves both roles)"
         )
-    return args
-
-
-def context_from(args: argparse.Namespace) -> Context:
-    ctx = Context(**field_values(Context, args, cli_fields(Context)))
-    return replace(ctx, out_dir=str(Path(ctx.out_dir or f"runs/{ctx.domain}")))
+    ctx = replace(
+        ctx,
+        model=embedded_model(ctx.base_url, ctx.model),
+        out_dir=str(Path(ctx.out_dir or f"runs/{ctx.domain}")),
+    )
+    return ctx, job
 
 
 def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, method: str = "metasynth") -> None:
@@ -176,7 +193,7 @@ def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, method: str = "m
             )
 
 
-def start_workers(stack: ExitStack, ctx: Context, args: argparse.Namespace, console):
+def start_workers(stack: ExitStack, ctx: Context, job: Job, console):
     """--workers: the memory owner and the workers on Ray (graph/workers.py), until `stack`
     closes; the driver's embedded server, if it runs one, serves them all."""
     from graph.workers import Workers
@@ -186,62 +203,63 @@ def start_workers(stack: ExitStack, ctx: Context, args: argparse.Namespace, cons
         from agents import embedded
 
         url = embedded.shared_server(ctx.model).base_url
-    console.log(f"starting {args.workers} Ray workers ({args.ray_address or 'on this machine'})")
-    workers = Workers(ctx, args.method, args.workers, args.ray_address, url)
+    console.log(f"starting {job.workers} Ray workers ({job.ray_address or 'on this machine'})")
+    workers = Workers(ctx, job.method, job.workers, job.ray_address, url)
     stack.callback(workers.close)
     return workers
 
 
-def generate(args: argparse.Namespace) -> int:
+def generate(ctx: Context, job: Job) -> int:
+    """Write the corpus `ctx` and `job` describe (checked by `check`); the exit status."""
     from rich.console import Console
 
     from graph import resources as res
     from graph.driver import Budget, Tally, drive
 
     console = Console(stderr=True)
-    ctx = context_from(args)
     # 'auto' resolved once, so the manifest says which ran
     ctx = replace(ctx, protocol=res.protocol(ctx))
     prompts = res.prompts(ctx)  # validates every prompt file and the domain before anything else
     if ctx.seed_docs:
         read_seed_docs(ctx.seed_docs)
-    if args.tokenizer != "embedded":
-        load_tokenizer(args.tokenizer)  # a tokenizer that cannot load offline is bad input
+    if ctx.tokenizer != "embedded":
+        load_tokenizer(ctx.tokenizer)  # a tokenizer that cannot load offline is bad input
     out = Path(ctx.out_dir)
     rundir = RunDir(out)
-    prepare_run_dir(rundir, args.resume, args.overwrite, args.method)
+    prepare_run_dir(rundir, job.resume, job.overwrite, job.method)
 
     budget = Budget(
-        docs=args.docs,
-        tokens=args.tokens,
-        max_failures=args.max_failures,
-        max_attempts=args.max_attempts or (3 * args.docs if args.docs else None),
+        docs=job.docs,
+        tokens=job.tokens,
+        max_failures=job.max_failures,
+        max_attempts=job.max_attempts or (3 * job.docs if job.docs else None),
     )
     tally, interrupted = Tally(), False
-    signal.signal(signal.SIGTERM, terminate)
+    if threading.current_thread() is threading.main_thread():  # not in graph.api's thread
+        signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        grammars = grammar.samples(prompts.texts, GRAMMARS) if args.method == "metasynth" else {}
+        grammars = grammar.samples(prompts.texts, GRAMMARS) if job.method == "metasynth" else {}
         if grammars:  # the conductor's consult-only turn (graph/nodes.py) must parse too
             consult = grammar.starting_at(grammars["conductor.gbnf"], "calls")
             grammars["conductor.gbnf (consult only)"] = consult
-        open_run(stack, ctx, args, rundir, console, grammars)
-        workers = start_workers(stack, ctx, args, console) if args.workers else None
+        open_run(stack, ctx, job, rundir, console, grammars)
+        workers = start_workers(stack, ctx, job, console) if job.workers else None
         memory = workers.memory if workers else res.memory(ctx)
-        target = f"{args.docs} documents" if args.docs else f"{args.tokens:,} tokens"
+        target = f"{job.docs} documents" if job.docs else f"{job.tokens:,} tokens"
         console.log(
-            f"{prompts.domain.name} by {args.method}: {len(memory)} documents in {out}, target "
-            f"{target}, {args.concurrency} in flight"
+            f"{prompts.domain.name} by {job.method}: {len(memory)} documents in {out}, target "
+            f"{target}, {job.concurrency} in flight"
         )
         try:
             asyncio.run(
                 drive(
                     ctx,
                     budget,
-                    args.concurrency,
+                    job.concurrency,
                     tally,
                     console,
-                    live=console.is_terminal and not args.quiet,
-                    method=args.method,
+                    live=console.is_terminal and not job.quiet,
+                    method=job.method,
                     memory=memory,
                     write=workers.write if workers else None,
                 )
@@ -251,22 +269,22 @@ def generate(args: argparse.Namespace) -> int:
             console.log("interrupted: committed documents are safe; continue with --resume")
         finally:
             accounting, spread = workers.finish() if workers else (res.accounting(ctx), None)
-            stats = summarize(tally, accounting.summary(), memory, args)
+            stats = summarize(tally, accounting.summary(), memory, job)
             stats["sampling"] = res.sampling_sent(ctx)
             if spread:
                 stats["workers"] = spread
-            if args.method == "metasynth":
+            if job.method == "metasynth":
                 stats["protocol"] = ctx.protocol
                 stats["grammar"] = res.grammar_styles(ctx)
             memory.save_index()
-            write_manifest(out, ctx, prompts, stats, interrupted, args.concurrency, args.method)
+            write_manifest(out, ctx, prompts, stats, interrupted, job.concurrency, job.method)
     run, gates = stats["this_run"], stats["gates"]
     print(
         f"gates: {gates['refusals']} of {gates['drafts_checked']} drafts sent back "
         f"{gates['refused_by_reason']}, quality rules {gates['refused_by_rule']}",
         file=sys.stderr,
     )
-    if args.method == "metasynth":
+    if job.method == "metasynth":
         written = stats["written_by"]
         print(
             f"{out}: {stats['documents_in_corpus']} documents ({written.get('experts', 0)} written "
@@ -278,19 +296,19 @@ def generate(args: argparse.Namespace) -> int:
         )
     else:
         print(
-            f"{out}: {stats['documents_in_corpus']} documents by {args.method} ({run['rejected']} "
+            f"{out}: {stats['documents_in_corpus']} documents by {job.method} ({run['rejected']} "
             f"unusable replies, {run['failed']} failed) in {stats['wall_seconds']}s",
             file=sys.stderr,
         )
     met = bool(
-        (args.docs and stats["documents_in_corpus"] >= args.docs)
-        or (args.tokens and stats["corpus_tokens"] >= args.tokens)
+        (job.docs and stats["documents_in_corpus"] >= job.docs)
+        or (job.tokens and stats["corpus_tokens"] >= job.tokens)
     )
-    return exit_status(tally, interrupted, args.max_failures, rundir.failures, "documents", met)
+    return exit_status(tally, interrupted, job.max_failures, rundir.failures, "documents", met)
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_command(lambda: generate(parse_args(argv)))
+    return run_command(lambda: generate(*settings_from(parse_args(argv))))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ import numpy as np
 
 from agents.prompts import Domain
 from core.errors import UserError
-from core.jsonl import read_jsonl
+from core.jsonl import read_documents
 
 
 def sample_seeds(domain: Domain, k: int, rng: random.Random) -> dict:
@@ -26,14 +26,9 @@ def sample_seeds(domain: Domain, k: int, rng: random.Random) -> dict:
 
 
 def read_seed_docs(path: str | Path) -> list[str]:
-    """The `text` of every line of a JSONL file (errors name the line: core.jsonl.read_jsonl)."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"seed documents file not found: {path}")
-    texts = [r["text"].strip() for r in read_jsonl(path) if r["text"].strip()]
-    if not texts:
-        raise UserError(f"{path}: no seed documents")
-    return texts
+    """The `text` of every document of a JSONL file or a run directory (errors name the line:
+    core.jsonl.read_documents)."""
+    return [r["text"].strip() for r in read_documents(path, "seed documents file")]
 
 
 class SeedPicker:

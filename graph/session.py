@@ -4,7 +4,6 @@ handled like Ctrl-C."""
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
@@ -12,6 +11,7 @@ import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
@@ -38,20 +38,42 @@ PACKAGES = (
 )
 
 
-def check_embedded_model(args: argparse.Namespace) -> None:
-    """Without --base-url the embedded server runs: --model picks one of the models shipped in PyPI
-    packages (embedded:NAME); one that is not installed is one line with the pip command, before
-    anything starts."""
-    if args.base_url:
-        return
+@dataclass(frozen=True, kw_only=True)
+class Job:
+    """How one invocation runs a graph over its settings: the budget, the documents in flight, the
+    prices and what to do with an existing run directory. The command lines build it once from
+    their flags, the Python API (graph/api.py) from keywords; nothing below them reads a flag."""
+
+    method: str = "metasynth"  # graph.run's --method; graph.instruct's is "instruct"
+    docs: int | None = None  # items the set should hold (graph.instruct: instructions)
+    tokens: int | None = None  # corpus tokens it should hold
+    max_attempts: int | None = None  # items tried at most (default 3 x docs)
+    max_failures: int = 10
+    concurrency: int = 4  # items in flight; the embedded server gets one slot each
+    workers: int | None = None  # Ray workers (graph/workers.py); None: one process
+    ray_address: str = ""
+    price_prompt: float = 0.0  # USD per 1M tokens, for the manifest's cost
+    price_completion: float = 0.0
+    resume: bool = False
+    overwrite: bool = False
+    quiet: bool = False
+
+
+def embedded_model(base_url: str, model: str) -> str:
+    """The model name to run with: a served model's as given; without a base URL the embedded server
+    runs, and `model` picks one of the models shipped in PyPI packages (embedded:NAME). One that is
+    not installed is one line with the pip command, before anything starts."""
+    if base_url:
+        return model
     from agents.embedded import gguf, model_name
 
-    if args.model and not args.model.startswith("embedded"):
+    if model and not model.startswith("embedded"):
         raise UserError(
-            f"--model {args.model} needs --base-url (without one, --model takes embedded:NAME)"
+            f"--model {model} needs --base-url (without one, --model takes embedded:NAME)"
         )
-    args.model = model_name(args.model or "")
-    gguf(args.model)
+    name = model_name(model or "")
+    gguf(name)
+    return name
 
 
 # -- the run directory -----------------------------------------------------------------------------
@@ -130,7 +152,7 @@ def gate_stats(results: list[dict]) -> dict:
     }
 
 
-def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict:
+def summarize(tally, accounting: dict, memory, job: Job) -> dict:
     wall = time.perf_counter() - tally.started
     tried = len(tally.results)
     ended = {k: tally.count(k) for k in ("final", "fallback", "rejected", "failed")}
@@ -161,7 +183,7 @@ def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict
             / tried,
             3,
         )
-        if tried and args.method == "metasynth"
+        if tried and job.method == "metasynth"
         else None,
         "rejection_rate": round(ended["rejected"] / tried, 3) if tried else None,
         "revisions": sum(r.get("revisions", 0) for r in tally.results),
@@ -180,7 +202,7 @@ def summarize(tally, accounting: dict, memory, args: argparse.Namespace) -> dict
             if completion
             else None,
             "cost_usd": round(
-                (prompt * args.price_prompt + completion * args.price_completion) / 1e6, 4
+                (prompt * job.price_prompt + completion * job.price_completion) / 1e6, 4
             ),
             **accounting,
         },
@@ -212,7 +234,7 @@ def write_manifest(
 def open_run(
     stack: ExitStack,
     ctx: Context,
-    args: argparse.Namespace,
+    job: Job,
     run: RunDir,
     console,
     grammars: dict[str, str] | None = None,
@@ -229,9 +251,9 @@ def open_run(
         with hold(run.memory, wait=TAKEOVER_WAIT):
             pass
     stack.callback(resources.clear)
-    serve(stack, ctx, args, run.root, console)
+    serve(stack, ctx, job.concurrency, run.root, console)
     resources.check_grammars(ctx, grammars or {})
-    if args.overwrite:
+    if job.overwrite:
         clear_run_dir(run)
     for note in repair_run_dir(run):
         console.log(note)
@@ -259,20 +281,20 @@ def terminate(signum, frame) -> None:
     raise KeyboardInterrupt
 
 
-def serve(stack: ExitStack, ctx: Context, args: argparse.Namespace, out: Path, console) -> None:
+def serve(stack: ExitStack, ctx: Context, concurrency: int, out: Path, console) -> None:
     """Check the servers given (a bad one ends the run in one line), or start the embedded one for
     the length of `stack` (its log in out/server.log). The Context is unchanged: with no base URL
     the routers find the embedded server already up (agents.embedded.shared_server, Studio's path
     too)."""
-    for url in args.base_url or []:
+    for url in resources.urls(ctx.base_url):
         check_server(url, ctx.model)
-    for url in args.expert_base_url or []:
+    for url in resources.urls(ctx.expert_base_url):
         check_server(url, ctx.expert_model or None)
     if ctx.base_url:
         return
     from agents import embedded
 
-    slots = max(args.concurrency, 1)  # one slot per document in flight
+    slots = max(concurrency, 1)  # one slot per document in flight
     console.log(f"starting the embedded model server ({ctx.model}, {slots} slots)")
     stack.callback(embedded.stop_shared, ctx.model)
     embedded.shared_server(ctx.model, log_path=RunDir(out).server_log, slots=slots)

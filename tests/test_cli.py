@@ -430,9 +430,11 @@ def test_the_command_line_and_studio_share_every_default_and_description(capsys)
     from dataclasses import fields
 
     from graph.configuration import Context
-    from graph.run import context_from, parse_args
+    from graph.run import parse_args, settings_from
 
-    ctx, default = context_from(parse_args(["--base-url", "http://127.0.0.1:9/v1"])), Context()
+    ctx, job = settings_from(parse_args(["--base-url", "http://127.0.0.1:9/v1"]))
+    default = Context()
+    assert job.docs == 5 and job.method == "metasynth" and job.concurrency == 4
     shown = [f for f in fields(Context) if f.metadata.get("cli", True)]
     assert len(shown) >= 30
     for f in shown:

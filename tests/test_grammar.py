@@ -110,7 +110,6 @@ def test_router_merges_the_grammar_into_the_clients_extra_body():
         router.client = lambda endpoint: chat
         asyncio.run(router.call([], "conductor", "G"))
         assert chat.extra[-1] == expected
-        assert router.constrained is bool(style)
     asyncio.run(router.call([], "conductor"))
     assert chat.extra[-1] is None
 

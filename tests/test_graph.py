@@ -332,10 +332,8 @@ def test_where_the_conductor_may_write_alone_the_record_says_so(solo, stub_model
 
 
 def test_protocol_success_counts_only_documents_written_through_the_experts():
-    from types import SimpleNamespace
-
     from graph.driver import Tally
-    from graph.session import summarize
+    from graph.session import Job, summarize
 
     tally = Tally(
         results=[
@@ -350,7 +348,6 @@ def test_protocol_success_counts_only_documents_written_through_the_experts():
         def tokens(self) -> int:
             return 0
 
-    args = SimpleNamespace(method="metasynth", price_prompt=0.0, price_completion=0.0)
-    stats = summarize(tally, {"by_role": {}, "by_name": {}, "errors": {}}, Memory(), args)
+    stats = summarize(tally, {"by_role": {}, "by_name": {}, "errors": {}}, Memory(), Job())
     assert stats["protocol_success_rate"] == 0.25
     assert stats["written_by"] == {"experts": 1, "conductor": 1, "fallback": 1}

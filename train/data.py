@@ -15,21 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from core.errors import UserError
-from core.jsonl import read_jsonl
-from core.rundir import RunDir, is_run_file
+from core.jsonl import read_documents
 
 
 def read_records(path: str | Path) -> list[dict]:
     """The records with non-blank `text` of a corpus: a JSONL file, or a run directory's corpus."""
-    path = Path(path)
-    if path.is_dir():
-        path = RunDir.find(path).records
-    if not path.is_file():
-        raise UserError(f"corpus not found: {path}")
-    records = [r for r in read_jsonl(path, committed=is_run_file(path)) if r["text"].strip()]
-    if not records:
-        raise UserError(f"{path}: no documents")
-    return records
+    return read_documents(path)
 
 
 def read_texts(path: str | Path) -> list[str]:

@@ -19,6 +19,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+from agents.instruction import as_chat
 from core.cli import run_command
 from core.errors import UserError
 from core.jsonl import iter_jsonl
@@ -81,10 +82,7 @@ def read_chats(path: str | Path) -> list[list[dict]]:
         messages = record.get("messages") if isinstance(record, dict) else None
         pair = isinstance(record, dict) and record.get("instruction") and record.get("response")
         if messages is None and pair:
-            messages = [
-                {"role": "user", "content": record["instruction"]},
-                {"role": "assistant", "content": record["response"]},
-            ]
+            messages = as_chat(record)["messages"]
         if not messages or messages[-1].get("role") != "assistant":
             raise UserError(
                 f"{path}: line {number} has neither 'messages' ending in an assistant "
