@@ -26,7 +26,11 @@ SERVERS, LOOP, BUDGET = "servers", "the loop", "budget"  # the command line's ar
 
 
 @dataclass(kw_only=True)
-class Context:
+class Shared:
+    """What every generation graph is set with: domain, run directory, servers and models, the
+    conductor's and writers' sampling, the novelty gate, rounds and revisions, the seed. Each graph's
+    settings add their own fields (Context here; InstructContext for MetaSynth-Instruct)."""
+
     domain: str = setting("finance", "Domain vocabulary: prompts/domains/<domain>.yaml.")
     out_dir: str = setting(
         "", "Run directory for corpus.jsonl and memory/ (default runs/<domain>).", flag="--out"
@@ -99,7 +103,6 @@ class Context:
         "Retries per LLM call (timeouts, 5xx, refused connections, empty replies).",
         group=SERVERS,
     )
-    keywords: int = setting(4, "Seed keywords sampled per document.", group=LOOP, positive=True)
     recall_k: int = setting(
         5,
         "Prior documents recalled into the conductor's first message (baselines: recent documents or real examples in the prompt).",
@@ -128,26 +131,11 @@ class Context:
         "Times a draft is sent back (too similar, or refused by the quality gate) before it goes to rejects.jsonl.",
         group=LOOP,
     )
-    quality_gate: str = setting(
-        "on",
-        "Quality gate before the novelty gate, for every method: 'on' sends back drafts that loop, are too short, talk about the task "
-        "or miss their keywords (memory/quality.py); 'off' only records the figures.",
-        group=LOOP,
-        choices=("on", "off"),
-    )
     max_protocol_errors: int = setting(
         3,
         "Malformed conductor turns before the fallback (one expert writes the document).",
         group=LOOP,
         positive=True,
-    )
-    protocol: str = setting(
-        "auto",
-        "Conductor protocol: 'text' (the paper's free-text turns, for strong models), 'structured' "
-        "(a grammar-bounded brief, then experts write and review), or 'auto' (structured: the "
-        "measured choice on every model tried, docs/protocol.md).",
-        group=LOOP,
-        choices=PROTOCOLS,
     )
     constrain: str = setting(
         "auto",
@@ -162,6 +150,47 @@ class Context:
         "(the least covered so far).",
         group=LOOP,
         positive=True,
+    )
+    tokenizer: str = setting(
+        "embedded",
+        "Tokenizer that counts document tokens: 'embedded' (SmolLM2) or a local path.",
+        group=BUDGET,
+    )
+    seed: int = setting(0, "Random seed; document i of a run uses seed + i.", group=LOOP)
+    expert_prompt: str = setting(
+        "", "Inline override of prompts/expert.md (every graph's experts).", cli=False
+    )
+    prompts_dir: str = setting(
+        "",
+        "Folder whose prompt files override prompts/ (same names).",
+        group=LOOP,
+        flag="--prompts",
+    )
+
+    def as_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(kw_only=True)
+class Context(Shared):
+    """The document graph's settings: the shared ones, and how a document is seeded, planned,
+    written and gated."""
+
+    keywords: int = setting(4, "Seed keywords sampled per document.", group=LOOP, positive=True)
+    quality_gate: str = setting(
+        "on",
+        "Quality gate before the novelty gate, for every method: 'on' sends back drafts that loop, are too short, talk about the task "
+        "or miss their keywords (memory/quality.py); 'off' only records the figures.",
+        group=LOOP,
+        choices=("on", "off"),
+    )
+    protocol: str = setting(
+        "auto",
+        "Conductor protocol: 'text' (the paper's free-text turns, for strong models), 'structured' "
+        "(a grammar-bounded brief, then experts write and review), or 'auto' (structured: the "
+        "measured choice on every model tried, docs/protocol.md).",
+        group=LOOP,
+        choices=PROTOCOLS,
     )
     reviews: int = setting(
         0,
@@ -180,25 +209,9 @@ class Context:
         group=LOOP,
         positive=True,
     )
-    tokenizer: str = setting(
-        "embedded",
-        "Tokenizer that counts document tokens: 'embedded' (SmolLM2) or a local path.",
-        group=BUDGET,
-    )
-    seed: int = setting(0, "Random seed; document i of a run uses seed + i.", group=LOOP)
     seed_docs: str = setting(
         "",
         'JSONL of real documents ({"text": ...} per line): topic seeds for metasynth, in-context examples for template-icl.',
         group=LOOP,
     )
-    prompts_dir: str = setting(
-        "",
-        "Folder whose prompt files override prompts/ (same names).",
-        group=LOOP,
-        flag="--prompts",
-    )
     conductor_prompt: str = setting("", "Inline override of prompts/conductor.md.", cli=False)
-    expert_prompt: str = setting("", "Inline override of prompts/expert.md.", cli=False)
-
-    def as_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -92,7 +92,7 @@ def memory(ctx: InstructContext) -> InstructionMemory:
 def warm(ctx: InstructContext, loop: int) -> None:
     """Everything an instruction needs, built off the event loop (see graph.resources.warm)."""
     prompts(ctx)
-    res.prompts(ctx)
+    res.prompts(ctx)  # the experts' expert.md
     sources(ctx)
     memory(ctx)
     load_tokenizer(ctx.tokenizer)

@@ -10,7 +10,7 @@ from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
-from graph.configuration import LOOP, Context, setting
+from graph.configuration import LOOP, Shared, setting
 from graph.state import merge_usage
 from memory.store import DEFAULT_THRESHOLD
 
@@ -24,9 +24,9 @@ DEFAULT_DRIFT_THRESHOLD = 0.5
 
 # Studio shows the docstring as the settings' description: the backslashes keep its two lines.
 @dataclass(kw_only=True)
-class InstructContext(Context):
-    """The document graph's settings (servers, models, gate threshold, grammars, seed ...) \
-plus these.
+class InstructContext(Shared):
+    """The settings every generation graph shares (servers, models, gate threshold, grammars, \
+seed ...) plus these.
     `out_dir` is the instruction run's directory; `threshold` gates instructions against \
 instructions."""
 
@@ -79,9 +79,6 @@ instructions."""
     )
     max_protocol_errors: int = setting(
         3, "Unusable plans before the fallback.", group=LOOP, positive=True
-    )
-    protocol: str = setting(
-        "structured", "Instructions are always planned with grammar-bounded turns.", cli=False
     )
 
 

@@ -1,7 +1,8 @@
 """Long-lived objects a run needs (prompts, clients, memory), built once per configuration.
 
-Nodes receive only the run's Context (plain, Studio-editable values); this module turns it into
-objects and caches them, so the CLI and the LangGraph server share one code path.
+Nodes receive only the run's settings (plain, Studio-editable values: Context, InstructContext);
+this module turns them into objects and caches them, so the CLI and the LangGraph server share one
+code path.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from agents import embedded, llm
 from agents.calls import Accounting, Router, Sampling
 from agents.prompts import PromptSet, load_prompts
 from agents.tokens import load_tokenizer
-from graph.configuration import Context
+from graph.configuration import Context, Shared
 from graph.seeds import SeedPicker, read_seed_docs
 from memory.embedder import default_embedder
 from memory.store import Memory
@@ -38,7 +39,7 @@ def clear() -> None:
         _cache.clear()
 
 
-def run_dir(ctx: Context) -> Path:
+def run_dir(ctx: Shared) -> Path:
     return Path(ctx.out_dir or f"runs/{ctx.domain}").resolve()
 
 
@@ -58,13 +59,13 @@ def _resolve(base_url: str, model: str) -> tuple[list[str], str]:
     return urls(base_url), model
 
 
-def _grammar_style(ctx: Context, endpoint: str) -> str:
+def _grammar_style(ctx: Shared, endpoint: str) -> str:
     if ctx.constrain == "off":
         return ""
     return cached(("grammar-style", endpoint), lambda: llm.grammar_style(endpoint))
 
 
-def grammar_styles(ctx: Context) -> dict[str, list[str]]:
+def grammar_styles(ctx: Shared) -> dict[str, list[str]]:
     """How each role's servers take the protocol grammars ("none": unconstrained), for the
     manifest."""
     servers = {
@@ -77,7 +78,7 @@ def grammar_styles(ctx: Context) -> dict[str, list[str]]:
     }
 
 
-def check_grammars(ctx: Context, grammars: dict[str, str]) -> None:
+def check_grammars(ctx: Shared, grammars: dict[str, str]) -> None:
     """Every grammar through the parser of every server that takes one
     (agents.llm.check_grammars)."""
     roles = (
@@ -109,12 +110,12 @@ def loop_id() -> int:
         return 0
 
 
-def accounting(ctx: Context) -> Accounting:
+def accounting(ctx: Shared) -> Accounting:
     return cached(("accounting", str(run_dir(ctx))), Accounting)
 
 
 def _router(
-    ctx: Context,
+    ctx: Shared,
     role: str,
     base_url: str,
     model: str,
@@ -160,24 +161,24 @@ def _router(
     return cached(key, build)
 
 
-def conductor_router(ctx: Context, loop: int | None = None) -> Router:
+def conductor_router(ctx: Shared, loop: int | None = None) -> Router:
     return _router(ctx, "conductor", ctx.base_url, ctx.model, ctx.temperature, ctx.max_tokens, loop)
 
 
-def writer_sampling(ctx: Context) -> Sampling:
+def writer_sampling(ctx: Shared) -> Sampling:
     return Sampling(
         repeat_penalty=ctx.repeat_penalty, dry_multiplier=ctx.dry_multiplier, min_p=ctx.min_p
     )
 
 
-def sampling_sent(ctx: Context) -> dict[str, dict]:
+def sampling_sent(ctx: Shared) -> dict[str, dict]:
     """The repetition controls the writers' servers get, by server kind, for the manifest."""
     endpoints = _resolve(ctx.expert_base_url or ctx.base_url, ctx.expert_model or ctx.model)[0]
     styles = {_grammar_style(ctx, url) for url in endpoints}
     return {style or "none": writer_sampling(ctx).fields(style) for style in styles}
 
 
-def expert_router(ctx: Context, loop: int | None = None) -> Router:
+def expert_router(ctx: Shared, loop: int | None = None) -> Router:
     """Experts default to the conductor's server and model; a separate server is asked for its
     model. Only the writers get the repetition controls: the conductor copies its experts' text into
     its final answer, which a DRY penalty would fight."""
@@ -195,9 +196,12 @@ def expert_router(ctx: Context, loop: int | None = None) -> Router:
     )
 
 
-def prompts(ctx: Context) -> PromptSet:
-    inline = {"conductor.md": ctx.conductor_prompt, "expert.md": ctx.expert_prompt}
-    key = ("prompts", ctx.domain, ctx.prompts_dir, ctx.conductor_prompt, ctx.expert_prompt)
+def prompts(ctx: Shared) -> PromptSet:
+    """The document graph's prompt files; the instruction graph's experts read expert.md too."""
+    inline = {"expert.md": ctx.expert_prompt}
+    if isinstance(ctx, Context):
+        inline["conductor.md"] = ctx.conductor_prompt
+    key = ("prompts", ctx.domain, ctx.prompts_dir, *inline.values())
     return cached(key, lambda: load_prompts(ctx.domain, ctx.prompts_dir or None, inline))
 
 

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import numpy as np
 import pytest
@@ -18,6 +18,7 @@ import benchmarks.mock_server as mock
 from agents.instruction import complexity, parse_check, parse_evolved, parse_plan
 from graph import instruct_nodes
 from graph import resources as res
+from graph.configuration import Shared
 from graph.export import main as export_main
 from graph.instruct import evolution_stats
 from graph.instruct import main as instruct_main
@@ -56,8 +57,9 @@ def source(tmp_path):
 
 @pytest.fixture
 def ictx(ctx, source):
+    shared = {f.name: getattr(ctx, f.name) for f in fields(Shared)}  # servers, seed, ...
     return InstructContext(
-        **{**ctx.as_dict(), "corpus": str(source), "out_dir": str(source.parent / "instruct")}
+        **{**shared, "corpus": str(source), "out_dir": str(source.parent / "instruct")}
     )
 
 
