@@ -19,7 +19,6 @@ import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 
-import httpx
 import openai
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
@@ -240,9 +239,10 @@ class Router:
                 temperature=self.temperature,
                 max_tokens=self.max_tokens,
                 extra_body=self.extra_body(endpoint),
-                # An httpx Timeout (unhashable) gives this client its own connection pool, bound to
-                # the running event loop, instead of langchain's process-wide cached one.
-                timeout=httpx.Timeout(self.timeout, connect=min(10.0, self.timeout)),
+                # The SDK's own Timeout type (httpx's, or httpx2's from openai 3 on) is unhashable,
+                # so this client gets its own connection pool, bound to the running event loop,
+                # instead of langchain's process-wide cached one.
+                timeout=openai.Timeout(self.timeout, connect=min(10.0, self.timeout)),
                 max_retries=0,  # retries are ours: counted, jittered, and they may change endpoint
             )
         return self._clients[endpoint.base_url]
