@@ -203,7 +203,10 @@ class Endpoint:
 
 
 class Router:
-    """Chat calls for one role (conductor or experts) over one or more endpoints serving `model`."""
+    """Chat calls for one role (conductor or experts) over one or more endpoints serving `model`.
+    Each endpoint's `grammar_style` is its server's kind (agents.llm.grammar_style): it decides the
+    fields a grammar and the repetition controls go in; `grammars=False` (--constrain off) never
+    sends a grammar, the controls still go."""
 
     def __init__(
         self,
@@ -220,9 +223,10 @@ class Router:
         accounting: Accounting | None = None,
         grammar_style: str = "",
         sampling: Sampling = Sampling(),
+        grammars: bool = True,
     ) -> None:
         self.model, self.temperature, self.max_tokens = model, temperature, max_tokens
-        self.sampling = sampling
+        self.sampling, self.grammars = sampling, grammars
         self.timeout, self.retries, self.backoff = timeout, retries, backoff
         self.endpoints = [
             Endpoint(url, Limiter(max_inflight, adaptive), grammar_style) for url in base_urls
@@ -269,7 +273,7 @@ class Router:
                 try:
                     extra = (
                         self.extra_body(endpoint, grammar)
-                        if grammar and endpoint.grammar_style
+                        if grammar and self.grammars and endpoint.grammar_style
                         else None
                     )
                     reply = await self.client(endpoint).ainvoke(

@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,30 +225,3 @@ class EmbeddedServer:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-_shared: dict[str, EmbeddedServer] = {}
-_shared_lock = threading.Lock()
-
-
-def shared_server(
-    model: str = MODEL_NAME, log_path: str | Path | None = None, slots: int = SLOTS
-) -> EmbeddedServer:
-    """The one way the embedded server starts: one per model and process, on first use. The CLI
-    starts it before its run (log in the run directory, a slot per document in flight) and stops it
-    with `stop_shared`; under Studio the first node that needs it starts it, and it lives as long as
-    the server process."""
-    with _shared_lock:
-        running = _shared.get(model)
-        if running is None or running.process is None or running.process.poll() is not None:
-            running = _shared[model] = EmbeddedServer(
-                model=model, log_path=log_path, slots=slots
-            ).start()
-        return running
-
-
-def stop_shared(model: str = MODEL_NAME) -> None:
-    with _shared_lock:
-        running = _shared.pop(model, None)
-    if running is not None:
-        running.stop()

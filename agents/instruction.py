@@ -1,4 +1,4 @@
-"""MetaSynth-Instruct's prompts, replies and complexity measure (graph/instruct_graph.py runs them).
+"""MetaSynth-Instruct's prompts, replies and complexity measure (graph/instruct/graph.py runs them).
 
 Every turn is a few short fields, one per line, bounded by a grammar (prompts/instruct/*.gbnf), as
 the structured protocol's brief is (agents/brief.py, whose line reader and persona rule this

@@ -32,10 +32,11 @@ REQUIRED: dict[str, set[str]] = {
     # draft.
     "quality.md": {"problem"},
     "quality_conductor.md": {"problem"},
-    # The text protocol: a final answer the experts did not write (graph/nodes.py: conductor).
+    # The text protocol: a final answer the experts did not write (graph/documents/text.py:
+    # conductor).
     "final_needs_experts.md": {"share", "required"},
-    # The structured protocol (graph/structured.py): a grammar-bounded brief, then experts write and
-    # review.
+    # The structured protocol (graph/documents/structured.py): a grammar-bounded brief, then
+    # experts write and review.
     "structured/conductor.md": set(),
     "structured/task.md": {"seed"},
     "structured/seed_keywords.md": {"keywords"},
@@ -46,7 +47,7 @@ REQUIRED: dict[str, set[str]] = {
     "structured/rewrite.md": {"instruction", "draft", "fix"},
     "structured/too_similar.md": {"summary"},
     "structured/summary.md": set(),
-    # The baselines (graph/baselines.py): one fixed prompt, optionally preceded by context.
+    # The baselines (graph/baselines/graph.py): one fixed prompt, optionally preceded by context.
     "templates/plain.md": {"keywords"},
     "templates/prior.md": {"documents"},
     "templates/icl.md": {"examples"},

@@ -65,10 +65,6 @@ class Turn:
     error: str = ""
     notes: list[str] = field(default_factory=list)
 
-    @property
-    def kind(self) -> str:
-        return "final" if self.final else "experts" if self.calls else "error"
-
 
 def first_sentence(text: str, limit: int = 200) -> str:
     flat = " ".join(text.split())

@@ -24,11 +24,11 @@ from agents.calls import Router, Sampling
 from agents.embedded import EmbeddedServer, model_name
 from agents.grammar import LLAMA_CPP
 from agents.prompts import load_prompts
-from graph.configuration import Context
+from graph.settings import DocumentSettings
 from memory import quality
 from memory.embedder import default_embedder
 
-DEFAULTS = Context()
+DEFAULTS = DocumentSettings()
 SETTINGS = {  # name -> Sampling
     "plain": Sampling(),
     "dry 0.8": Sampling(dry_multiplier=0.8),

@@ -1,24 +1,30 @@
 """What the quality gate did in finished runs, and a check of their corpora by datatrove itself.
 
     .venv/bin/python -m benchmarks.gate_report RUN_DIR...
-        [--metrics REPORT/metrics.json --versus template]
+        [--metrics REPORT/metrics.json... --versus template]
 
 Per run directory: documents committed and rejected, drafts the gate sent back (share, by rule),
-documents rejected as low quality (by rule), seconds per document tried, and the committed
-documents' flagged share by **datatrove's own** `GopherRepetitionFilter` (with its defaults) run
-directly on the text: an implementation independent of memory/quality.py's, so a gate that let
-looping text through would show here. With `--metrics`, it counts on how many of a metrics.report's
-diversity metrics each corpus is more diverse than `--versus` (the direction from the report).
+documents rejected as low quality (by rule), seconds per document tried, and two re-checks of the
+committed documents: **datatrove's own** `GopherRepetitionFilter` (with its defaults) run directly
+on the text, an implementation independent of memory/quality.py's, so a gate that let looping text
+through would show here; and the gate's text rules run again on the committed text (length,
+repetition, task text with the record's filled-in values; not the echo of the writer's instruction,
+which the record does not keep), each rule's share. With `--metrics` (one metrics.report
+metrics.json per seed), it counts on how many diversity metrics each corpus is more diverse than
+`--versus` (the direction from the report), per file and on the means over the files.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from collections import Counter
 from pathlib import Path
+from statistics import mean
 
 from benchmarks.quality_real import datatrove_passes
 from core.jsonl import read_jsonl
+from memory import quality
 
 
 def run_row(root: Path) -> dict:
@@ -27,6 +33,12 @@ def run_row(root: Path) -> dict:
     gates = manifest.get("gates", {})
     tried = manifest["this_run"]["tried"] or 1
     flagged = datatrove_passes([r["text"] for r in records]).count(False)
+    rules = Counter()
+    for r in records:
+        values = [*r.get("seeds", []), r.get("genre", ""), r.get("audience", "")]
+        values += list((r.get("brief") or {}).values())
+        rules.update(quality.check(r["text"], "", None, values).flags)
+    n = max(1, len(records))
     return {
         "run": str(root),
         "method": manifest.get("method"),
@@ -39,12 +51,27 @@ def run_row(root: Path) -> dict:
         "rejected_low_quality_by_rule": gates.get("rejected_low_quality_by_rule"),
         "s_per_doc_tried": round(manifest["wall_seconds"] / tried, 2),
         "datatrove_repetition_flagged": flagged,
-        "datatrove_repetition_share": round(flagged / max(1, len(records)), 3),
+        "datatrove_repetition_share": round(flagged / n, 3),
+        "recheck_flagged_by_rule": {rule: rules[rule] for rule in quality.RULES if rules[rule]},
+        "recheck_share_by_rule": {rule: round(rules[rule] / n, 3) for rule in rules},
     }
 
 
-def wins(metrics_path: Path, versus: str) -> dict[str, str]:
-    report = json.loads(metrics_path.read_text())
+def means(paths: list[Path]) -> dict:
+    """The metrics.report of several seeds as one: each corpus's mean of each metric."""
+    reports = [json.loads(p.read_text()) for p in paths]
+    names = set.intersection(*(set(r["corpora"]) for r in reports))
+    corpora = {}
+    for name in sorted(names):
+        values = [r["corpora"][name] for r in reports]
+        corpora[name] = {"reference": values[0].get("reference")}
+        for metric in reports[0]["metrics"]:
+            found = [v[metric] for v in values if v.get(metric) is not None]
+            corpora[name][metric] = mean(found) if len(found) == len(values) else None
+    return {"corpora": corpora, "metrics": reports[0]["metrics"]}
+
+
+def wins(report: dict, versus: str) -> dict[str, str]:
     corpora, directions = report["corpora"], report["metrics"]
     out = {}
     for name, values in corpora.items():
@@ -65,14 +92,23 @@ def wins(metrics_path: Path, versus: str) -> dict[str, str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path)
-    parser.add_argument("--metrics", type=Path, help="a metrics.report metrics.json")
+    parser.add_argument(
+        "--metrics", type=Path, nargs="+", help="metrics.report metrics.json files (one per seed)"
+    )
     parser.add_argument("--versus", default="template")
     args = parser.parse_args()
     for root in args.runs:
         print(json.dumps(run_row(root)), flush=True)
-    if args.metrics:
-        for name, line in wins(args.metrics, args.versus).items():
-            print(f"{name} ahead of {args.versus} on {line}")
+    for path in args.metrics or []:
+        for name, line in wins(json.loads(path.read_text()), args.versus).items():
+            print(f"{path}: {name} ahead of {args.versus} on {line}")
+    if args.metrics and len(args.metrics) > 1:
+        report = means(args.metrics)
+        for name, values in report["corpora"].items():
+            shown = {k: round(v, 4) for k, v in values.items() if isinstance(v, float)}
+            print(f"mean over {len(args.metrics)}: {name} {json.dumps(shown)}")
+        for name, line in wins(report, args.versus).items():
+            print(f"mean over {len(args.metrics)}: {name} ahead of {args.versus} on {line}")
 
 
 if __name__ == "__main__":

@@ -59,7 +59,8 @@ def add_fields(
     other reader of the dataclass (LangGraph Studio) share one default and one description. The flag
     is --the-name (metadata `flag` renames it), in the argument group metadata `group` names;
     metadata `choices`, `positive` (must be > 0) and `append` (repeatable, joined with commas) shape
-    it."""
+    it. A flag not given is absent from the parsed namespace (its default is the dataclass's), so
+    `field_values` tells given flags from defaults."""
     by_name = {f.name: f for f in fields(cls)}
     for name in names:
         f = by_name[name]
@@ -69,28 +70,31 @@ def add_fields(
         flag = meta.get("flag") or "--" + name.replace("_", "-")
         text = meta.get("description", "").replace("%", "%%")
         if kind is bool:
-            target.add_argument(flag, dest=name, action="store_true", help=text)
+            target.add_argument(
+                flag, dest=name, action="store_true", default=argparse.SUPPRESS, help=text
+            )
         elif meta.get("append"):
-            target.add_argument(flag, dest=name, action="append", help=text)
+            target.add_argument(
+                flag, dest=name, action="append", default=argparse.SUPPRESS, help=text
+            )
         else:
             shown = f" (default {default})" if default not in ("", None) else ""
             target.add_argument(
                 flag,
                 dest=name,
                 type=positive(kind) if meta.get("positive") else kind,
-                default=default,
+                default=argparse.SUPPRESS,
                 choices=meta.get("choices"),
                 help=text + shown,
             )
 
 
 def field_values(cls, args: argparse.Namespace, names: Iterable[str]) -> dict:
-    """The parsed values of the fields `names`, ready for cls(**values) (repeated flags joined with
-    commas)."""
+    """The fields among `names` whose flags were given, ready for cls(**values) (repeated flags
+    joined with commas); the others keep the dataclass's defaults."""
     by_name = {f.name: f for f in fields(cls)}
+    given = {name: getattr(args, name) for name in names if hasattr(args, name)}
     return {
-        name: ",".join(getattr(args, name) or [])
-        if by_name[name].metadata.get("append")
-        else getattr(args, name)
-        for name in names
+        name: ",".join(value) if by_name[name].metadata.get("append") else value
+        for name, value in given.items()
     }

@@ -20,9 +20,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from core.jsonl import append_line, count_lines
-from graph import resources as res
-from graph.configuration import Context
-from graph.graph import graph_for
+from graph.baselines.graph import template, template_icl, template_prior
+from graph.documents.graph import graph as metasynth
+
+
+def graph_for(method: str):
+    """The compiled graph that writes documents by `method`."""
+    graphs = {
+        "metasynth": metasynth,
+        "template": template,
+        "template-prior": template_prior,
+        "template-icl": template_icl,
+    }
+    return graphs[method]
 
 
 def failure_record(index: int, e: BaseException) -> dict:
@@ -36,10 +46,11 @@ def failure_record(index: int, e: BaseException) -> dict:
     }
 
 
-async def write_document(graph, ctx: Context, index: int) -> dict:
-    """Document `index` through the graph: its record, or its failure record if it raised."""
+async def write_document(graph, run, index: int) -> dict:
+    """Item `index` through the graph, with the run as its runtime context: its record, or its
+    failure record if it raised."""
     try:
-        state = await graph.ainvoke({"index": index}, context=ctx)
+        state = await graph.ainvoke({"index": index}, context=run)
     except Exception as e:  # noqa: BLE001 - any document-level failure is recorded, the run goes on
         return failure_record(index, e)
     return {**(state.get("result") or {}), "ended": state.get("ended", "failed")}
@@ -136,28 +147,25 @@ class Display:
 
 
 async def drive(
-    ctx: Context,
+    graph,
+    run,
     budget: Budget,
     concurrency: int,
     tally: Tally,
     console: Console,
     live: bool,
-    method: str = "metasynth",
-    graph=None,
-    memory=None,
     write: Callable[[int], Awaitable[dict]] | None = None,
 ) -> None:
     """Generate until the budget is met (or attempts/failures run out). Mutates `tally` as it goes,
-    so an interrupted run still reports what it did. `graph` and `memory` default to the method's
-    document graph and the run's corpus memory (graph.instruct passes its own); `write` writes
-    document `index` elsewhere (graph/workers.py) instead of through `graph` here."""
+    so an interrupted run still reports what it did. Each item goes through `graph` with `run` as
+    its context, unless `write` writes item `index` elsewhere (graph/workers.py: `run.memory` is
+    then the one the workers share)."""
     if concurrency > 1:
         # Embedding is the run's main CPU cost (measured 49 ms one thread vs 63 ms CPU on two for a
         # 180-token document): one thread is cheaper per document and leaves a core to the event
         # loop.
         torch.set_num_threads(1)
-    memory = res.memory(ctx) if memory is None else memory  # (an empty Memory is falsy)
-    graph = graph or (graph_for(method) if write is None else None)
+    memory = run.memory
     tally.started = time.perf_counter()  # throughput counts generation, not start-up
     # Counted here from the records that come back, not asked of the memory each time: it may be
     # another process's (graph/workers.py). Every commit is a record that ended final or fallback.
@@ -177,7 +185,7 @@ async def drive(
     async def one(index: int) -> tuple[dict, float]:
         t0 = time.perf_counter()
         if write is None:
-            record = await write_document(graph, ctx, index)
+            record = await write_document(graph, run, index)
         else:
             record = await write(index)
         if record["ended"] == "failed":

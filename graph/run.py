@@ -17,32 +17,36 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from agents import grammar
+from agents.calls import Accounting
 from agents.prompts import GRAMMARS
 from agents.tokens import load_tokenizer
 from core.cli import Parser, add_fields, cli_fields, field_values, positive, run_command
 from core.errors import UserError
 from core.rundir import RunDir
-from graph.configuration import BUDGET, LOOP, METHODS, SERVERS, Context
-from graph.seeds import read_seed_docs
+from graph.documents.seeds import read_seed_docs
+from graph.manifest import exit_status, summarize, terminate, write_manifest
 from graph.session import (
     Job,
+    build_run,
     embedded_model,
-    exit_status,
-    open_run,
-    summarize,
-    terminate,
-    write_manifest,
+    open_servers,
+    prepare_run_dir,
+    prompts_for,
+    writer_sampling,
 )
-from graph.session import prepare_run_dir as prepare_run_dir_for
+from graph.settings import LOOP, METHODS, SERVERS, DocumentSettings, IclSettings, PriorSettings
+
+BUDGET = "budget"
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    """The run's own flags (the Job: budget, concurrency, prices, resume), then one flag per Context
-    field: its default and description are the ones Studio shows (graph/configuration.py)."""
+    """The run's own flags (the Job: budget, concurrency, prices, resume), then one flag per field
+    of the method's settings: its default and description are the ones Studio shows
+    (graph/settings.py)."""
     p = Parser(prog="python -m graph.run", description=__doc__.splitlines()[0])
     p.add_argument(
         "--method",
-        choices=METHODS,
+        choices=list(METHODS),
         default="metasynth",
         help="metasynth (conductor and experts, default) or a template baseline to compare against",
     )
@@ -93,7 +97,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     server.add_argument(
         "--price-completion", type=float, default=0.0, help="USD per 1M completion tokens"
     )
-    add_fields(p, Context, cli_fields(Context), groups)
+    # Every method's settings are a subset of MetaSynth's (graph/settings.py): one flag per field.
+    add_fields(p, DocumentSettings, cli_fields(DocumentSettings), groups)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an existing run directory")
     group.add_argument(
@@ -103,14 +108,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def settings_from(args: argparse.Namespace) -> tuple[Context, Job]:
-    """The run's two settings objects from its flags, checked (`check`)."""
-    ctx = Context(**field_values(Context, args, cli_fields(Context)))
+def settings_from(args: argparse.Namespace) -> tuple[object, Job]:
+    """The run's settings (the class of its --method) and its Job from its flags, checked
+    (`check`). A flag the method does not read is refused, not ignored."""
+    settings_type = METHODS[args.method]
+    given = field_values(DocumentSettings, args, cli_fields(DocumentSettings))
+    taken = set(cli_fields(settings_type))
+    for name in given:
+        if name not in taken:
+            flag = "--" + ("out" if name == "out_dir" else name.replace("_", "-"))
+            flag = "--prompts" if name == "prompts_dir" else flag
+            raise UserError(f"{flag} does not apply to --method {args.method}")
     job = Job(**{f.name: getattr(args, f.name) for f in fields(Job) if hasattr(args, f.name)})
-    return check(ctx, job)
+    return check(settings_type(**given), job)
 
 
-def check(ctx: Context, job: Job) -> tuple[Context, Job]:
+def check(settings, job: Job) -> tuple[object, Job]:
     """Refuse settings that cannot run, in one line each (UserError), before anything starts; fill
     in what they leave to defaults (5 documents, runs/<domain>, the embedded model's name, the
     protocol 'auto' resolves to, so the manifest says which ran). The command line and the Python
@@ -119,17 +132,26 @@ def check(ctx: Context, job: Job) -> tuple[Context, Job]:
         job = replace(job, docs=5)
     if job.method not in METHODS:
         raise UserError(f"method {job.method!r} is not one of {', '.join(METHODS)}")
-    if ctx.threshold > 1:
-        raise UserError(f"--threshold is a cosine similarity in (0, 1], got {ctx.threshold}")
-    negatives = (ctx.recall_k, ctx.max_revisions, ctx.max_retries, job.max_failures, ctx.reviews)
-    if min(negatives) < 0:
+    if type(settings) is not METHODS[job.method]:
         raise UserError(
-            "--recall-k, --max-revisions, --max-retries, --max-failures and --reviews cannot be "
-            "negative"
+            f"--method {job.method} takes {METHODS[job.method].__name__}, not "
+            f"{type(settings).__name__}"
         )
+    if getattr(settings, "threshold", 0.5) > 1:
+        raise UserError(f"--threshold is a cosine similarity in (0, 1], got {settings.threshold}")
+    negatives = {
+        "--recall-k": getattr(settings, "recall_k", 0),
+        "--max-revisions": settings.max_revisions,
+        "--max-retries": settings.max_retries,
+        "--max-failures": job.max_failures,
+        "--reviews": getattr(settings, "reviews", 0),
+    }
+    for flag, value in negatives.items():
+        if value < 0:
+            raise UserError(f"{flag} cannot be negative, got {value}")
     if job.ray_address and not job.workers:
         raise UserError("--ray-address needs --workers N (the workers to start on that cluster)")
-    if job.ray_address and not ctx.base_url:
+    if job.ray_address and not settings.base_url:
         raise UserError(
             "--ray-address needs --base-url: the embedded server listens on this machine's "
             "loopback, out of other nodes' reach"
@@ -146,139 +168,128 @@ def check(ctx: Context, job: Job) -> tuple[Context, Job]:
         )
     if min(job.price_prompt, job.price_completion) < 0:
         raise UserError("prices cannot be negative")
-    if job.method == "template-icl" and not ctx.seed_docs:
+    if isinstance(settings, IclSettings) and not settings.seed_docs:
         raise UserError(
             "--method template-icl needs --seed-docs FILE.jsonl (the real documents it shows as "
             "examples)"
         )
-    if job.method in ("template-prior", "template-icl") and ctx.recall_k == 0:
+    if isinstance(settings, PriorSettings) and settings.recall_k == 0:
         raise UserError(
             f"--method {job.method} shows --recall-k documents in its prompt; --recall-k 0 would "
             "make it plain template"
         )
-    if job.method in ("template", "template-prior") and ctx.seed_docs:
-        raise UserError(
-            f"--method {job.method} takes no --seed-docs (its prompt has keywords only)"
-        )
     if job.resume and job.overwrite:
         raise UserError("--resume and --overwrite exclude each other")
-    if ctx.expert_model and not (ctx.base_url or ctx.expert_base_url):
+    if settings.expert_model and not (settings.base_url or settings.expert_base_url):
         raise UserError(
             "--expert-model needs --base-url or --expert-base-url (the embedded server has one "
             "model)"
         )
-    if ctx.expert_base_url and not ctx.base_url:
+    if settings.expert_base_url and not settings.base_url:
         raise UserError(
             "--expert-base-url needs --base-url (the embedded server serves both roles)"
         )
-    ctx = replace(
-        ctx,
-        model=embedded_model(ctx.base_url, ctx.model),
-        out_dir=str(Path(ctx.out_dir or f"runs/{ctx.domain}")),
-    )
-    return ctx, job
+    resolved = {
+        "model": embedded_model(settings.base_url, settings.model),
+        "out_dir": str(Path(settings.out_dir or f"runs/{settings.domain}")),
+    }
+    if isinstance(settings, DocumentSettings):  # 'auto' resolved once: the manifest says which ran
+        resolved["protocol"] = settings.resolved_protocol()
+    return replace(settings, **resolved), job
 
 
-def prepare_run_dir(run: RunDir, resume: bool, overwrite: bool, method: str = "metasynth") -> None:
+def prepare(rundir: RunDir, resume: bool, overwrite: bool, method: str) -> None:
     """session.prepare_run_dir, and a run resumes only with the method that wrote it."""
-    records = prepare_run_dir_for(run, resume, overwrite)
-    if resume and run.records.exists():
+    records = prepare_run_dir(rundir, resume, overwrite)
+    if resume and rundir.records.exists():
         try:  # the manifest's method; a run killed before writing one: its first record's
-            written_by = json.loads(run.manifest.read_text()).get("method", "metasynth")
+            written_by = json.loads(rundir.manifest.read_text()).get("method", "metasynth")
         except (OSError, ValueError):
             written_by = records[0].get("method", "metasynth") if records else "metasynth"
         if written_by != method:
             raise UserError(
-                f"{run.root} was written with --method {written_by}; resume it with the same method"
+                f"{rundir.root} was written with --method {written_by}; resume it with the same "
+                "method"
             )
 
 
-def start_workers(stack: ExitStack, ctx: Context, job: Job, console):
+def start_workers(stack: ExitStack, settings, job: Job, console, embedded_url: str):
     """--workers: the memory owner and the workers on Ray (graph/workers.py), until `stack`
     closes; the driver's embedded server, if it runs one, serves them all."""
     from graph.workers import Workers
 
-    url = ""
-    if not ctx.base_url:
-        from agents import embedded
-
-        url = embedded.shared_server(ctx.model).base_url
-    console.log(f"starting {job.workers} Ray workers ({job.ray_address or 'on this machine'})")
-    workers = Workers(ctx, job.method, job.workers, job.ray_address, url)
+    where = job.ray_address or "on this machine"
+    console.log(f"starting {job.workers} Ray workers ({where})")
+    workers = Workers(settings, job.method, job.workers, job.ray_address, embedded_url)
     stack.callback(workers.close)
     return workers
 
 
-def generate(ctx: Context, job: Job) -> int:
-    """Write the corpus `ctx` and `job` describe (checked by `check`); the exit status."""
+def generate(settings, job: Job) -> int:
+    """Write the corpus `settings` and `job` describe (checked by `check`); the exit status."""
     from rich.console import Console
 
-    from graph import resources as res
-    from graph.driver import Budget, Tally, drive
+    from graph.driver import Budget, Tally, drive, graph_for
 
     console = Console(stderr=True)
-    # 'auto' resolved once, so the manifest says which ran
-    ctx = replace(ctx, protocol=res.protocol(ctx))
-    prompts = res.prompts(ctx)  # validates every prompt file and the domain before anything else
-    if ctx.seed_docs:
-        read_seed_docs(ctx.seed_docs)
-    if ctx.tokenizer != "embedded":
-        load_tokenizer(ctx.tokenizer)  # a tokenizer that cannot load offline is bad input
-    out = Path(ctx.out_dir)
+    prompts = prompts_for(settings)  # every prompt file and the domain, before anything else
+    if getattr(settings, "seed_docs", ""):
+        read_seed_docs(settings.seed_docs)
+    if settings.tokenizer != "embedded":
+        load_tokenizer(settings.tokenizer)  # a tokenizer that cannot load offline is bad input
+    out = Path(settings.out_dir)
     rundir = RunDir(out)
-    prepare_run_dir(rundir, job.resume, job.overwrite, job.method)
-
+    prepare(rundir, job.resume, job.overwrite, job.method)
     budget = Budget(
         docs=job.docs,
         tokens=job.tokens,
         max_failures=job.max_failures,
         max_attempts=job.max_attempts or (3 * job.docs if job.docs else None),
     )
-    tally, interrupted = Tally(), False
+    tally, interrupted, workers = Tally(), False, None
     if threading.current_thread() is threading.main_thread():  # not in graph.api's thread
         signal.signal(signal.SIGTERM, terminate)
+    grammars = grammar.samples(prompts.texts, GRAMMARS) if job.method == "metasynth" else {}
+    if grammars:  # the conductor's consult-only turn (graph/documents/text.py) must parse too
+        consult = grammar.starting_at(grammars["conductor.gbnf"], "calls")
+        grammars["conductor.gbnf (consult only)"] = consult
+
     with ExitStack() as stack:
-        grammars = grammar.samples(prompts.texts, GRAMMARS) if job.method == "metasynth" else {}
-        if grammars:  # the conductor's consult-only turn (graph/nodes.py) must parse too
-            consult = grammar.starting_at(grammars["conductor.gbnf"], "calls")
-            grammars["conductor.gbnf (consult only)"] = consult
-        open_run(stack, ctx, job, rundir, console, grammars)
-        workers = start_workers(stack, ctx, job, console) if job.workers else None
-        memory = workers.memory if workers else res.memory(ctx)
+        endpoints = stack.enter_context(open_servers(settings, job, console, grammars))
+        memory = None
+        if job.workers:  # closed before the servers: the stack unwinds last-in, first-out
+            url = "" if settings.base_url else endpoints.conductor[0]  # the embedded server's
+            workers = start_workers(stack, settings, job, console, url)
+            memory = workers.memory
+        run = build_run(settings, prompts, endpoints, Accounting(), memory)
         target = f"{job.docs} documents" if job.docs else f"{job.tokens:,} tokens"
         console.log(
-            f"{prompts.domain.name} by {job.method}: {len(memory)} documents in {out}, target "
-            f"{target}, {job.concurrency} in flight"
+            f"{prompts.domain.name} by {job.method}: {len(run.memory)} documents in {out}, "
+            f"target {target}, {job.concurrency} in flight"
         )
+        live = console.is_terminal and not job.quiet
+        write = workers.write if workers else None
         try:
             asyncio.run(
                 drive(
-                    ctx,
-                    budget,
-                    job.concurrency,
-                    tally,
-                    console,
-                    live=console.is_terminal and not job.quiet,
-                    method=job.method,
-                    memory=memory,
-                    write=workers.write if workers else None,
+                    graph_for(job.method), run, budget, job.concurrency, tally, console, live, write
                 )
             )
         except KeyboardInterrupt:
             interrupted = True
             console.log("interrupted: committed documents are safe; continue with --resume")
         finally:
-            accounting, spread = workers.finish() if workers else (res.accounting(ctx), None)
-            stats = summarize(tally, accounting.summary(), memory, job)
-            stats["sampling"] = res.sampling_sent(ctx)
+            accounting, spread = workers.finish() if workers else (run.accounting, None)
+            stats = summarize(tally, accounting.summary(), run.memory, job)
+            stats["sampling"] = run.endpoints.sampling_sent(writer_sampling(settings))
             if spread:
                 stats["workers"] = spread
             if job.method == "metasynth":
-                stats["protocol"] = ctx.protocol
-                stats["grammar"] = res.grammar_styles(ctx)
-            memory.save_index()
-            write_manifest(out, ctx, prompts, stats, interrupted, job.concurrency, job.method)
-    run, gates = stats["this_run"], stats["gates"]
+                stats["protocol"] = settings.protocol
+                stats["grammar"] = run.endpoints.grammar_styles()
+            run.memory.save_index()
+            write_manifest(out, settings, prompts, stats, interrupted, job.concurrency, job.method)
+    tried, gates = stats["this_run"], stats["gates"]
     print(
         f"gates: {gates['refusals']} of {gates['drafts_checked']} drafts sent back "
         f"{gates['refused_by_reason']}, quality rules {gates['refused_by_rule']}",
@@ -289,15 +300,16 @@ def generate(ctx: Context, job: Job) -> int:
         print(
             f"{out}: {stats['documents_in_corpus']} documents ({written.get('experts', 0)} written "
             f"through the experts, {written.get('conductor', 0)} by the conductor alone, "
-            f"{run['fallback']} by the fallback; {run['rejected']} rejected, {run['failed']} "
-            f"failed) in {stats['wall_seconds']}s; {ctx.protocol} protocol, success "
+            f"{tried['fallback']} by the fallback; {tried['rejected']} rejected, {tried['failed']} "
+            f"failed) in {stats['wall_seconds']}s; {settings.protocol} protocol, success "
             f"{stats['protocol_success_rate']}; revisions {stats['revisions']}",
             file=sys.stderr,
         )
     else:
         print(
-            f"{out}: {stats['documents_in_corpus']} documents by {job.method} ({run['rejected']} "
-            f"unusable replies, {run['failed']} failed) in {stats['wall_seconds']}s",
+            f"{out}: {stats['documents_in_corpus']} documents by {job.method} "
+            f"({tried['rejected']} unusable replies, {tried['failed']} failed) in "
+            f"{stats['wall_seconds']}s",
             file=sys.stderr,
         )
     met = bool(

@@ -1,46 +1,50 @@
-"""What the generation commands (graph.run, graph.instruct) share around a run: the run directory
-(refuse to clobber, repair, clear), the servers, the run's summary and its manifest, and SIGTERM
-handled like Ctrl-C."""
+"""One run of a generation graph: a `Run`, built once from the graph's settings, holds everything
+its nodes use and is handed to the graph as its runtime context (`graph.ainvoke(input,
+context=run)`).
+
+    with open_run(settings, job, console, grammars) as run:   # graph.run, graph.instruct
+        ... graph.ainvoke({"index": i}, context=run) ...
+
+`open_servers` takes the run directory's lock (a second writer is refused in one line), starts the
+embedded server or checks the given ones, puts every grammar through the servers' own parsers and
+makes the directory ready to append to (cleared with --overwrite, a partial last line cut after a
+hard stop); `open_run` then builds the Run: the prompts, the memory, the routers with the run's
+accounting. Refusing to clobber a corpus and checking what --resume continues come first, in the
+command lines (`prepare_run_dir`). LangGraph Studio hands nodes its settings form instead of a
+Run: `Run.of` builds the Run those settings describe on first use (`studio_run`) and keeps it for
+the dev server's life.
+"""
 
 from __future__ import annotations
 
-import json
-import platform
 import shutil
-import sys
-import time
-from collections import Counter
-from contextlib import ExitStack
-from dataclasses import dataclass
-from importlib import metadata
+import threading
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
-from agents.llm import check_server
+import numpy as np
+
+from agents import llm
+from agents.calls import Accounting, Router, Sampling
+from agents.prompts import PromptSet, load_prompts
+from agents.tokens import load_tokenizer
 from core.errors import UserError
-from core.jsonl import read_jsonl, repair_tail, write_atomic
+from core.jsonl import read_jsonl, repair_tail
 from core.lock import hold
 from core.rundir import RunDir
-from graph import resources
-from graph.configuration import Context
+from graph.documents.seeds import SeedPicker, read_seed_docs
+from graph.settings import DocumentSettings, IclSettings
+from memory.embedder import Embedder, default_embedder
 from memory.remote import TAKEOVER_WAIT
-
-PACKAGES = (
-    "langgraph",
-    "langchain-core",
-    "langchain-openai",
-    "openai",
-    "faiss-cpu",
-    "sentence-transformers",
-    "transformers",
-    "xllamacpp",
-    "datatrove",
-    "torch",
-)
+from memory.store import Memory
 
 
 @dataclass(frozen=True, kw_only=True)
 class Job:
-    """How one invocation runs a graph over its settings: the budget, the documents in flight, the
+    """How one invocation runs a graph over its settings: the budget, the items in flight, the
     prices and what to do with an existing run directory. The command lines build it once from
     their flags, the Python API (graph/api.py) from keywords; nothing below them reads a flag."""
 
@@ -59,15 +63,23 @@ class Job:
     quiet: bool = False
 
 
+def run_dir(settings) -> Path:
+    return Path(settings.out_dir or f"runs/{settings.domain}").resolve()
+
+
+def urls(value: str) -> list[str]:
+    return [u.strip() for u in value.split(",") if u.strip()]
+
+
 def embedded_model(base_url: str, model: str) -> str:
     """The model name to run with: a served model's as given; without a base URL the embedded server
     runs, and `model` picks one of the models shipped in PyPI packages (embedded:NAME). One that is
     not installed is one line with the pip command, before anything starts."""
     if base_url:
         return model
-    from agents.embedded import gguf, model_name
+    from agents.embedded import MODELS, gguf, model_name
 
-    if model and not model.startswith("embedded"):
+    if model and not model.startswith("embedded") and model not in MODELS:
         raise UserError(
             f"--model {model} needs --base-url (without one, --model takes embedded:NAME)"
         )
@@ -76,7 +88,6 @@ def embedded_model(base_url: str, model: str) -> str:
     return name
 
 
-# -- the run directory -----------------------------------------------------------------------------
 def prepare_run_dir(
     run: RunDir, resume: bool, overwrite: bool, holds: str = "a corpus"
 ) -> list[dict]:
@@ -123,178 +134,310 @@ def clear_run_dir(run: RunDir) -> None:
             path.unlink()
 
 
-def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in PACKAGES:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            pass
-    return found
-
-
-def gate_stats(results: list[dict]) -> dict:
-    """What the gates did to this run's drafts: every refusal (sent back, or the last one before a
-    reject) by reason and by quality rule, and the documents rejected by rule."""
-    refusals = [s for r in results for s in r.get("sent_back") or []]
-    committed = sum(r.get("ended") in ("final", "fallback") for r in results)
-    drafts = committed + len(refusals)
-    rejected = [
-        r for r in results if r.get("ended") == "rejected" and r.get("reason") == "low quality"
-    ]
-    return {
-        "drafts_checked": drafts,
-        "refusals": len(refusals),
-        "refused_share": round(len(refusals) / drafts, 3) if drafts else None,
-        "refused_by_reason": dict(Counter(s["reason"] for s in refusals)),
-        "refused_by_rule": dict(Counter(s["rule"] for s in refusals if s.get("rule"))),
-        "rejected_low_quality_by_rule": dict(Counter(r.get("rule") for r in rejected)),
+def prompts_for(settings) -> PromptSet:
+    """The run's prompt files (validated: a bad one is one line, before anything starts), with the
+    settings' inline overrides (Studio)."""
+    inline = {
+        "expert.md": getattr(settings, "expert_prompt", ""),
+        "conductor.md": getattr(settings, "conductor_prompt", ""),
     }
+    return load_prompts(settings.domain, settings.prompts_dir or None, inline)
 
 
-def summarize(tally, accounting: dict, memory, job: Job) -> dict:
-    wall = time.perf_counter() - tally.started
-    tried = len(tally.results)
-    ended = {k: tally.count(k) for k in ("final", "fallback", "rejected", "failed")}
-    roles = accounting["by_role"]
-    prompt = sum(r["prompt_tokens"] for r in roles.values())
-    completion = sum(r["completion_tokens"] for r in roles.values())
-    calls = sum(r["calls"] for r in roles.values())
-    return {
-        "documents_in_corpus": len(memory),
-        "corpus_tokens": memory.tokens(),
-        "this_run": {"tried": tried, **ended},
-        # How each committed document was written: through the experts (the protocol ran), by the
-        # conductor alone (where --min-expert-share allows it), by the fallback; a baseline by its
-        # method.
-        "written_by": dict(
-            Counter(
-                r.get("written_by")
-                for r in tally.results
-                if r.get("ended") in ("final", "fallback")
-            )
-        ),
-        # Success means the protocol ran: the conductor planned and its experts wrote the document.
-        "protocol_success_rate": round(
-            sum(
-                r.get("written_by") == "experts" and r.get("ended") == "final"
-                for r in tally.results
-            )
-            / tried,
-            3,
-        )
-        if tried and job.method == "metasynth"
-        else None,
-        "rejection_rate": round(ended["rejected"] / tried, 3) if tried else None,
-        "revisions": sum(r.get("revisions", 0) for r in tally.results),
-        "gates": gate_stats(tally.results),
-        "protocol_errors": sum(r.get("protocol_errors", 0) for r in tally.results),
-        "corpus_tokens_this_run": tally.corpus_tokens,
-        "llm": {
-            "calls": calls,
-            "prompt_tokens": prompt,
-            "completion_tokens": completion,
-            "calls_per_second": round(calls / wall, 2) if wall else None,
-            # What a user pays in agent overhead: corpus tokens per generated token (different
-            # tokenizers when the server's model is not the --tokenizer; same for the embedded
-            # model).
-            "corpus_over_generated_tokens": round(tally.corpus_tokens / completion, 3)
-            if completion
-            else None,
-            "cost_usd": round(
-                (prompt * job.price_prompt + completion * job.price_completion) / 1e6, 4
-            ),
-            **accounting,
-        },
-        "corpus_tokens_per_second": round(tally.corpus_tokens / wall, 1) if wall else None,
-        "wall_seconds": round(wall, 1),
+@dataclass
+class Endpoints:
+    """Where each role's calls go, and each server's kind (agents.llm.grammar_style: how it takes
+    a grammar and the repetition controls; "" = neither): resolved once per run, after the servers
+    are up. `grammars`: whether protocol turns send their grammar (--constrain)."""
+
+    conductor: list[str]
+    conductor_model: str
+    writer: list[str]
+    writer_model: str
+    styles: dict[str, str] = field(default_factory=dict)
+    grammars: bool = True
+
+    @classmethod
+    def resolve(cls, settings, embedded_url: str = "") -> Endpoints:
+        base = urls(settings.base_url) or [embedded_url]
+        if embedded_url and not settings.base_url:
+            model = embedded_model("", settings.model)
+        else:
+            model = settings.model or (llm.check_server(base[0]) or ["default"])[0]
+        writer = urls(settings.expert_base_url) or base
+        if settings.expert_model:
+            writer_model = settings.expert_model
+        elif settings.expert_base_url:  # another server: the first model it serves
+            writer_model = (llm.check_server(writer[0]) or ["default"])[0]
+        else:
+            writer_model = model
+        styles = {url: llm.grammar_style(url) for url in {*base, *writer}}
+        grammars = getattr(settings, "constrain", "off") != "off"  # a baseline has no grammar
+        return cls(base, model, writer, writer_model, styles, grammars)
+
+    def sampling_sent(self, sampling: Sampling) -> dict[str, dict]:
+        """The repetition controls the writers' servers get, by server kind, for the manifest."""
+        kinds = {self.styles[url] for url in self.writer}
+        return {kind or "none": sampling.fields(kind) for kind in kinds}
+
+    def grammar_styles(self) -> dict[str, list[str]]:
+        """How each role's servers take the protocol grammars ("none": unconstrained)."""
+        return {
+            role: sorted({(self.styles[url] if self.grammars else "") or "none" for url in urls})
+            for role, urls in (("conductor", self.conductor), ("expert", self.writer))
+        }
+
+    def check_grammars(self, grammars: dict[str, str]) -> None:
+        """Every grammar through the parser of every server that takes one
+        (agents.llm.check_grammars): a refused one is one line naming the file."""
+        served = {(url, self.conductor_model) for url in self.conductor}
+        served |= {(url, self.writer_model) for url in self.writer}
+        for url, model in sorted(served):
+            if self.styles[url] and self.grammars and grammars:
+                llm.check_grammars(url, model, self.styles[url], grammars)
+
+
+def writer_sampling(settings) -> Sampling:
+    return Sampling(
+        repeat_penalty=settings.repeat_penalty,
+        dry_multiplier=settings.dry_multiplier,
+        min_p=settings.min_p,
+    )
+
+
+def routers(settings, endpoints: Endpoints, accounting: Accounting) -> tuple[Router, Router]:
+    """The conductor's and the writers' routers. Only the writers get the repetition controls: the
+    conductor copies its experts' text into its final answer, which a DRY penalty would fight."""
+    common = {
+        "max_inflight": settings.max_inflight,
+        "adaptive": settings.adaptive,
+        "timeout": settings.request_timeout,
+        "retries": settings.max_retries,
+        "accounting": accounting,
+        "grammars": endpoints.grammars,
     }
+    conductor = Router(
+        endpoints.conductor,
+        endpoints.conductor_model,
+        getattr(settings, "temperature", 0.0),
+        getattr(settings, "max_tokens", settings.expert_max_tokens),
+        **common,
+    )
+    writer = Router(
+        endpoints.writer,
+        endpoints.writer_model,
+        settings.expert_temperature,
+        settings.expert_max_tokens,
+        sampling=writer_sampling(settings),
+        **common,
+    )
+    for router in (conductor, writer):
+        for endpoint in router.endpoints:
+            endpoint.grammar_style = endpoints.styles.get(endpoint.base_url, "")
+    return conductor, writer
 
 
-def write_manifest(
-    out: Path,
-    ctx: Context,
-    prompts,
-    stats: dict,
-    interrupted: bool,
-    concurrency: int,
-    method: str = "metasynth",
-) -> None:
-    manifest = {
-        "method": method,
-        "config": {**ctx.as_dict(), "concurrency": concurrency},
-        "prompt_hash": prompts.hash,
-        "versions": versions(),
-        "interrupted": interrupted,
-        **stats,
-    }
-    write_atomic(RunDir(out).manifest, json.dumps(manifest, indent=2).encode())
+class Run:
+    """What a graph's nodes use, built once per run: `settings` (plain values), `prompts`,
+    `memory`, the `conductor` and `writer` routers (their calls counted in `accounting`), the
+    `embedder`, and, built on first use (a driver whose documents Ray workers write needs none of
+    them), the category table, MetaSynth's topic-aware `seeds` and template-icl's real
+    `examples`. Nodes get it as `Run.of(runtime)`."""
+
+    def __init__(
+        self,
+        settings,
+        *,
+        prompts: PromptSet,
+        memory: Memory,
+        conductor: Router,
+        writer: Router,
+        embedder: Embedder | None = None,
+        endpoints: Endpoints | None = None,
+    ) -> None:
+        self.settings, self.prompts, self.memory = settings, prompts, memory
+        self.conductor, self.writer = conductor, writer
+        self.accounting = writer.accounting
+        self.given_embedder, self.endpoints = embedder, endpoints
+        load_tokenizer(settings.tokenizer)
+
+    @cached_property
+    def embedder(self) -> Embedder:
+        return self.given_embedder or default_embedder()
+
+    @cached_property
+    def seeds(self) -> SeedPicker | None:
+        """Real seed documents handed out far apart (embeds them all: ask off the event loop)."""
+        if not isinstance(self.settings, DocumentSettings) or not self.settings.seed_docs:
+            return None
+        texts = read_seed_docs(self.settings.seed_docs)
+        return SeedPicker(texts, self.embedder, self.settings.seed)
+
+    @cached_property
+    def examples(self) -> list[str]:
+        """template-icl's real documents."""
+        if not isinstance(self.settings, IclSettings) or not self.settings.seed_docs:
+            return []
+        return read_seed_docs(self.settings.seed_docs)
+
+    @cached_property
+    def categories(self) -> np.ndarray | None:
+        """The domain's category labels embedded inside a sentence: bare one- or two-word labels put
+        every generic document in the same category (5 of 5 SmolLM2 finance documents landed on
+        one label, 3 labels this way)."""
+        domain = self.prompts.domain
+        if not domain.categories:
+            return None
+        sentences = [
+            self.prompts.fragment("category_sentence", domain=domain.name, label=label)
+            for label in domain.categories
+        ]
+        return self.embedder.encode(sentences)
+
+    def ready(self) -> Run:
+        """The parts built on first use, built now (model loads, embeddings): call it off the event
+        loop, before documents need them."""
+        _ = self.embedder, self.categories, self.seeds, self.examples
+        return self
+
+    def category_of(self, vector: np.ndarray) -> str:
+        """The nearest category label, for drafts that named none (every method's)."""
+        if self.categories is None:
+            return "uncategorized"
+        return self.prompts.domain.categories[int(np.argmax(self.categories @ vector.reshape(-1)))]
+
+    @staticmethod
+    def of(runtime) -> Run:
+        """The Run of a node's runtime: the one the command line (or a worker) handed the graph,
+        or, under Studio, where the context is the settings form, the one built for those
+        settings."""
+        context = runtime.context
+        return context if isinstance(context, Run) else studio_run(context)
 
 
+def memory_for(settings) -> Memory:
+    return Memory(
+        run_dir(settings), default_embedder(), id_prefix=settings.domain, index=settings.index
+    )
+
+
+@contextmanager
+def open_servers(
+    settings, job: Job, console, grammars: dict[str, str] | None = None, rundir=None
+) -> Iterator[Endpoints]:
+    """The run's servers for the block: its directory's lock, the embedded server started (or the
+    given ones checked), every grammar through the servers' parsers, then the directory made ready
+    to append to (cleared with --overwrite, an unfinished last line cut after a hard stop). The
+    embedded server stops and the lock is released when the block ends, however it ends."""
+    rundir = rundir or RunDir(run_dir(settings))
+    with ExitStack() as stack:
+        stack.enter_context(hold(rundir.root))
+        if rundir.memory.exists():  # the memory owner of a killed `--workers` run may be exiting
+            with hold(rundir.memory, wait=TAKEOVER_WAIT):
+                pass
+        embedded_url = serve(stack, settings, job.concurrency, rundir, console)
+        endpoints = Endpoints.resolve(settings, embedded_url)
+        endpoints.check_grammars(grammars or {})
+        if job.overwrite:
+            clear_run_dir(rundir)
+        for note in repair_run_dir(rundir):
+            console.log(note)
+        yield endpoints
+
+
+@contextmanager
 def open_run(
-    stack: ExitStack,
-    ctx: Context,
+    settings,
     job: Job,
-    run: RunDir,
     console,
     grammars: dict[str, str] | None = None,
-) -> None:
-    """Start the servers (see serve) and put every grammar through their parsers (a grammar they
-    refuse is bad input, found before anything on disk changes), then make the run directory ready
-    to append to: cleared with --overwrite, an unfinished last line cut after a hard stop. Nothing
-    built so far is rebuilt: the run's memory is opened only after this. What the run caches
-    (memory, accounting, the routers to its server) is dropped when `stack` closes, so a second run
-    in the same process starts clean. The run holds its directory's lock (core.lock) until then: a
-    second writer is refused first."""
-    stack.enter_context(hold(run.root))
-    if run.memory.exists():  # the memory owner of a killed `--workers` run may still be exiting
-        with hold(run.memory, wait=TAKEOVER_WAIT):
-            pass
-    stack.callback(resources.clear)
-    serve(stack, ctx, job.concurrency, run.root, console)
-    resources.check_grammars(ctx, grammars or {})
-    if job.overwrite:
-        clear_run_dir(run)
-    for note in repair_run_dir(run):
-        console.log(note)
+    build=None,
+    prompts: PromptSet | None = None,
+    rundir: RunDir | None = None,
+) -> Iterator[Run]:
+    """The run's Run for the block (open_servers, then `build(settings, prompts, endpoints,
+    accounting)`; default: a document graph's Run, build_run)."""
+    prompts = prompts or prompts_for(settings)
+    with open_servers(settings, job, console, grammars, rundir) as endpoints:
+        yield (build or build_run)(settings, prompts, endpoints, Accounting())
 
 
-def exit_status(
-    tally, interrupted: bool, max_failures: int, failures: Path, items: str, met: bool
-) -> int:
-    """130 after Ctrl-C; 1 when more than --max-failures items failed (one line naming the file) or
-    the budget was not met; else 0."""
-    if interrupted:
-        return 130
-    if tally.failures > max_failures:
-        print(
-            f"error: {tally.failures} {items} failed (more than --max-failures {max_failures}); "
-            f"see {failures}",
-            file=sys.stderr,
-        )
-        return 1
-    return 0 if met else 1
+def build_run(
+    settings, prompts: PromptSet, endpoints: Endpoints, accounting: Accounting, memory=None
+) -> Run:
+    """A document graph's Run (MetaSynth's or a baseline's); `memory`: one shared with others
+    (graph/workers.py, Studio) instead of the run directory's own."""
+    conductor, writer = routers(settings, endpoints, accounting)
+    memory = memory if memory is not None else memory_for(settings)
+    return Run(
+        settings,
+        prompts=prompts,
+        memory=memory,
+        conductor=conductor,
+        writer=writer,
+        endpoints=endpoints,
+    )
 
 
-# SIGTERM ends a run like Ctrl-C: committed work is kept, manifest written
-def terminate(signum, frame) -> None:
-    raise KeyboardInterrupt
-
-
-def serve(stack: ExitStack, ctx: Context, concurrency: int, out: Path, console) -> None:
+def serve(stack: ExitStack, settings, slots: int, rundir: RunDir, console) -> str:
     """Check the servers given (a bad one ends the run in one line), or start the embedded one for
-    the length of `stack` (its log in out/server.log). The Context is unchanged: with no base URL
-    the routers find the embedded server already up (agents.embedded.shared_server, Studio's path
-    too)."""
-    for url in resources.urls(ctx.base_url):
-        check_server(url, ctx.model)
-    for url in resources.urls(ctx.expert_base_url):
-        check_server(url, ctx.expert_model or None)
-    if ctx.base_url:
-        return
-    from agents import embedded
+    the length of `stack`, one slot per item in flight, its log in the run directory; its URL."""
+    for url in urls(settings.base_url):
+        llm.check_server(url, settings.model)
+    for url in urls(settings.expert_base_url):
+        llm.check_server(url, settings.expert_model or None)
+    if settings.base_url:
+        return ""
+    from agents.embedded import EmbeddedServer
 
-    slots = max(concurrency, 1)  # one slot per document in flight
-    console.log(f"starting the embedded model server ({ctx.model}, {slots} slots)")
-    stack.callback(embedded.stop_shared, ctx.model)
-    embedded.shared_server(ctx.model, log_path=RunDir(out).server_log, slots=slots)
+    name = embedded_model("", settings.model)
+    console.log(f"starting the embedded model server ({name}, {max(slots, 1)} slots)")
+    server = EmbeddedServer(model=name, log_path=rundir.server_log, slots=max(slots, 1))
+    return stack.enter_context(server).base_url
+
+
+# -- LangGraph Studio ------------------------------------------------------------------------------
+# The dev server gives each run (one document) its settings as a new form object. A run directory
+# is opened once, by the first settings that name it (its lock, its servers, its memory, kept for
+# the server process's life; the embedded server dies with it); later settings for the same
+# directory (another temperature, another protocol) get a Run of their own over that memory and
+# accounting, with their own prompts and routers. The command line, the Python API and the workers
+# never come here: they hand the graph the Run they opened.
+_studio_runs: dict = {}  # settings -> Run
+_studio_dirs: dict = {}  # run directory -> the Run that opened it
+_studio_lock = threading.Lock()
+_studio_stack = ExitStack()
+
+
+def studio_run(settings, build=None) -> Run:
+    """The Run for Studio's `settings` (`build`: the graph's Run builder, as in open_run)."""
+    run = _studio_runs.get(settings)
+    if run is not None:
+        return run
+    from rich.console import Console
+
+    build = build or build_run
+    with _studio_lock:
+        if settings in _studio_runs:
+            return _studio_runs[settings]
+        directory, console = run_dir(settings), Console(stderr=True)
+        first = _studio_dirs.get(directory)
+        if first is None:
+            opened = open_run(settings, Job(), console, build=build)
+            run = _studio_dirs[directory] = _studio_stack.enter_context(opened)
+        elif type(first.settings) is not type(settings):
+            raise UserError(
+                f"{directory} is open in this Studio server for {type(first.settings).__name__}; "
+                "set another out_dir"
+            )
+        else:
+            embedded = not (settings.base_url or first.settings.base_url)
+            if embedded and first.settings.model == settings.model:  # the same embedded server
+                url = first.endpoints.conductor[0]
+            else:  # served models checked, or another embedded model started
+                url = serve(_studio_stack, settings, 4, RunDir(directory), console)
+            endpoints = Endpoints.resolve(settings, url)
+            prompts = prompts_for(settings)
+            run = build(settings, prompts, endpoints, first.accounting, memory=first.memory)
+        _studio_runs[settings] = run
+        return run

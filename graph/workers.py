@@ -1,7 +1,8 @@
 """`graph.run --workers N`: documents written by N Ray actors, one memory owner for the corpus.
 
-Each worker is a process with its own event loop, routers and compiled graph, built there by
-graph.resources exactly as in one process; it embeds and quality-checks its own drafts. The
+Each worker is a process with its own event loop, compiled graph and Run (graph/session.py: the
+prompts, the routers, the embedder), built there as in one process, with the shared memory in
+place of its own; it embeds and quality-checks its own drafts. The
 corpus's memory lives in one actor on the driver's node (memory/remote.py), so the novelty gate
 sees every committed document. The driver (graph.run) keeps everything else one process does:
 budgets, the progress display, failures.jsonl, the manifest, the run directory's lock.
@@ -22,14 +23,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from agents.calls import Accounting
-from agents.tokens import load_tokenizer
 from core.errors import UserError
 from core.usage import cpu_seconds
-from graph import resources as res
-from graph.configuration import Context
-from graph.driver import failure_record, write_document
-from graph.graph import graph_for
-from memory.embedder import default_embedder
+from graph.driver import failure_record, graph_for, write_document
+from graph.session import Endpoints, build_run, prompts_for, run_dir
 from memory.remote import ATTEMPT, MemoryOwner, RemoteMemory
 
 RESTARTS = 3  # per worker: a worker that keeps dying (out of memory) ends in failed documents
@@ -38,27 +35,26 @@ RESTARTS = 3  # per worker: a worker that keeps dying (out of memory) ends in fa
 class Worker:
     """One process's share of the run's documents."""
 
-    def __init__(self, ctx: Context, method: str, owner) -> None:
+    def __init__(self, settings, method: str, owner) -> None:
         import torch
 
         torch.set_num_threads(1)  # as in one process: the embedder leaves a core to the event loop
-        self.memory = RemoteMemory(owner, res.run_dir(ctx))
-        res.use_memory(ctx, self.memory)
-        self.ctx, self.graph = ctx, graph_for(method)
-        # Loaded before any document: models imported from several threads at once fail
-        # (transformers' lazy imports), and the run's clock starts once every worker is ready.
-        res.prompts(ctx)
-        default_embedder()
-        load_tokenizer(ctx.tokenizer)
+        memory = RemoteMemory(owner, run_dir(settings))
+        # Built before any document (the embedder and the tokenizer load here: models imported
+        # from several threads at once fail), so the run's clock starts once every worker is ready.
+        endpoints = Endpoints.resolve(settings)
+        self.run = build_run(settings, prompts_for(settings), endpoints, Accounting(), memory)
+        self.run.ready()
+        self.memory, self.graph = memory, graph_for(method)
 
     async def document(self, index: int) -> dict:
         ATTEMPT.set(index)  # the owner's key for this document's commit (memory/remote.py)
         # Run again after a worker died: if it had committed, that commit is the document.
         done = await asyncio.to_thread(self.memory.committed, index)
-        return done or await write_document(self.graph, self.ctx, index)
+        return done or await write_document(self.graph, self.run, index)
 
     def accounting(self) -> Accounting:
-        return res.accounting(self.ctx)
+        return self.run.accounting
 
     def pid(self) -> int:
         return os.getpid()
@@ -67,29 +63,26 @@ class Worker:
         return cpu_seconds()
 
 
-def worker_context(ctx: Context, base_url: str) -> Context:
+def worker_settings(settings, base_url: str):
     """The run's settings as a worker on any node reads them: absolute paths, and the driver's
     embedded server (when it runs one) addressed like any served model."""
 
     def absolute(path: str) -> str:
         return str(Path(path).resolve()) if path else path
 
-    tokenizer = absolute(ctx.tokenizer) if Path(ctx.tokenizer).exists() else ctx.tokenizer
-    return replace(
-        ctx,
-        out_dir=absolute(ctx.out_dir),
-        seed_docs=absolute(ctx.seed_docs),
-        prompts_dir=absolute(ctx.prompts_dir),
-        tokenizer=tokenizer,
-        base_url=ctx.base_url or base_url,
-    )
+    paths = {"out_dir": absolute(settings.out_dir), "prompts_dir": absolute(settings.prompts_dir)}
+    if hasattr(settings, "seed_docs"):
+        paths["seed_docs"] = absolute(settings.seed_docs)
+    if Path(settings.tokenizer).exists():
+        paths["tokenizer"] = absolute(settings.tokenizer)
+    return replace(settings, **paths, base_url=settings.base_url or base_url)
 
 
 class Workers:
     """The memory owner and `count` workers on a Ray cluster, for the life of one run."""
 
     def __init__(
-        self, ctx: Context, method: str, count: int, address: str, embedded_url: str = ""
+        self, settings, method: str, count: int, address: str, embedded_url: str = ""
     ) -> None:
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
@@ -107,21 +100,21 @@ class Workers:
         if count > cpus:
             ray.shutdown()
             raise UserError(f"--workers {count} needs {count} CPUs; the Ray cluster has {cpus}")
-        directory = str(res.run_dir(ctx))
+        directory = str(run_dir(settings))
         # The owner writes the run directory: it runs where the driver (and the directory) is.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.owner = (
             ray.remote(MemoryOwner)
             .options(num_cpus=0, scheduling_strategy=here)
-            .remote(directory, ctx.domain, ctx.index)
+            .remote(directory, settings.domain, settings.index)
         )
         self.memory = RemoteMemory(self.owner, directory)
         len(self.memory)  # waits for the owner to load the corpus (and surfaces its errors here)
-        remote_ctx = worker_context(ctx, embedded_url)
+        remote = worker_settings(settings, embedded_url)
         actor = ray.remote(Worker).options(
             num_cpus=1, max_restarts=RESTARTS, max_task_retries=RESTARTS, max_concurrency=1000
         )
-        self.workers = [actor.remote(remote_ctx, method, self.owner) for _ in range(count)]
+        self.workers = [actor.remote(remote, method, self.owner) for _ in range(count)]
         self.load = [0] * count
         self.alive = set(range(count))  # workers that have not used up their restarts
         self.started = self.pids()  # every worker is up (its errors surface here, not mid-run)

@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
+from dataclasses import fields
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeChatModel
 from langchain_core.messages import BaseMessage
 
-from agents.calls import Router
+from agents.calls import Accounting, Router
+from agents.instruction import load_instruct_prompts
 from benchmarks.mock_server import prose
-from graph import resources
-from graph.configuration import Context
+from graph.instruct.memory import InstructRun, instruction_memory, read_sources
+from graph.session import Run, memory_for, prompts_for, run_dir
+from graph.settings import DocumentSettings, InstructSettings
 from train.tasks import DATA
 
 
@@ -52,21 +55,70 @@ def scripted(respond) -> ScriptedChat:
     return ScriptedChat(respond=respond, seen=[], extra=[], lock=threading.Lock())
 
 
+class Stubs:
+    """What the stubbed tests run with: the chat-model stubs behind real Routers (caps, retries,
+    accounting), and one memory per run directory, as one process would have."""
+
+    routers: dict[str, Router] = {}
+    memories: dict = {}
+    runs: dict = {}
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.routers, cls.memories, cls.runs = {}, {}, {}
+
+
+def stub_memory(settings):
+    """The memory of `settings`' run directory (one per directory, as in one process)."""
+    directory = run_dir(settings)
+    if directory not in Stubs.memories:
+        instruct = isinstance(settings, InstructSettings)
+        opened = instruction_memory(settings) if instruct else memory_for(settings)
+        Stubs.memories[directory] = opened
+    return Stubs.memories[directory]
+
+
+def stub_run(settings) -> Run:
+    """The Run a stubbed test hands the graph for `settings`: the real prompts, memory and
+    embedder, the installed chat-model stubs (stub_models) as conductor and writer."""
+    if settings not in Stubs.runs:
+        parts = {
+            "prompts": prompts_for(settings),
+            "memory": stub_memory(settings),
+            "conductor": Stubs.routers["conductor"],
+            "writer": Stubs.routers["expert"],
+        }
+        if isinstance(settings, InstructSettings):
+            instruct = load_instruct_prompts(settings.domain, settings.prompts_dir or None)
+            run = InstructRun(settings, instruct, read_sources(settings.corpus), **parts)
+        else:
+            run = Run(settings, **parts)
+        Stubs.runs[settings] = run
+    return Stubs.runs[settings]
+
+
+def settings_as(kind, settings, **changes):
+    """`settings` as another graph's settings class (the fields they share), with `changes`."""
+    shared = {f.name: getattr(settings, f.name) for f in fields(kind) if hasattr(settings, f.name)}
+    return kind(**{**shared, **changes})
+
+
 @pytest.fixture
-def ctx(tmp_path) -> Context:
-    resources.clear()
-    yield Context(  # the free-text protocol unless a test asks for the default (structured)
+def ctx(tmp_path) -> DocumentSettings:
+    Stubs.reset()
+    # the free-text protocol unless a test asks for the default (structured)
+    yield DocumentSettings(
         protocol="text",
         domain="finance",
         out_dir=str(tmp_path / "run"),
         base_url="http://stub.invalid/v1",
         model="stub",
     )
-    resources.clear()
+    Stubs.reset()
 
 
 @pytest.fixture
-def stub_models(monkeypatch):
+def stub_models():
     """Install conductor/expert stubs: `stub_models(conductor_fn, expert_fn)` returns the two
     fakes."""
 
@@ -74,27 +126,41 @@ def stub_models(monkeypatch):
         conductor, expert = scripted(conductor_fn), scripted(expert_fn)
         # The real Router (caps, retries, accounting) with the fake model behind it.
         # The stub endpoints take grammars as llama.cpp does, so tests see what would be sent.
-        routers = {
+        accounting = Accounting()
+        Stubs.routers = {
             "conductor": Router(
-                ["stub://c"], "stub-conductor", 0.0, 64, backoff=0.0, grammar_style="llama.cpp"
+                ["stub://c"],
+                "stub-conductor",
+                0.0,
+                64,
+                backoff=0.0,
+                grammar_style="llama.cpp",
+                accounting=accounting,
             ),
             "expert": Router(
-                ["stub://e"], "stub-expert", 0.0, 64, backoff=0.0, grammar_style="llama.cpp"
+                ["stub://e"],
+                "stub-expert",
+                0.0,
+                64,
+                backoff=0.0,
+                grammar_style="llama.cpp",
+                accounting=accounting,
             ),
         }
-        routers["conductor"].client = lambda endpoint: conductor
-        routers["expert"].client = lambda endpoint: expert
-        monkeypatch.setattr(
-            resources, "conductor_router", lambda ctx, loop=None: routers["conductor"]
-        )
-        monkeypatch.setattr(resources, "expert_router", lambda ctx, loop=None: routers["expert"])
+        Stubs.routers["conductor"].client = lambda endpoint: conductor
+        Stubs.routers["expert"].client = lambda endpoint: expert
+        Stubs.runs = {}  # a Run built with earlier stubs would keep them
         return conductor, expert
 
     return install
 
 
-def run_doc(graph, payload: dict, ctx: Context) -> dict:
-    return asyncio.run(graph.ainvoke(payload, context=ctx))
+def run_doc(graph, payload: dict, settings) -> dict:
+    """One item through `graph` on the stubs; `settings` taken as the graph's own settings class
+    (a baseline's from MetaSynth's, for side-by-side tests)."""
+    if type(settings) is not graph.context_schema:
+        settings = settings_as(graph.context_schema, settings)
+    return asyncio.run(graph.ainvoke(payload, context=stub_run(settings)))
 
 
 def document(topic: str, n: int = 8) -> str:

@@ -8,21 +8,13 @@ import json
 import pytest
 
 from benchmarks.mock_server import MockServer
-from graph import resources
-from graph.api import Context, Job, UserError, documents, generate
+from graph.api import DocumentSettings, Job, UserError, documents, generate
 
 
 @pytest.fixture(scope="module")
 def mock_url():
     with MockServer() as url:
         yield url
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources():
-    resources.clear()
-    yield
-    resources.clear()
 
 
 def test_generate_writes_a_run_and_documents_reads_it_back(tmp_path, mock_url):
@@ -36,7 +28,9 @@ def test_generate_writes_a_run_and_documents_reads_it_back(tmp_path, mock_url):
     # the shipped default ran ('auto' is the structured protocol) and the manifest says so
     assert manifest["protocol"] == "structured" and manifest["config"]["concurrency"] == 2
     # a second call in the same process resumes the same directory to a larger budget
-    generate(Context(out_dir=str(out), base_url=mock_url), Job(docs=5, resume=True, quiet=True))
+    generate(
+        DocumentSettings(out_dir=str(out), base_url=mock_url), Job(docs=5, resume=True, quiet=True)
+    )
     assert len(list(documents(out / "corpus.jsonl"))) == 5
 
 

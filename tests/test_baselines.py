@@ -8,14 +8,14 @@ from dataclasses import replace
 import pytest
 from conftest import document, final_answer, relayed, run_doc
 
-from graph import resources
-from graph.baselines import template, template_icl, template_prior
-from graph.graph import graph
-from graph.seeds import sample_seeds
+from graph.baselines.graph import template, template_icl, template_prior
+from graph.documents.graph import graph
+from graph.documents.seeds import sample_seeds
+from graph.session import prompts_for, run_dir
 
 
 def corpus(ctx):
-    path = resources.run_dir(ctx) / "corpus.jsonl"
+    path = run_dir(ctx) / "corpus.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -28,9 +28,9 @@ def by_keywords(messages):
 def test_template_prompt_fills_the_same_keywords_metasynth_would_draw(ctx, stub_models):
     _, writer = stub_models(lambda m: "unused", by_keywords)
     state = run_doc(template, {"index": 3}, ctx)
-    expected = sample_seeds(
-        resources.prompts(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:3")
-    )["seeds"]
+    expected = sample_seeds(prompts_for(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:3"))[
+        "seeds"
+    ]
     assert state["seeds"] == expected
     prompt = writer.seen[0]
     # one user turn, no system prompt
@@ -110,7 +110,7 @@ def test_an_unusable_reply_is_rejected_not_committed(ctx, stub_models):
     stub_models(lambda m: "unused", lambda m: "Sure!")
     state = run_doc(template, {"index": 0}, ctx)
     assert state["ended"] == "rejected" and corpus(ctx) == []
-    rejects = (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()
+    rejects = (run_dir(ctx) / "rejects.jsonl").read_text().splitlines()
     assert json.loads(rejects[0])["reason"] == "no document"
     assert (
         json.loads(rejects[0])["text"] == "Sure!" and json.loads(rejects[0])["method"] == "template"

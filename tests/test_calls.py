@@ -63,3 +63,30 @@ def test_aimd_halves_on_errors_and_spikes_and_grows_when_healthy():
         assert fixed.limit == 32
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("constrain", ["auto", "off"])
+def test_every_methods_writer_gets_the_repetition_controls_grammars_only_when_constrained(
+    monkeypatch, constrain
+):
+    # The server's kind decides the fields the controls go in, for every method (the template
+    # baselines included, which have no grammar setting); --constrain off only stops grammars.
+    from agents import llm
+    from graph.session import Endpoints, routers
+    from graph.settings import DocumentSettings, TemplateSettings
+
+    monkeypatch.setattr(llm, "grammar_style", lambda url, timeout=5.0: "llama.cpp")
+    controls = {"repeat_penalty": 1.1, "dry_multiplier": 0.8, "min_p": 0.05}
+    for settings in (
+        TemplateSettings(base_url="http://x/v1", model="m"),
+        DocumentSettings(base_url="http://x/v1", model="m", constrain=constrain),
+    ):
+        endpoints = Endpoints.resolve(settings)
+        conductor, writer = routers(settings, endpoints, None)
+        [endpoint] = writer.endpoints
+        assert writer.extra_body(endpoint) == {"max_tokens": 512, **controls}, settings
+        assert conductor.extra_body(conductor.endpoints[0]) == {"max_tokens": conductor.max_tokens}
+        constrained = isinstance(settings, DocumentSettings) and constrain == "auto"
+        assert writer.grammars == conductor.grammars == constrained
+        wanted = "llama.cpp" if constrained else "none"
+        assert endpoints.grammar_styles() == {"conductor": [wanted], "expert": [wanted]}

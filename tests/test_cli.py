@@ -9,7 +9,6 @@ import pytest
 
 from agents import prompts as prompts_module
 from benchmarks.mock_server import MockServer
-from graph import resources
 from graph.run import main
 
 REQUIRED = {
@@ -33,13 +32,6 @@ REQUIRED = {
 def mock_url():
     with MockServer() as url:
         yield url
-
-
-@pytest.fixture(autouse=True)
-def fresh_resources():
-    resources.clear()
-    yield
-    resources.clear()
 
 
 def lines(path):
@@ -220,7 +212,8 @@ BAD = [
     (["--price-prompt", "-3"], "prices cannot be negative"),
     (["--method", "handwritten"], "invalid choice: 'handwritten'"),
     (["--method", "template-icl"], "needs --seed-docs"),
-    (["--method", "template-prior", "--seed-docs", "x.jsonl"], "takes no --seed-docs"),
+    (["--method", "template-prior", "--seed-docs", "x.jsonl"], "--seed-docs does not apply"),
+    (["--method", "template", "--protocol", "text"], "--protocol does not apply to --method"),
     (
         ["--method", "template-prior", "--recall-k", "0"],
         "--recall-k 0 would make it plain template",
@@ -425,22 +418,24 @@ def test_an_invalid_user_grammar_is_one_line_and_nothing_is_written(tmp_path, ca
 
 
 def test_the_command_line_and_studio_share_every_default_and_description(capsys):
-    # The flags are generated from the Context fields: with no flags the run's Context is Studio's
-    # default Context, and --help prints each field's description.
+    # The flags are generated from the settings' fields: with no flags the run's settings are
+    # Studio's defaults ('auto' resolved to the protocol it picks), and --help prints each field's
+    # description.
     from dataclasses import fields
 
-    from graph.configuration import Context
     from graph.run import parse_args, settings_from
+    from graph.settings import DocumentSettings
 
     ctx, job = settings_from(parse_args(["--base-url", "http://127.0.0.1:9/v1"]))
-    default = Context()
+    default = DocumentSettings()
     assert job.docs == 5 and job.method == "metasynth" and job.concurrency == 4
-    shown = [f for f in fields(Context) if f.metadata.get("cli", True)]
+    shown = [f for f in fields(DocumentSettings) if f.metadata.get("cli", True)]
     assert len(shown) >= 30
     for f in shown:
-        if f.name not in ("out_dir", "base_url"):
+        if f.name not in ("out_dir", "base_url", "protocol"):
             assert getattr(ctx, f.name) == getattr(default, f.name), f.name
     assert ctx.out_dir == "runs/finance" and ctx.base_url == "http://127.0.0.1:9/v1"
+    assert (default.protocol, ctx.protocol) == ("auto", "structured")
     with pytest.raises(SystemExit):
         parse_args(["--help"])
     text = " ".join(capsys.readouterr().out.split())

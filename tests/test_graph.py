@@ -5,10 +5,10 @@ import re
 from dataclasses import replace
 
 import pytest
-from conftest import document, final_answer, relayed, run_doc
+from conftest import document, final_answer, relayed, run_doc, stub_memory
 
-from graph import resources
-from graph.graph import graph
+from graph.documents.graph import graph
+from graph.session import prompts_for, run_dir
 from memory.embedder import default_embedder
 
 FALLBACK_NAME = "Financial Writer"  # prompts/domains/finance.yaml
@@ -19,7 +19,7 @@ def text_of(messages):
 
 
 def corpus(ctx):
-    path = resources.run_dir(ctx) / "corpus.jsonl"
+    path = run_dir(ctx) / "corpus.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -61,12 +61,12 @@ def test_parallel_experts_see_only_their_instruction_and_replies_return_in_order
     # Before any expert has written, the turn's grammar offers only expert calls; then both.
     first, second = (call["grammar"] for call in conductor.extra)
     assert first.startswith("root ::= calls\n") and "any-turn ::= calls | final" in first
-    assert second == resources.prompts(ctx).texts["conductor.gbnf"]
+    assert second == prompts_for(ctx).texts["conductor.gbnf"]
     conductor_history = text_of(conductor.seen[0])
     assert len(expert.seen) == 2
     for conversation in expert.seen:  # fresh eyes: system prompt + one instruction, nothing else
         assert len(conversation) == 2
-        assert conversation[0].text == resources.prompts(ctx).texts["expert.md"]
+        assert conversation[0].text == prompts_for(ctx).texts["expert.md"]
         assert conversation[1].text in (
             "You are Expert Analyst.\n\nExplain capital buffers through "
             f"{', '.join(state['seeds'])}.",
@@ -95,7 +95,7 @@ def test_round_cap_tells_the_conductor_then_falls_back(ctx, stub_models):
     state = run_doc(graph, {"index": 0}, ctx)
 
     assert len(conductor.seen) == 3
-    last_round = resources.prompts(ctx).texts["last_round.md"].strip()
+    last_round = prompts_for(ctx).texts["last_round.md"].strip()
     assert (
         conductor.seen[2][-1].text.startswith("ROUND 3: ")
         and last_round in conductor.seen[2][-1].text
@@ -110,7 +110,7 @@ def test_protocol_errors_are_answered_then_trigger_the_fallback(ctx, stub_models
     conductor, _ = stub_models(lambda m: "I think banks are interesting.", expert_echo)
     state = run_doc(graph, {"index": 0}, ctx)
 
-    error_text = resources.prompts(ctx).texts["protocol_error.md"].strip()
+    error_text = prompts_for(ctx).texts["protocol_error.md"].strip()
     assert len(conductor.seen) == 3  # max_protocol_errors
     assert [c[-1].text.startswith(f"ROUND {i + 1}: ") for i, c in enumerate(conductor.seen)] == [
         True
@@ -121,7 +121,7 @@ def test_protocol_errors_are_answered_then_trigger_the_fallback(ctx, stub_models
     record = corpus(ctx)[0]
     assert record["protocol_errors"] == 3 and "category" in record["guessed"]
     # nearest label by embedding
-    assert record["category"] in resources.prompts(ctx).domain.categories
+    assert record["category"] in prompts_for(ctx).domain.categories
 
 
 def test_one_protocol_error_then_a_final_answer_counts_as_final(solo, stub_models):
@@ -166,7 +166,7 @@ def test_a_refused_conductor_request_goes_straight_to_the_fallback(ctx, stub_mod
 
 
 def seed_memory(ctx, text):
-    memory = resources.memory(ctx)
+    memory = stub_memory(ctx)
     memory.admit(
         {"text": text, "summary": "An existing note on deposit insurance.", "category": "banking"},
         default_embedder().encode([text])[0],
@@ -210,8 +210,7 @@ def test_draft_still_too_similar_past_the_budget_goes_to_rejects(solo, stub_mode
     assert state["ended"] == "rejected"
     assert len(corpus(ctx)) == 1
     [reject] = [
-        json.loads(line)
-        for line in (resources.run_dir(ctx) / "rejects.jsonl").read_text().splitlines()
+        json.loads(line) for line in (run_dir(ctx) / "rejects.jsonl").read_text().splitlines()
     ]
     assert reject["reason"] == "too similar" and reject["nearest_similarity"] >= ctx.threshold
     assert reject["nearest_id"] == "finance-000000" and reject["revisions"] == 2
@@ -243,7 +242,7 @@ def test_fallback_without_a_document_is_rejected_not_committed(ctx, stub_models)
     stub_models(lambda m: "no.", lambda m: "short")
     state = run_doc(graph, {"index": 0}, ctx)
     assert state["ended"] == "rejected" and corpus(ctx) == []
-    reject = json.loads((resources.run_dir(ctx) / "rejects.jsonl").read_text())
+    reject = json.loads((run_dir(ctx) / "rejects.jsonl").read_text())
     assert reject["reason"] == "no document"
 
 
@@ -333,7 +332,8 @@ def test_where_the_conductor_may_write_alone_the_record_says_so(solo, stub_model
 
 def test_protocol_success_counts_only_documents_written_through_the_experts():
     from graph.driver import Tally
-    from graph.session import Job, summarize
+    from graph.manifest import summarize
+    from graph.session import Job
 
     tally = Tally(
         results=[

@@ -1,4 +1,4 @@
-"""MetaSynth-Instruct (graph/instruct_graph.py, graph/instruct.py) with chat models stubbed at the
+"""MetaSynth-Instruct (graph/instruct/) with chat models stubbed at the
 model boundary."""
 
 import json
@@ -8,22 +8,28 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import document, run_doc
+from conftest import document, run_doc, settings_as
 
 import benchmarks.mock_server as mock
-from agents.instruction import complexity, parse_check, parse_evolved, parse_plan
-from graph import instruct_nodes
-from graph import resources as res
-from graph.configuration import Shared
+from agents.instruction import (
+    complexity,
+    load_instruct_prompts,
+    parse_check,
+    parse_evolved,
+    parse_plan,
+)
 from graph.export import main as export_main
-from graph.instruct import evolution_stats
-from graph.instruct import main as instruct_main
-from graph.instruct_graph import graph
-from graph.instruct_state import InstructContext
+from graph.instruct.cli import evolution_stats
+from graph.instruct.cli import main as instruct_main
+from graph.instruct.graph import graph
+from graph.instruct.memory import read_sources
+from graph.instruct.nodes import source_position
+from graph.session import run_dir
+from graph.settings import InstructSettings
 
 TOPICS = [
     "Northwind Bank's 2023 lending growth",
@@ -57,14 +63,13 @@ def source(tmp_path):
 
 @pytest.fixture
 def ictx(ctx, source):
-    shared = {f.name: getattr(ctx, f.name) for f in fields(Shared)}  # servers, seed, ...
-    return InstructContext(
-        **{**shared, "corpus": str(source), "out_dir": str(source.parent / "instruct")}
+    return settings_as(
+        InstructSettings, ctx, corpus=str(source), out_dir=str(source.parent / "instruct")
     )
 
 
 def records(ictx, name="instructions.jsonl"):
-    path = res.run_dir(ictx) / name
+    path = run_dir(ictx) / name
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -133,12 +138,12 @@ def test_derive_evolve_answer_and_the_record(ictx, stub_models):
     assert (
         moves[0] == "derive"
         and len(set(moves[1:])) == 2
-        and set(moves[1:]) <= set(instruct_nodes.prompts(ictx).moves)
+        and set(moves[1:]) <= set(load_instruct_prompts(ictx.domain).moves)
     )
     assert len(record["evolution"]) == 3 and all(e["accepted"] for e in record["evolution"])
     assert record["complexity"]["steps"] == 2 and record["complexity"]["constraints"] >= 2
     assert (
-        record["type"] in instruct_nodes.prompts(ictx).types
+        record["type"] in load_instruct_prompts(ictx.domain).types
         and record["plan"]["expert"] == "Credit Risk Analyst"
     )
     assert record["experts"] == [
@@ -262,15 +267,14 @@ def test_the_memory_offers_least_covered_types_and_shows_siblings(ictx, stub_mod
         conductor_fn, experts(derive="Instruction number {topic} about figures.")
     )
     ictx = replace(ictx, evolve_rounds=0, choices=2, max_revisions=0)
-    n = len(instruct_nodes.read_sources(ictx.corpus))
+    n = len(read_sources(ictx.corpus))
     run_doc(graph, {"index": 0}, ictx)
     first = records(ictx)[0]
     # The same source document again, in the second pass of the seeded order.
     again = next(
         i
         for i in range(n, 2 * n)
-        if instruct_nodes.source_position(ictx.seed, i, n)
-        == instruct_nodes.source_position(ictx.seed, 0, n)
+        if source_position(ictx.seed, i, n) == source_position(ictx.seed, 0, n)
     )
     run_doc(graph, {"index": again}, ictx)
     second_prompt = text_of(conductor.seen[-1])

@@ -53,9 +53,9 @@ def test_an_installed_wheel_carries_and_loads_every_prompt_file(tmp_path):
     zipfile.ZipFile(wheel).extractall(site)
     probe = (
         "from agents.prompts import PROMPTS_DIR, load_prompts; "
-        "from graph.instruct_nodes import prompts;"
-        "from graph.instruct_state import InstructContext; load_prompts('biomedicine');"
-        "prompts(InstructContext(domain='finance')); print(PROMPTS_DIR)"
+        "from agents.instruction import load_instruct_prompts;"
+        "import graph.documents.graph, graph.baselines.graph, graph.instruct.graph;"
+        "load_prompts('biomedicine'); load_instruct_prompts('finance'); print(PROMPTS_DIR)"
     )
     done = subprocess.run(
         [sys.executable, "-c", probe],

@@ -15,8 +15,8 @@ import yaml
 from conftest import document, final_answer, run_doc
 
 from agents.prompts import FRAGMENTS, GRAMMARS, PROMPTS_DIR, REQUIRED
-from graph.baselines import template_prior
-from graph.graph import graph
+from graph.baselines.graph import template_prior
+from graph.documents.graph import graph
 
 MARK = re.compile(r"«[^»]+»")
 NUMBER = re.compile(r"^[\d.,:;()\[\]%-]*$")

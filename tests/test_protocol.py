@@ -43,7 +43,9 @@ CASES = [
 @pytest.mark.parametrize("reply,kind,expected", CASES)
 def test_parse_turn_table(reply, kind, expected):
     turn = parse_turn(reply)
-    assert turn.kind == kind
+    parsed = "final" if turn.final else "experts" if turn.calls else "error"
+    assert parsed == kind
+    assert bool(turn.error) == (kind == "error")
     if kind == "experts":
         assert [c.name for c in turn.calls] == expected
         assert all(c.instruction for c in turn.calls)

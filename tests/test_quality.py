@@ -7,8 +7,8 @@ from dataclasses import replace
 import pytest
 from conftest import document, final_answer, real_data, run_doc
 
-from graph.baselines import template
-from graph.graph import graph
+from graph.baselines.graph import template
+from graph.documents.graph import graph
 from memory import quality
 
 PROSE = (

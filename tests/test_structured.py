@@ -1,4 +1,5 @@
-"""The structured protocol (graph/structured.py) with chat models stubbed at the model boundary."""
+"""The structured protocol (graph/documents/structured.py) with chat models stubbed at the model
+boundary."""
 
 import json
 import random
@@ -8,13 +9,13 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import document, run_doc
+from conftest import document, run_doc, stub_memory
 
 from agents.brief import BriefError, parse_brief, parse_review
-from graph import resources
-from graph.configuration import Context
-from graph.graph import graph
-from graph.structured import least_covered
+from graph.documents.graph import graph
+from graph.session import prompts_for, run_dir
+from graph.settings import DocumentSettings
+from graph.steps import least_covered
 
 OPTIONS = {
     "category": ["banking", "fixed income"],
@@ -28,7 +29,7 @@ def text_of(messages):
 
 
 def corpus(ctx):
-    path = resources.run_dir(ctx) / "corpus.jsonl"
+    path = run_dir(ctx) / "corpus.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
@@ -82,7 +83,7 @@ def test_brief_write_review_commit_and_the_record_shows_every_choice(sctx, stub_
     assert record["experts"] == ["Credit Risk Officer", "Reviewer"]
     assert record["reviews"] == [{"verdict": "keep", "fix": "Nothing to fix."}]
     assert record["summary"] == f"{brief['genre']} for {brief['audience']}: {brief['angle']}"
-    domain = resources.prompts(sctx).domain
+    domain = prompts_for(sctx).domain
     assert brief["category"] in domain.categories and brief["genre"] in domain.genres
 
     # The grammar sent with the brief admits exactly the options offered in the prompt.
@@ -105,7 +106,7 @@ def test_the_default_conductor_sees_coverage_and_the_writer_starts_from_the_keyw
     coverage counts and least-covered options, not as earlier documents; the writer starts from the
     keywords."""
     conductor, expert = stub_models(brief_from_offer, expert_fn)
-    ctx = replace(sctx, reviews=Context().reviews)
+    ctx = replace(sctx, reviews=DocumentSettings().reviews)
     for i in range(2):
         run_doc(graph, {"index": i}, ctx)
     first, second = corpus(ctx)
@@ -145,10 +146,10 @@ def test_experts_never_see_prior_documents_only_the_conductor_does(sctx, stub_mo
 
 
 def test_the_memory_offers_the_least_covered_options(sctx, stub_models):
-    memory = resources.memory(sctx)
+    memory = stub_memory(sctx)
     from memory.embedder import default_embedder
 
-    domain = resources.prompts(sctx).domain
+    domain = prompts_for(sctx).domain
     for i, genre in enumerate(domain.genres[:-1]):  # every genre but the last is used once already
         text = document(f"existing document {i}")
         memory.admit(

@@ -17,7 +17,6 @@ from agents.grammar import render
 from agents.llm import check_server, grammar_style
 from agents.prompts import load_prompts
 from agents.protocol import parse_turn
-from graph import resources
 from graph.run import main
 
 URL = os.environ.get("METASYNTH_VLLM_URL", "")
@@ -85,7 +84,6 @@ def test_a_text_protocol_turn_follows_the_grammar():
 
 
 def test_a_structured_run_through_the_cli(tmp_path):
-    resources.clear()
     out = tmp_path / "run"
     assert (
         main(

@@ -16,33 +16,44 @@ MetaSynth's, with the same revision budget, so that comparisons stay fair.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
+from dataclasses import dataclass, field
 
 from langchain_core.messages import HumanMessage
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agents.protocol import parse_final
-from graph import nodes
-from graph import resources as res
-from graph.configuration import Context
-from graph.nodes import ask, judge, with_fix
-from graph.seeds import sample_seeds
-from graph.state import DocInput, Draft, TemplateState, draft_of
+from graph.documents.seeds import sample_seeds
+from graph.documents.state import DocInput, Document, Draft, draft_of
+from graph.session import Run
+from graph.settings import IclSettings, PriorSettings, TemplateSettings
+from graph.steps import ask, judge, reject, with_fix
+
+
+@dataclass(kw_only=True)
+class TemplateState(Document):
+    """A baseline document: one prompt, one reply."""
+
+    # documents put in the prompt: recent corpus documents or real examples
+    shown: list[str] = field(default_factory=list)
+    usable: bool = False  # the latest reply was long enough to be a document
+
 
 # per document put in the prompt: five of them stay well inside SmolLM2's 8k context
 SHOWN_CHARS = 1500
 
 
-def _quoted(ctx: Context, texts: list[str]) -> str:
-    return res.prompts(ctx).lines(
+def _quoted(run: Run, texts: list[str]) -> str:
+    return run.prompts.lines(
         "quoted", [{"text": t[:SHOWN_CHARS]} for t in texts], empty=None, sep="\n\n"
     )
 
 
-def _instruction(ctx: Context, state: TemplateState) -> str:
-    prompts = res.prompts(ctx)
+def _instruction(run: Run, state: TemplateState) -> str:
+    prompts = run.prompts
     return prompts.render(
         "templates/plain.md",
         domain=prompts.domain.name,
@@ -52,21 +63,19 @@ def _instruction(ctx: Context, state: TemplateState) -> str:
 
 
 # -- nodes -----------------------------------------------------------------------------------------
-async def seed(state: TemplateState, runtime: Runtime[Context]) -> dict:
+async def seed(state: TemplateState, runtime: Runtime) -> dict:
     """Keywords only, drawn exactly as the MetaSynth graph draws them for the same document
-    index."""
-    ctx = runtime.context
-    await res.ready(ctx, picker=False)
+    index. The first node: the run's parts built on first use (and, under Studio, the run itself)
+    are built here, off the event loop."""
+    run = await asyncio.to_thread(lambda: Run.of(runtime).ready())
     if state.seeds:
         return {}
-    drawn = sample_seeds(
-        res.prompts(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:{state.index}")
-    )
-    return {"seeds": drawn["seeds"]}
+    rng = random.Random(f"{run.settings.seed}:{state.index}")
+    return {"seeds": sample_seeds(run.prompts.domain, run.settings.keywords, rng)["seeds"]}
 
 
-def plain_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
-    instruction = _instruction(runtime.context, state)
+def plain_prompt(state: TemplateState, runtime: Runtime) -> dict:
+    instruction = _instruction(Run.of(runtime), state)
     return {
         "method": "template",
         "shown": [],
@@ -75,15 +84,15 @@ def plain_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     }
 
 
-def prior_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
+async def prior_prompt(state: TemplateState, runtime: Runtime) -> dict:
     """The fixed prompt after the corpus's most recent documents, with "make it different"."""
-    ctx = runtime.context
-    recent = res.memory(ctx).recent(ctx.recall_k)
-    instruction = body = _instruction(ctx, state)
+    run = Run.of(runtime)
+    # the memory may live in another process (graph/workers.py): asked off the event loop
+    recent = await asyncio.to_thread(run.memory.recent, run.settings.recall_k)
+    instruction = body = _instruction(run, state)
     if recent:
         body = (
-            f"{res.prompts(ctx).render('templates/prior.md', documents=_quoted(ctx, recent))}"
-            f"\n\n{body}"
+            f"{run.prompts.render('templates/prior.md', documents=_quoted(run, recent))}\n\n{body}"
         )
     return {
         "method": "template-prior",
@@ -93,21 +102,21 @@ def prior_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     }
 
 
-def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
+def icl_prompt(state: TemplateState, runtime: Runtime) -> dict:
     """The fixed prompt after real documents drawn at random (seeded by the document index)."""
-    ctx = runtime.context
-    pool = res.seed_texts(ctx)
+    run = Run.of(runtime)
+    pool = run.examples
     if not pool:
         raise ValueError(
             "template-icl needs real example documents: set seed_docs (--seed-docs FILE.jsonl)"
         )
-    rng = random.Random(f"{ctx.seed}:icl:{state.index}")
-    examples = rng.sample(pool, min(ctx.recall_k, len(pool)))
-    prompts = res.prompts(ctx)
+    rng = random.Random(f"{run.settings.seed}:icl:{state.index}")
+    examples = rng.sample(pool, min(run.settings.recall_k, len(pool)))
+    prompts = run.prompts
     shown = prompts.render(
-        "templates/icl.md", domain=prompts.domain.name, examples=_quoted(ctx, examples)
+        "templates/icl.md", domain=prompts.domain.name, examples=_quoted(run, examples)
     )
-    instruction = _instruction(ctx, state)
+    instruction = _instruction(run, state)
     body = f"{shown}\n\n{instruction}"
     return {
         "method": "template-icl",
@@ -117,12 +126,12 @@ def icl_prompt(state: TemplateState, runtime: Runtime[Context]) -> dict:
     }
 
 
-async def write(state: TemplateState, runtime: Runtime[Context]) -> dict:
+async def write(state: TemplateState, runtime: Runtime) -> dict:
     """One call (a fresh one after a refused draft, with the gate's note); the reply is the
     document (chat preambles stripped, too-short replies unusable)."""
-    ctx = runtime.context
-    prompt = HumanMessage(with_fix(ctx, state.messages[0].text, state.fix))
-    reply, usage = await ask(res.expert_router(ctx), [prompt], state.method)
+    run = Run.of(runtime)
+    prompt = HumanMessage(with_fix(run, state.messages[0].text, state.fix))
+    reply, usage = await ask(run.writer, [prompt], state.method)
     draft = draft_of(parse_final(reply.text)) or Draft(
         text=reply.text, summary="", category="", guessed=[]
     )
@@ -135,40 +144,42 @@ async def write(state: TemplateState, runtime: Runtime[Context]) -> dict:
     }
 
 
-async def commit(state: TemplateState, runtime: Runtime[Context]) -> dict:
+async def commit(state: TemplateState, runtime: Runtime) -> dict:
     """The quality gate and the commit; no novelty gate (math.inf: always novel enough)."""
     if not state.usable:
         return {"verdict": {"accepted": False, "reason": "no document"}}
-    return await judge(runtime.context, state, state.draft, "final", math.inf)
+    return await judge(Run.of(runtime), state, state.draft, "final", math.inf)
 
 
-def redo(state: TemplateState, runtime: Runtime[Context]) -> dict:
+def redo(state: TemplateState, runtime: Runtime) -> dict:
     """A draft the quality gate refused: the writer is asked again, told only what to fix."""
     return {"revisions": state.revisions + 1}
 
 
-def after_commit(state: TemplateState, runtime: Runtime[Context]) -> str:
+def after_commit(state: TemplateState, runtime: Runtime) -> str:
     if state.verdict.get("accepted"):
         return END
-    return "redo" if state.usable and state.revisions < runtime.context.max_revisions else "reject"
+    budget_left = state.revisions < Run.of(runtime).settings.max_revisions
+    return "redo" if state.usable and budget_left else "reject"
 
 
 # -- graphs ----------------------------------------------------------------------------------------
-PROMPT_NODES = {
-    "template": plain_prompt,
-    "template-prior": prior_prompt,
-    "template-icl": icl_prompt,
+BASELINES = {  # method: its prompt node, its settings
+    "template": (plain_prompt, TemplateSettings),
+    "template-prior": (prior_prompt, PriorSettings),
+    "template-icl": (icl_prompt, IclSettings),
 }
 
 
 def build_template_graph(method: str):
-    builder = StateGraph(TemplateState, context_schema=Context, input_schema=DocInput)
+    prompt, settings = BASELINES[method]
+    builder = StateGraph(TemplateState, context_schema=settings, input_schema=DocInput)
     builder.add_node("seed", seed)
-    builder.add_node("prompt", PROMPT_NODES[method])
+    builder.add_node("prompt", prompt)
     builder.add_node("write", write)
     builder.add_node("commit", commit)
     builder.add_node("redo", redo)
-    builder.add_node("reject", nodes.reject)
+    builder.add_node("reject", reject)
     builder.add_edge(START, "seed")
     builder.add_edge("seed", "prompt")
     builder.add_edge("prompt", "write")

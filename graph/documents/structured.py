@@ -28,22 +28,14 @@ from langgraph.runtime import Runtime
 from agents import grammar
 from agents.brief import BriefError, parse_brief, parse_review
 from agents.protocol import document_text
-from graph import resources as res
-from graph.configuration import Context
-from graph.nodes import SEED_DOC_CHARS, ask, recall_nearest, with_fix
-from graph.state import DocState, Draft
+from graph.documents.nodes import SEED_DOC_CHARS, recall_nearest
+from graph.documents.state import DocState, Draft
+from graph.session import Run
+from graph.steps import ask, consult, least_covered, with_fix
 
 # brief field -> Domain list
 FIELDS = {"category": "categories", "genre": "genres", "audience": "audiences"}
 DRAFT_CHARS = 4000  # of a draft shown to the reviewer and the rewriter
-
-
-def least_covered(values: list[str], counts: Counter, k: int, rng: random.Random) -> list[str]:
-    """The k values the corpus has least of; ties in a seeded random order (a stable sort of a
-    shuffle)."""
-    shuffled = list(values)
-    rng.shuffle(shuffled)
-    return sorted(shuffled, key=lambda v: counts[v])[:k]
 
 
 def _coverage(prompts, counts: dict[str, Counter]) -> str:
@@ -63,29 +55,23 @@ def _coverage(prompts, counts: dict[str, Counter]) -> str:
     return prompts.lines("coverage_line", rows, empty="nothing_yet")
 
 
-def writer_messages(ctx: Context, text: str) -> list:
-    """Fresh eyes: the expert system prompt and one instruction, nothing of the corpus or the
-    conductor."""
-    return [SystemMessage(res.prompts(ctx).render("expert.md")), HumanMessage(text)]
-
-
 # -- nodes -----------------------------------------------------------------------------------------
-async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
+async def offer(state: DocState, runtime: Runtime) -> dict:
     """Open the conductor's brief: what the corpus holds (and, where the task prompt shows it, what
     is nearest), what it may choose."""
-    ctx = runtime.context
-    prompts, memory = res.prompts(ctx), res.memory(ctx)
+    run = Run.of(runtime)
+    prompts, memory = run.prompts, run.memory
     domain = prompts.domain
     # the memory may live in another process (graph/workers.py): asked off the event loop
     counts, size = await asyncio.to_thread(lambda: (memory.counts(list(FIELDS)), len(memory)))
-    rng = random.Random(f"{ctx.seed}:offer:{state.index}:{size}")
+    rng = random.Random(f"{run.settings.seed}:offer:{state.index}:{size}")
     options = {
-        field: least_covered(getattr(domain, attr), counts[field], ctx.choices, rng)
+        field: least_covered(getattr(domain, attr), counts[field], run.settings.choices, rng)
         for field, attr in FIELDS.items()
     }
     # The prompt file decides the conductor's memory view: recall costs an embedding only where
     # shown.
-    near = await recall_nearest(ctx, state) if prompts.uses("structured/task.md", "recall") else []
+    near = await recall_nearest(run, state) if prompts.uses("structured/task.md", "recall") else []
     if state.seed_doc:
         seed = prompts.render(
             "structured/seed_document.md", document=state.seed_doc[:SEED_DOC_CHARS]
@@ -131,13 +117,13 @@ async def offer(state: DocState, runtime: Runtime[Context]) -> dict:
     }
 
 
-async def plan(state: DocState, runtime: Runtime[Context]) -> dict:
+async def plan(state: DocState, runtime: Runtime) -> dict:
     """One conductor turn: the brief, constrained by the grammar of the options offered."""
-    ctx = runtime.context
-    prompts = res.prompts(ctx)
+    run = Run.of(runtime)
+    prompts = run.prompts
     options = state.options
     rules = grammar.render(prompts.texts["brief.gbnf"], {**options, "keyword": state.seeds})
-    reply, usage = await ask(res.conductor_router(ctx), state.messages, "conductor", rules)
+    reply, usage = await ask(run.conductor, state.messages, "conductor", rules)
     update = {"messages": [reply], "round": state.round + 1, "usage": usage, "draft": None}
     try:
         brief = parse_brief(reply.text, options)
@@ -162,15 +148,15 @@ async def plan(state: DocState, runtime: Runtime[Context]) -> dict:
     }
 
 
-async def write(state: DocState, runtime: Runtime[Context]) -> dict:
+async def write(state: DocState, runtime: Runtime) -> dict:
     """The writer the conductor named drafts the document from the instruction alone."""
-    ctx = runtime.context
+    run = Run.of(runtime)
     name = state.brief["expert"]
     # the quality gate's note, after a refused draft
-    asked = with_fix(ctx, state.instruction, state.fix)
-    reply, usage = await ask(res.expert_router(ctx), writer_messages(ctx, asked), f"expert:{name}")
+    asked = with_fix(run, state.instruction, state.fix)
+    reply, usage = await consult(run, name, asked)
     return {
-        "draft": _draft(ctx, state, reply.text),
+        "draft": _draft(run, state, reply.text),
         "source": "conductor",
         "usage": usage,
         "experts": state.experts + [name],
@@ -179,10 +165,10 @@ async def write(state: DocState, runtime: Runtime[Context]) -> dict:
     }
 
 
-async def review(state: DocState, runtime: Runtime[Context]) -> dict:
+async def review(state: DocState, runtime: Runtime) -> dict:
     """A second expert, fresh eyes too, reads the draft against the brief: keep, or one fix."""
-    ctx = runtime.context
-    prompts = res.prompts(ctx)
+    run = Run.of(runtime)
+    prompts = run.prompts
     brief = state.brief
     text = prompts.render(
         "structured/review.md",
@@ -191,12 +177,7 @@ async def review(state: DocState, runtime: Runtime[Context]) -> dict:
         genre=brief["genre"],
         audience=brief["audience"],
     )
-    reply, usage = await ask(
-        res.expert_router(ctx),
-        writer_messages(ctx, text),
-        "expert:Reviewer",
-        prompts.texts["review.gbnf"],
-    )
+    reply, usage = await consult(run, "Reviewer", text, prompts.texts["review.gbnf"])
     verdict = parse_review(reply.text)
     return {
         "reviews": state.reviews
@@ -206,11 +187,11 @@ async def review(state: DocState, runtime: Runtime[Context]) -> dict:
     }
 
 
-async def rewrite(state: DocState, runtime: Runtime[Context]) -> dict:
+async def rewrite(state: DocState, runtime: Runtime) -> dict:
     """The writer rewrites its draft with the reviewer's fix; an unusable rewrite keeps the
     draft."""
-    ctx = runtime.context
-    prompts = res.prompts(ctx)
+    run = Run.of(runtime)
+    prompts = run.prompts
     name = state.brief["expert"]
     text = prompts.render(
         "structured/rewrite.md",
@@ -218,60 +199,64 @@ async def rewrite(state: DocState, runtime: Runtime[Context]) -> dict:
         fix=state.reviews[-1]["fix"],
         draft=state.draft["text"][:DRAFT_CHARS],
     )
-    reply, usage = await ask(res.expert_router(ctx), writer_messages(ctx, text), f"expert:{name}")
+    reply, usage = await consult(run, name, text)
     return {
-        "draft": _draft(ctx, state, reply.text) or state.draft,
+        "draft": _draft(run, state, reply.text) or state.draft,
         "usage": usage,
         "experts": state.experts + [name],
     }
 
 
-def redo(state: DocState, runtime: Runtime[Context]) -> dict:
+def redo(state: DocState, runtime: Runtime) -> dict:
     """A draft the quality gate refused: the same writer writes again, told only what to fix."""
     return {"revisions": state.revisions + 1, "reviews": []}
 
 
-def replan(state: DocState, runtime: Runtime[Context]) -> dict:
+def replan(state: DocState, runtime: Runtime) -> dict:
     """A draft too close to the corpus: the conductor writes a new brief, told what it collided
     with."""
-    ctx = runtime.context
+    run = Run.of(runtime)
     verdict = state.verdict
-    note = res.prompts(ctx).render(
+    note = run.prompts.render(
         "structured/too_similar.md",
         similarity=f"{verdict['similarity']:.3f}",
-        threshold=f"{ctx.threshold:.2f}",
+        threshold=f"{run.settings.threshold:.2f}",
         summary=verdict["near_summary"],
     )
     messages = [HumanMessage(note)] if isinstance(state.messages[-1], AIMessage) else []
     return {"messages": messages, "revisions": state.revisions + 1, "reviews": []}
 
 
-def _draft(ctx: Context, state: DocState, reply: str) -> Draft | None:
+def _draft(run: Run, state: DocState, reply: str) -> Draft | None:
     text = document_text(reply)
     if text is None:
         return None
     brief = state.brief
-    summary = res.prompts(ctx).render("structured/summary.md", **brief).strip()
+    summary = run.prompts.render("structured/summary.md", **brief).strip()
     return Draft(text=text, summary=summary, category=brief["category"], guessed=[])
 
 
 # -- routing ---------------------------------------------------------------------------------------
-def after_plan(state: DocState, runtime: Runtime[Context]) -> str:
-    ctx = runtime.context
+def after_plan(state: DocState, runtime: Runtime) -> str:
+    run = Run.of(runtime)
     if state.brief:
         return "write"
-    if state.protocol_errors >= ctx.max_protocol_errors or state.round >= ctx.max_rounds:
+    if (
+        state.protocol_errors >= run.settings.max_protocol_errors
+        or state.round >= run.settings.max_rounds
+    ):
         return "fallback"
     return "plan"
 
 
-def after_write(state: DocState, runtime: Runtime[Context]) -> str:
-    return "review" if state.draft and len(state.reviews) < runtime.context.reviews else "gate"
+def after_write(state: DocState, runtime: Runtime) -> str:
+    reviews = Run.of(runtime).settings.reviews
+    return "review" if state.draft and len(state.reviews) < reviews else "gate"
 
 
-def after_review(state: DocState, runtime: Runtime[Context]) -> str:
+def after_review(state: DocState, runtime: Runtime) -> str:
     return "gate" if state.reviews[-1]["verdict"] == "keep" else "rewrite"
 
 
-def after_rewrite(state: DocState, runtime: Runtime[Context]) -> str:
+def after_rewrite(state: DocState, runtime: Runtime) -> str:
     return after_write(state, runtime)

@@ -10,7 +10,7 @@ The free-text protocol of the paper (`protocol: text`):
        |--(too similar, budget left)--> revise -> conductor | fallback
        '--(budget spent / no document)--> reject -> END
 
-The structured protocol for small models (`protocol: structured`, graph/structured.py):
+The structured protocol for small models (`protocol: structured`, structured.py):
 
     seed -> offer -> plan --(brief)--> write -> review --(keep)--> gate
                         |                            '--(revise)--> rewrite -> gate
@@ -24,14 +24,15 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Send
 
-from graph import baselines, nodes, structured
-from graph import resources as res
-from graph.configuration import Context
-from graph.state import DocInput, DocState, ExpertTask
+from graph.documents import nodes, structured, text
+from graph.documents.state import DocInput, DocState, ExpertTask
+from graph.session import Run
+from graph.settings import DocumentSettings
+from graph.steps import reject
 
 
-def after_conductor(state: DocState, runtime: Runtime[Context]):
-    ctx = runtime.context
+def after_conductor(state: DocState, runtime: Runtime):
+    ctx = Run.of(runtime).settings
     if state.draft:
         return "gate"
     if state.fallback_reason:  # the server refused the conversation (it outgrew the context)
@@ -43,40 +44,31 @@ def after_conductor(state: DocState, runtime: Runtime[Context]):
     return "protocol_error"
 
 
-def after_seed(state: DocState, runtime: Runtime[Context]) -> str:
-    return "offer" if res.protocol(runtime.context) == "structured" else "recall"
+def after_seed(state: DocState, runtime: Runtime) -> str:
+    return "offer" if Run.of(runtime).settings.resolved_protocol() == "structured" else "recall"
 
 
-def after_gate(state: DocState, runtime: Runtime[Context]) -> str:
+def after_gate(state: DocState, runtime: Runtime) -> str:
     if state.verdict.get("accepted"):
         return END
-    if state.draft and state.revisions < runtime.context.max_revisions:
+    if state.draft and state.revisions < Run.of(runtime).settings.max_revisions:
         if state.protocol == "structured" and state.source == "conductor":
             return "redo" if state.fix else "replan"  # the writer again (quality), or a new brief
         return "revise"
     return "reject"
 
 
-def after_revise(state: DocState, runtime: Runtime[Context]) -> str:
-    if state.source == "conductor" and state.round < runtime.context.max_rounds:
+def after_revise(state: DocState, runtime: Runtime) -> str:
+    if state.source == "conductor" and state.round < Run.of(runtime).settings.max_rounds:
         return "conductor"
     return "fallback"
 
 
 def build_graph():
-    builder = StateGraph(DocState, context_schema=Context, input_schema=DocInput)
-    # the free-text protocol and the shared ending
-    for node in (
-        nodes.seed,
-        nodes.recall,
-        nodes.conductor,
-        nodes.relay,
-        nodes.protocol_error,
-        nodes.fallback,
-        nodes.gate,
-        nodes.revise,
-        nodes.reject,
-    ):
+    builder = StateGraph(DocState, context_schema=DocumentSettings, input_schema=DocInput)
+    for node in (nodes.seed, nodes.fallback, nodes.gate, reject):  # both protocols
+        builder.add_node(node.__name__, node)
+    for node in (text.recall, text.conductor, text.relay, text.protocol_error, text.revise):
         builder.add_node(node.__name__, node)
     for node in (
         structured.offer,
@@ -89,7 +81,7 @@ def build_graph():
     ):  # the structured protocol
         builder.add_node(node.__name__, node)
     # a Send target: its own input
-    builder.add_node("expert", nodes.expert, input_schema=ExpertTask)
+    builder.add_node("expert", text.expert, input_schema=ExpertTask)
 
     builder.add_edge(START, "seed")
     builder.add_conditional_edges("seed", after_seed, ["recall", "offer"])
@@ -116,14 +108,3 @@ def build_graph():
 
 # What langgraph.json exposes: compiled without a checkpointer, as the dev server requires.
 graph = build_graph()
-
-
-def graph_for(method: str):
-    """The compiled graph that writes documents by `method` (the baselines live in
-    graph/baselines.py)."""
-    return {
-        "metasynth": graph,
-        "template": baselines.template,
-        "template-prior": baselines.template_prior,
-        "template-icl": baselines.template_icl,
-    }[method]

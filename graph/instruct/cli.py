@@ -2,7 +2,7 @@
 
 For each source document the conductor plans an instruction, a fresh-eyes expert derives it, it is
 evolved over --evolve-rounds checked steps, answered from the document, and gated for novelty
-against the instructions already made (graph/instruct_graph.py). Same run directory conventions as
+against the instructions already made (graph/instruct/graph.py). Same run directory conventions as
 `graph.run`: append + fsync, --resume after any stop, a manifest, progress; bad input ends in one
 line on stderr and exit code 2, before anything on disk is touched.
 """
@@ -17,28 +17,21 @@ import sys
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from agents import grammar
-from agents.instruction import GRAMMARS
+from agents.instruction import GRAMMARS, load_instruct_prompts
 from core.cli import Parser, add_fields, field_values, positive, run_command
 from core.errors import UserError
 from core.rundir import INSTRUCTIONS, RunDir
-from graph.configuration import LOOP, SERVERS
-from graph.instruct_nodes import METHOD, read_sources, source_path
-from graph.instruct_state import InstructContext
-from graph.session import (
-    Job,
-    embedded_model,
-    exit_status,
-    open_run,
-    prepare_run_dir,
-    summarize,
-    terminate,
-    write_manifest,
-)
+from graph.instruct.memory import build_instruct_run, read_sources, source_path
+from graph.instruct.nodes import METHOD
+from graph.manifest import exit_status, summarize, terminate, write_manifest
+from graph.session import Job, embedded_model, open_run, prepare_run_dir
+from graph.settings import LOOP, SERVERS, InstructSettings
 
-# The InstructContext fields the command line sets (their defaults and help come from the
+# The InstructSettings fields the command line sets (their defaults and help come from the
 # dataclass); the rest of the document graph's settings do not apply to instructions.
 FLAGS = (
     "base_url",
@@ -109,41 +102,45 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     groups[SERVERS].add_argument(
         "--price-completion", type=float, default=0.0, help="USD per 1M completion tokens"
     )
-    add_fields(p, InstructContext, FLAGS, groups)
+    add_fields(p, InstructSettings, FLAGS, groups)
     group = p.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="continue an existing instruction run")
     group.add_argument(
         "--overwrite", action="store_true", help="delete an existing instruction run's files first"
     )
     p.add_argument("--quiet", action="store_true", help="log lines only, no live progress display")
-    args = p.parse_args(argv)
-    if (
-        not 0 < args.threshold <= 1
-        or not 0 < args.paraphrase_threshold <= 1
-        or not 0 <= args.drift_threshold < args.paraphrase_threshold
+    return p.parse_args(argv)
+
+
+def check(settings: InstructSettings, max_failures: int) -> None:
+    """Settings that cannot run are one line each (UserError), before anything starts."""
+    if not (
+        0 < settings.threshold <= 1
+        and 0 < settings.paraphrase_threshold <= 1
+        and 0 <= settings.drift_threshold < settings.paraphrase_threshold
     ):
         raise UserError(
             "--threshold and --paraphrase-threshold are cosine similarities in (0, 1]; "
             "--drift-threshold in [0, --paraphrase-threshold)"
         )
-    if (
-        min(
-            args.evolve_rounds,
-            args.recall_k,
-            args.max_revisions,
-            args.max_retries,
-            args.max_failures,
-        )
-        < 0
-    ):
+    counts = {
+        "--evolve-rounds": settings.evolve_rounds,
+        "--recall-k": settings.recall_k,
+        "--max-revisions": settings.max_revisions,
+        "--max-retries": settings.max_retries,
+        "--max-failures": max_failures,
+    }
+    for flag, value in counts.items():
+        if value < 0:
+            raise UserError(f"{flag} cannot be negative, got {value}")
+    if (settings.expert_model or settings.expert_base_url) and not settings.base_url:
         raise UserError(
-            "--evolve-rounds, --recall-k, --max-revisions, --max-retries and --max-failures cannot "
-            "be negative"
+            "--expert-model and --expert-base-url need --base-url (the embedded server serves both "
+            "roles)"
         )
-    return args
 
 
-def settings_from(args: argparse.Namespace) -> tuple[InstructContext, Job, list[dict]]:
+def settings_from(args: argparse.Namespace) -> tuple[InstructSettings, Job, list[dict]]:
     """The run's settings and its source documents, from its flags; an unreadable corpus is bad
     input, reported before anything starts."""
     sources = read_sources(args.corpus)
@@ -155,18 +152,14 @@ def settings_from(args: argparse.Namespace) -> tuple[InstructContext, Job, list[
         raise UserError(
             "--out must not be the source run directory (the instruction memory is its own)"
         )
-    if (args.expert_model or args.expert_base_url) and not args.base_url:
-        raise UserError(
-            "--expert-model and --expert-base-url need --base-url (the embedded server serves both "
-            "roles)"
-        )
-    ctx = InstructContext(
-        **field_values(InstructContext, args, FLAGS),
+    settings = InstructSettings(
+        **field_values(InstructSettings, args, FLAGS),
         domain=args.domain or _source_domain(args.corpus, sources),
         out_dir=str(Path(out)),
         corpus=str(args.corpus),
     )
-    ctx = replace(ctx, model=embedded_model(ctx.base_url, ctx.model))
+    check(settings, args.max_failures)
+    settings = replace(settings, model=embedded_model(settings.base_url, settings.model))
     job = Job(
         method=METHOD,
         docs=args.instructions or len(sources),
@@ -179,7 +172,7 @@ def settings_from(args: argparse.Namespace) -> tuple[InstructContext, Job, list[
         overwrite=args.overwrite,
         quiet=args.quiet,
     )
-    return ctx, job, sources
+    return settings, job, sources
 
 
 def _source_domain(corpus: str, records: list[dict]) -> str:
@@ -214,18 +207,16 @@ def evolution_stats(results: list[dict]) -> dict:
     }
 
 
-def generate(ctx: InstructContext, job: Job, sources: list[dict]) -> int:
+def generate(settings: InstructSettings, job: Job, sources: list[dict]) -> int:
     from rich.console import Console
 
-    from graph import instruct_nodes as nodes
-    from graph import resources as res
     from graph.driver import Budget, Tally, drive
-    from graph.instruct_graph import graph
+    from graph.instruct.graph import graph
 
     console = Console(stderr=True)
-    # validates every prompt file, grammar and the domain before anything else
-    prompts = nodes.prompts(ctx)
-    out = Path(ctx.out_dir)
+    # every prompt file, grammar and the domain, before anything else
+    instruct = load_instruct_prompts(settings.domain, settings.prompts_dir or None)
+    out = Path(settings.out_dir)
     rundir = RunDir(out, INSTRUCTIONS)
     prepare_run_dir(rundir, job.resume, job.overwrite, holds="instructions")
     budget = Budget(
@@ -236,42 +227,33 @@ def generate(ctx: InstructContext, job: Job, sources: list[dict]) -> int:
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        open_run(stack, ctx, job, rundir, console, grammar.samples(prompts.texts, GRAMMARS))
-        memory = nodes.memory(ctx)
+        grammars = grammar.samples(instruct.texts, GRAMMARS)
+        build = partial(build_instruct_run, instruct=instruct)
+        opened = open_run(settings, job, console, grammars, build, rundir=rundir)
+        run = stack.enter_context(opened)
         console.log(
-            f"{prompts.domain.name} instructions from {len(sources)} documents "
-            f"({ctx.corpus}): {len(memory)} in {out}, target {job.docs}, "
-            f"{ctx.evolve_rounds} evolution rounds, {job.concurrency} in flight"
+            f"{run.prompts.domain.name} instructions from {len(sources)} documents "
+            f"({settings.corpus}): {len(run.memory)} in {out}, target {job.docs}, "
+            f"{settings.evolve_rounds} evolution rounds, {job.concurrency} in flight"
         )
+        live = console.is_terminal and not job.quiet
         try:
-            asyncio.run(
-                drive(
-                    ctx,
-                    budget,
-                    job.concurrency,
-                    tally,
-                    console,
-                    live=console.is_terminal and not job.quiet,
-                    method=METHOD,
-                    graph=graph,
-                    memory=memory,
-                )
-            )
+            asyncio.run(drive(graph, run, budget, job.concurrency, tally, console, live))
         except KeyboardInterrupt:
             interrupted = True
             console.log("interrupted: committed instructions are safe; continue with --resume")
         finally:
-            stats = summarize(tally, res.accounting(ctx).summary(), memory, job)
+            stats = summarize(tally, run.accounting.summary(), run.memory, job)
             stats = {
                 "instructions_in_set": stats.pop("documents_in_corpus"),
-                "source": str(ctx.corpus),
+                "source": str(settings.corpus),
                 "source_documents": len(sources),
                 **evolution_stats(tally.results),
                 **stats,
-                "grammar": res.grammar_styles(ctx),
+                "grammar": run.endpoints.grammar_styles(),
             }
-            memory.save_index()
-            write_manifest(out, ctx, prompts, stats, interrupted, job.concurrency, METHOD)
+            run.memory.save_index()
+            write_manifest(out, settings, run.instruct, stats, interrupted, job.concurrency, METHOD)
     run = stats["this_run"]
     print(
         f"{out}: {stats['instructions_in_set']} instructions ({run['final']} planned by the "
@@ -287,7 +269,7 @@ def generate(ctx: InstructContext, job: Job, sources: list[dict]) -> int:
         job.max_failures,
         rundir.failures,
         "instructions",
-        len(memory) >= job.docs,
+        stats["instructions_in_set"] >= job.docs,
     )
 
 

@@ -1,4 +1,4 @@
-"""The nodes of the MetaSynth-Instruct graph (wiring: graph/instruct_graph.py). Each is one small
+"""The nodes of the MetaSynth-Instruct graph (wiring: graph.py). Each is one small
 step.
 
 The conductor sees the source document and the instruction memory (type counts, the instructions
@@ -12,7 +12,6 @@ import asyncio
 import random
 from collections import Counter
 from datetime import datetime, timezone
-from pathlib import Path
 
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import END
@@ -21,9 +20,7 @@ from langgraph.runtime import Runtime
 from agents import grammar
 from agents.brief import BriefError
 from agents.instruction import (
-    InstructPrompts,
     complexity,
-    load_instruct_prompts,
     meta_text,
     parse_check,
     parse_evolved,
@@ -32,73 +29,12 @@ from agents.instruction import (
     parse_plan,
     parse_response,
 )
-from agents.tokens import count_tokens, load_tokenizer
-from core.jsonl import read_documents
-from core.rundir import CORPUS, INSTRUCTIONS
-from graph import resources as res
-from graph.instruct_state import InstructContext, InstructState
-from graph.nodes import admit, ask, embed
-from graph.structured import least_covered, writer_messages
-from memory.embedder import default_embedder
-from memory.store import Memory
+from agents.tokens import count_tokens
+from graph.instruct.memory import InstructRun
+from graph.instruct.state import InstructState
+from graph.steps import admit, ask, consult, embed, least_covered
 
 METHOD = "metasynth-instruct"
-
-
-class InstructionMemory(Memory):
-    """The committed instructions of one run and their own FAISS index (the same gate and commit as
-    the document memory). A record's `text` is its instruction: the field the gate embeds."""
-
-    records_name = INSTRUCTIONS
-
-    def type_counts(self) -> Counter:
-        return Counter(r.get("type") for r in self.records if r.get("type"))
-
-
-# -- resources (cached per configuration, like graph/resources.py) ---------------------------------
-def prompts(ctx: InstructContext) -> InstructPrompts:
-    return res.cached(
-        ("instruct-prompts", ctx.domain, ctx.prompts_dir),
-        lambda: load_instruct_prompts(ctx.domain, ctx.prompts_dir or None),
-    )
-
-
-def source_path(corpus: str) -> Path:
-    path = Path(corpus)
-    return path / CORPUS if path.is_dir() else path
-
-
-def read_sources(corpus: str) -> list[dict]:
-    """The source documents (a run directory's corpus.jsonl, or a JSONL file with `text`)."""
-    records = read_documents(source_path(corpus), "--corpus")
-    return [{**r, "id": str(r.get("id") or f"line-{n}")} for n, r in enumerate(records, 1)]
-
-
-def sources(ctx: InstructContext) -> list[dict]:
-    path = str(source_path(ctx.corpus).resolve())
-    return res.cached(("sources", path), lambda: read_sources(path))
-
-
-def memory(ctx: InstructContext) -> InstructionMemory:
-    directory = res.run_dir(ctx)
-    return res.cached(
-        ("instruct-memory", str(directory)),
-        lambda: InstructionMemory(
-            directory, default_embedder(), id_prefix=f"{ctx.domain}-instr", index=ctx.index
-        ),
-    )
-
-
-def warm(ctx: InstructContext, loop: int) -> None:
-    """Everything an instruction needs, built off the event loop (see graph.resources.warm)."""
-    prompts(ctx)
-    res.prompts(ctx)  # the experts' expert.md
-    sources(ctx)
-    memory(ctx)
-    load_tokenizer(ctx.tokenizer)
-    for router in (res.conductor_router(ctx, loop), res.expert_router(ctx, loop)):
-        for endpoint in router.endpoints:
-            router.client(endpoint)
 
 
 def source_position(seed: int, index: int, n: int) -> int:
@@ -110,9 +46,9 @@ def source_position(seed: int, index: int, n: int) -> int:
     return order[position]
 
 
-def instruction_record(ctx: InstructContext, state: InstructState, ended: str) -> dict:
+def instruction_record(run: InstructRun, state: InstructState, ended: str) -> dict:
     """One line of instructions.jsonl (docs/instruct.md has every field)."""
-    p = prompts(ctx)
+    p = run.instruct
     instruction, response = state.instruction or "", state.response or ""
     plan, evolution = state.plan or {}, state.evolution
     accepted = sum(1 for e in evolution[1:] if e["accepted"])
@@ -133,10 +69,10 @@ def instruction_record(ctx: InstructContext, state: InstructState, ended: str) -
         "revisions": state.revisions,
         "protocol_errors": state.protocol_errors,
         "ended": ended,
-        "model": res.conductor_router(ctx).model,
-        "expert_model": res.expert_router(ctx).model,
+        "model": run.conductor.model,
+        "expert_model": run.writer.model,
         "prompt_hash": p.hash,
-        "tokens": count_tokens(f"{instruction}\n{response}", ctx.tokenizer),
+        "tokens": count_tokens(f"{instruction}\n{response}", run.settings.tokenizer),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -165,33 +101,32 @@ def _version(state: InstructState, step: dict, check: str, why: str) -> dict:
 
 
 # -- nodes -----------------------------------------------------------------------------------------
-async def source(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def source(state: InstructState, runtime: Runtime) -> dict:
     """The source document of this instruction: a seeded order over the corpus, one pass per
-    cycle."""
-    ctx = runtime.context
-    await asyncio.to_thread(warm, ctx, res.loop_id())
-    docs = sources(ctx)
-    doc = docs[source_position(ctx.seed, state.index, len(docs))]
+    cycle. The first node: under Studio it builds the run (off the event loop) on first use."""
+    run = await asyncio.to_thread(lambda: InstructRun.of(runtime).ready())
+    docs = run.sources
+    doc = docs[source_position(run.settings.seed, state.index, len(docs))]
     return {
         "source": {
             "id": doc["id"],
-            "text": doc["text"][: ctx.document_chars],
+            "text": doc["text"][: run.settings.document_chars],
             "category": doc.get("category"),
             "summary": doc.get("summary") or doc["text"][:150],
         }
     }
 
 
-async def offer(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def offer(state: InstructState, runtime: Runtime) -> dict:
     """Open the conductor's conversation: the document and what the instruction set already
     holds."""
-    ctx = runtime.context
-    p, mem, src = prompts(ctx), memory(ctx), state.source
+    run = InstructRun.of(runtime)
+    p, mem, src = run.instruct, run.memory, state.source
     counts = mem.type_counts()
-    rng = random.Random(f"{ctx.seed}:types:{state.index}:{len(mem)}")
-    types = least_covered(list(p.types), counts, ctx.choices, rng)
+    rng = random.Random(f"{run.settings.seed}:types:{state.index}:{len(mem)}")
+    types = least_covered(list(p.types), counts, run.settings.choices, rng)
     siblings = [r["instruction"] for r in mem.records if r.get("source_id") == src["id"]]
-    near = mem.nearest(await embed(src["text"]), ctx.recall_k)
+    near = mem.nearest(await embed(run, src["text"]), run.settings.recall_k)
     task = p.render(
         "instruct/task.md",
         source_id=src["id"],
@@ -223,12 +158,12 @@ async def offer(state: InstructState, runtime: Runtime[InstructContext]) -> dict
     }
 
 
-async def plan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def plan(state: InstructState, runtime: Runtime) -> dict:
     """One conductor turn: the instruction's type (only those offered), focus and expert."""
-    ctx = runtime.context
-    p = prompts(ctx)
+    run = InstructRun.of(runtime)
+    p = run.instruct
     rules = grammar.render(p.texts["instruct/plan.gbnf"], {"type": state.types})
-    reply, usage = await ask(res.conductor_router(ctx), state.messages, "conductor", rules)
+    reply, usage = await ask(run.conductor, state.messages, "conductor", rules)
     update = {"messages": [reply], "round": state.round + 1, "usage": usage}
     try:
         chosen = parse_plan(reply.text, state.types)
@@ -243,10 +178,10 @@ async def plan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     return {**update, "plan": chosen.as_dict()}
 
 
-def fallback(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+def fallback(state: InstructState, runtime: Runtime) -> dict:
     """A conductor that cannot plan: the least-covered type, the document's summary as the focus,
     the domain's fallback expert. The rest of the chain (experts, checks, gate) is unchanged."""
-    p = prompts(runtime.context)
+    p = InstructRun.of(runtime).instruct
     return {
         "plan": {
             "type": state.types[0],
@@ -257,11 +192,11 @@ def fallback(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     }
 
 
-async def derive(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def derive(state: InstructState, runtime: Runtime) -> dict:
     """The planned expert, fresh eyes, derives an instruction grounded in the document:
     version 0."""
-    ctx = runtime.context
-    p, chosen, src = prompts(ctx), state.plan, state.source
+    run = InstructRun.of(runtime)
+    p, chosen, src = run.instruct, state.plan, state.source
     text = p.render(
         "instruct/derive.md",
         expert=chosen["expert"],
@@ -271,12 +206,8 @@ async def derive(state: InstructState, runtime: Runtime[InstructContext]) -> dic
         type_description=p.types.get(chosen["type"], chosen["type"]),
         focus=chosen["focus"],
     )
-    reply, usage = await ask(
-        res.expert_router(ctx),
-        writer_messages(ctx, text),
-        f"expert:{chosen['expert']}",
-        p.texts["instruct/derive.gbnf"],
-    )
+    rules = p.texts["instruct/derive.gbnf"]
+    reply, usage = await consult(run, chosen["expert"], text, rules)
     instruction = parse_instruction(reply.text)
     version = {
         "version": 0,
@@ -302,16 +233,16 @@ async def derive(state: InstructState, runtime: Runtime[InstructContext]) -> dic
     )
 
 
-async def propose(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def propose(state: InstructState, runtime: Runtime) -> dict:
     """The conductor picks this step's move (one not yet tried on this instruction; the set's least
     used first) and the expert who applies it, told how the last step went."""
-    ctx = runtime.context
-    p, evolution = prompts(ctx), state.evolution
+    run = InstructRun.of(runtime)
+    p, evolution = run.instruct, state.evolution
     tried = {e["move"] for e in evolution[1:]}
     used = Counter(
-        e["move"] for r in memory(ctx).records for e in r.get("evolution", [])[1:] if e["accepted"]
+        e["move"] for r in run.memory.records for e in r.get("evolution", [])[1:] if e["accepted"]
     )
-    rng = random.Random(f"{ctx.seed}:moves:{state.index}:{len(evolution)}")
+    rng = random.Random(f"{run.settings.seed}:moves:{state.index}:{len(evolution)}")
     moves = least_covered(
         [m for m in p.moves if m not in tried] or list(p.moves), used, len(p.moves), rng
     )
@@ -329,14 +260,14 @@ async def propose(state: InstructState, runtime: Runtime[InstructContext]) -> di
         p.render(
             "instruct/step.md",
             step=len(evolution),
-            steps=ctx.evolve_rounds,
+            steps=run.settings.evolve_rounds,
             previous=previous,
             instruction=state.instruction,
             moves="; ".join(moves),
         )
     )
     rules = grammar.render(p.texts["instruct/move.gbnf"], {"move": moves})
-    reply, usage = await ask(res.conductor_router(ctx), [*state.messages, note], "conductor", rules)
+    reply, usage = await ask(run.conductor, [*state.messages, note], "conductor", rules)
     update = {"messages": [note, reply], "round": state.round + 1, "usage": usage}
     try:
         move, expert = parse_move(reply.text, moves)
@@ -346,11 +277,11 @@ async def propose(state: InstructState, runtime: Runtime[InstructContext]) -> di
     return {**update, "step": {"move": move, "expert": expert}}
 
 
-async def evolve(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def evolve(state: InstructState, runtime: Runtime) -> dict:
     """The named expert, fresh eyes, rewrites the instruction with the move, and says what it
     added."""
-    ctx = runtime.context
-    p, step = prompts(ctx), state.step
+    run = InstructRun.of(runtime)
+    p, step = run.instruct, state.step
     text = p.render(
         "instruct/evolve.md",
         expert=step["expert"],
@@ -360,12 +291,7 @@ async def evolve(state: InstructState, runtime: Runtime[InstructContext]) -> dic
         move=step["move"],
         move_description=p.moves[step["move"]],
     )
-    reply, usage = await ask(
-        res.expert_router(ctx),
-        writer_messages(ctx, text),
-        f"expert:{step['expert']}",
-        p.texts["instruct/evolve.gbnf"],
-    )
+    reply, usage = await consult(run, step["expert"], text, p.texts["instruct/evolve.gbnf"])
     evolved = parse_evolved(reply.text)
     step = {
         **step,
@@ -375,31 +301,31 @@ async def evolve(state: InstructState, runtime: Runtime[InstructContext]) -> dic
     return {"step": step, "usage": usage, "experts": state.experts + [step["expert"]]}
 
 
-async def distinct(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def distinct(state: InstructState, runtime: Runtime) -> dict:
     """No model: a step whose instruction is a paraphrase of the previous version is rejected."""
-    ctx, step = runtime.context, state.step
+    run, step = InstructRun.of(runtime), state.step
     if not step.get("instruction"):
         return _version(state, step, "no instruction", "no instruction in the reply")
     before, after = await asyncio.to_thread(
-        default_embedder().encode, [state.instruction, step["instruction"]]
+        run.embedder.encode, [state.instruction, step["instruction"]]
     )
     similarity = float(before @ after)
     step = {**step, "similarity": round(similarity, 4)}
-    if similarity >= ctx.paraphrase_threshold:
+    if similarity >= run.settings.paraphrase_threshold:
         return _version(
             state,
             step,
             "paraphrase",
             f"a paraphrase of the previous version (similarity {similarity:.3f} >= "
-            f"{ctx.paraphrase_threshold:.2f})",
+            f"{run.settings.paraphrase_threshold:.2f})",
         )
-    if similarity < ctx.drift_threshold:
+    if similarity < run.settings.drift_threshold:
         return _version(
             state,
             step,
             "drift",
             f"another instruction, not an evolution of the previous version (similarity "
-            f"{similarity:.3f} < {ctx.drift_threshold:.2f})",
+            f"{similarity:.3f} < {run.settings.drift_threshold:.2f})",
         )
     if meta_text(step["instruction"]) and not meta_text(state.instruction):
         return _version(
@@ -411,23 +337,18 @@ async def distinct(state: InstructState, runtime: Runtime[InstructContext]) -> d
     return {"step": step}
 
 
-async def check(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def check(state: InstructState, runtime: Runtime) -> dict:
     """A fresh-eyes expert answers yes or no: can the evolved instruction be answered from the
     document?"""
-    ctx = runtime.context
-    p, step = prompts(ctx), state.step
+    run = InstructRun.of(runtime)
+    p, step = run.instruct, state.step
     text = p.render(
         "instruct/check.md",
         domain=p.domain.name,
         document=state.source["text"],
         instruction=step["instruction"],
     )
-    reply, usage = await ask(
-        res.expert_router(ctx),
-        writer_messages(ctx, text),
-        "expert:Checker",
-        p.texts["instruct/check.gbnf"],
-    )
+    reply, usage = await consult(run, "Checker", text, p.texts["instruct/check.gbnf"])
     answerable, reason = parse_check(reply.text)
     why = (
         (reason or "answerable")
@@ -441,10 +362,10 @@ async def check(state: InstructState, runtime: Runtime[InstructContext]) -> dict
     }
 
 
-async def answer(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def answer(state: InstructState, runtime: Runtime) -> dict:
     """The planned expert, fresh eyes, answers the final version from the document."""
-    ctx = runtime.context
-    p, expert = prompts(ctx), state.plan["expert"]
+    run = InstructRun.of(runtime)
+    p, expert = run.instruct, state.plan["expert"]
     text = p.render(
         "instruct/answer.md",
         expert=expert,
@@ -452,7 +373,7 @@ async def answer(state: InstructState, runtime: Runtime[InstructContext]) -> dic
         document=state.source["text"],
         instruction=state.instruction,
     )
-    reply, usage = await ask(res.expert_router(ctx), writer_messages(ctx, text), f"expert:{expert}")
+    reply, usage = await consult(run, expert, text)
     response = parse_response(reply.text)
     update = {"response": response, "usage": usage, "experts": state.experts + [expert]}
     return (
@@ -460,28 +381,28 @@ async def answer(state: InstructState, runtime: Runtime[InstructContext]) -> dic
     )
 
 
-async def gate(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def gate(state: InstructState, runtime: Runtime) -> dict:
     """The novelty gate over instructions and the commit, atomic in Memory.admit."""
-    ctx = runtime.context
-    vector = await embed(state.instruction)
-    record = instruction_record(ctx, state, "final" if state.origin == "conductor" else "fallback")
+    run = InstructRun.of(runtime)
+    vector = await embed(run, state.instruction)
+    record = instruction_record(run, state, "final" if state.origin == "conductor" else "fallback")
     summary, committed = await admit(
-        memory(ctx), record, vector, ctx.threshold, shown="instruction"
+        run.memory, record, vector, run.settings.threshold, shown="instruction"
     )
     if committed:
         return {"verdict": summary, "result": committed, "ended": committed["ended"]}
     return {"verdict": summary, "result": record}
 
 
-def replan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+def replan(state: InstructState, runtime: Runtime) -> dict:
     """An instruction too close to the set: the conductor plans again, told what it collided
     with."""
-    ctx = runtime.context
+    run = InstructRun.of(runtime)
     verdict = state.verdict
-    note = prompts(ctx).render(
+    note = run.instruct.render(
         "instruct/too_similar.md",
         similarity=f"{verdict['similarity']:.3f}",
-        threshold=f"{ctx.threshold:.2f}",
+        threshold=f"{run.settings.threshold:.2f}",
         nearest=verdict["near_instruction"],
     )
     return {
@@ -494,50 +415,59 @@ def replan(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
     }
 
 
-async def reject(state: InstructState, runtime: Runtime[InstructContext]) -> dict:
+async def reject(state: InstructState, runtime: Runtime) -> dict:
     """No instruction, no response, or too similar past the revision budget: rejects.jsonl, never
     the set."""
-    ctx = runtime.context
+    run = InstructRun.of(runtime)
     verdict = state.verdict
     record = {
-        **(state.result or instruction_record(ctx, state, "rejected")),
+        **(state.result or instruction_record(run, state, "rejected")),
         "ended": "rejected",
         "reason": verdict.get("reason") or "too similar",
         "nearest_similarity": verdict.get("similarity"),
         "nearest_id": verdict.get("near_id"),
     }
-    await asyncio.to_thread(memory(ctx).reject, record)
+    await asyncio.to_thread(run.memory.reject, record)
     return {"result": record, "ended": "rejected"}
 
 
 # -- routing ---------------------------------------------------------------------------------------
-def after_plan(state: InstructState, runtime: Runtime[InstructContext]) -> str:
-    ctx = runtime.context
-    spent = state.protocol_errors >= ctx.max_protocol_errors or state.round >= ctx.max_rounds
+def after_plan(state: InstructState, runtime: Runtime) -> str:
+    run = InstructRun.of(runtime)
+    spent = (
+        state.protocol_errors >= run.settings.max_protocol_errors
+        or state.round >= run.settings.max_rounds
+    )
     return "derive" if state.plan else "fallback" if spent else "plan"
 
 
-def _next_step(state: InstructState, runtime: Runtime[InstructContext]) -> str:
-    return "propose" if len(state.evolution) - 1 < runtime.context.evolve_rounds else "answer"
+def _next_step(state: InstructState, runtime: Runtime) -> str:
+    return (
+        "propose"
+        if len(state.evolution) - 1 < InstructRun.of(runtime).settings.evolve_rounds
+        else "answer"
+    )
 
 
-def after_derive(state: InstructState, runtime: Runtime[InstructContext]) -> str:
+def after_derive(state: InstructState, runtime: Runtime) -> str:
     return _next_step(state, runtime) if state.instruction else "reject"
 
 
-def after_distinct(state: InstructState, runtime: Runtime[InstructContext]) -> str:
+def after_distinct(state: InstructState, runtime: Runtime) -> str:
     return "check" if state.step else _next_step(state, runtime)
 
 
-def after_check(state: InstructState, runtime: Runtime[InstructContext]) -> str:
+def after_check(state: InstructState, runtime: Runtime) -> str:
     return _next_step(state, runtime)
 
 
-def after_answer(state: InstructState, runtime: Runtime[InstructContext]) -> str:
+def after_answer(state: InstructState, runtime: Runtime) -> str:
     return "gate" if state.response else "reject"
 
 
-def after_gate(state: InstructState, runtime: Runtime[InstructContext]) -> str:
+def after_gate(state: InstructState, runtime: Runtime) -> str:
     if state.verdict.get("accepted"):
         return END
-    return "replan" if state.revisions < runtime.context.max_revisions else "reject"
+    return (
+        "replan" if state.revisions < InstructRun.of(runtime).settings.max_revisions else "reject"
+    )

@@ -64,7 +64,7 @@ class ExpertTask(TypedDict):
 @dataclass(kw_only=True)
 class Document:
     """What every method's document carries, and what its record reports
-    (graph.nodes.make_record)."""
+    (graph.steps.make_record)."""
 
     index: int = 0
     method: str = "metasynth"  # or a baseline: "template" | "template-prior" | "template-icl"
@@ -93,6 +93,7 @@ class Document:
     written_by: str = ""
     writer: str = ""  # the expert who wrote most of the document's text
     fallback_reason: str = ""
+    verdict: dict = field(default_factory=dict)  # the gates' outcome of the latest draft
     result: dict = field(default_factory=dict)  # the committed or rejected record
     ended: str = ""  # "final" | "fallback" | "rejected"
     usage: Annotated[dict[str, Any], merge_usage] = field(default_factory=dict)
@@ -100,7 +101,7 @@ class Document:
 
 @dataclass(kw_only=True)
 class DocState(Document):
-    """A MetaSynth document, either protocol (graph/graph.py)."""
+    """A MetaSynth document, either protocol (graph.py)."""
 
     calls: list[dict] = field(default_factory=list)  # expert calls of the latest conductor turn
     replies: Annotated[list[dict], collect_replies] = field(default_factory=list)
@@ -108,17 +109,6 @@ class DocState(Document):
     expert_replies: list[dict] = field(default_factory=list)
     expert_share: float | None = None  # share of the final text the experts wrote (text protocol)
     premature: bool = False  # the latest turn was a final answer the experts did not write
-    verdict: dict = field(default_factory=dict)  # novelty-gate outcome of the latest draft
-    # The structured protocol (graph/structured.py)
+    # The structured protocol (structured.py)
     # what the memory offers: category, genre, audience
     options: dict[str, list[str]] = field(default_factory=dict)
-
-
-@dataclass(kw_only=True)
-class TemplateState(Document):
-    """A baseline document (graph/baselines.py): one prompt, one reply."""
-
-    # documents put in the prompt: recent corpus documents or real examples
-    shown: list[str] = field(default_factory=list)
-    usable: bool = False  # the latest reply was long enough to be a document
-    verdict: dict = field(default_factory=dict)  # the gate's outcome of the latest draft

@@ -1,6 +1,6 @@
 """Builds the MetaSynth-Instruct graph: one run = one instruction derived from a corpus document and
 evolved, by the same conductor and fresh-eyes experts as the documents
-(nodes: graph/instruct_nodes.py).
+(nodes: nodes.py).
 
     source -> offer -> plan --(plan)--> derive -> propose -> evolve -> distinct --(distinct)-> check
                          |                  |        ^                    |                      |
@@ -18,12 +18,13 @@ from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
 
-from graph import instruct_nodes as n
-from graph.instruct_state import InstructContext, InstructInput, InstructState
+from graph.instruct import nodes as n
+from graph.instruct.state import InstructInput, InstructState
+from graph.settings import InstructSettings
 
 
 def build_graph():
-    builder = StateGraph(InstructState, context_schema=InstructContext, input_schema=InstructInput)
+    builder = StateGraph(InstructState, context_schema=InstructSettings, input_schema=InstructInput)
     for name in (
         "source",
         "offer",

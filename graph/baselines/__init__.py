@@ -1,0 +1,1 @@
+"""The template baselines MetaSynth is measured against (graph.py)."""
