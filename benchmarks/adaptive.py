@@ -35,22 +35,9 @@ def main() -> None:
             mock_server_process(args.latency, "--capacity", str(args.capacity)) as url,
         ):
             out = Path(tmp) / "run"
-            run(
-                [
-                    "--docs",
-                    str(args.docs),
-                    "--out",
-                    str(out),
-                    "--base-url",
-                    url,
-                    "--protocol",
-                    "text",  # the figures in docs/ were measured on it
-                    "--quiet",
-                    "--concurrency",
-                    str(args.concurrency),
-                    *flags,
-                ]
-            )
+            # the text protocol: the figures in docs/ were measured on it
+            common = f"--docs {args.docs} --out {out} --base-url {url} --protocol text --quiet"
+            run([*common.split(), "--concurrency", str(args.concurrency), *flags])
             m = json.loads((out / "manifest.json").read_text())
         lat = m["llm"]["by_role"]["conductor"]["latency_s"]
         print(

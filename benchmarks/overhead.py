@@ -79,24 +79,10 @@ def measure(latency: float, workers: int, args) -> None:
     with tempfile.TemporaryDirectory() as tmp, mock_server_process(latency) as url:
         out = Path(tmp) / "run"
         cpu0 = cpu_seconds()
-        code = run(
-            [
-                "--docs",
-                str(args.docs),
-                "--out",
-                str(out),
-                "--base-url",
-                url,
-                "--protocol",
-                "text",  # the figures in docs/ were measured on it
-                "--quiet",
-                "--concurrency",
-                str(args.concurrency),
-                "--max-inflight",
-                str(4 * args.concurrency),
-                *(["--workers", str(workers)] if workers else []),
-            ]
-        )
+        # the text protocol: the figures in docs/ were measured on it
+        flags = f"--docs {args.docs} --out {out} --base-url {url} --protocol text --quiet"
+        flags += f" --concurrency {args.concurrency} --max-inflight {4 * args.concurrency}"
+        code = run([*flags.split(), *(["--workers", str(workers)] if workers else [])])
         driver_cpu = cpu_seconds() - cpu0
         manifest = json.loads((out / "manifest.json").read_text())
     llm = manifest["llm"]

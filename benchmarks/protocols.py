@@ -3,7 +3,7 @@ grammars, against the template baseline, on one model (the embedded default unle
 
     .venv/bin/python -m benchmarks.protocols [--docs 5] [--model embedded:qwen2.5-coder-0.5b]
         [--configs structured text structured-off text-off template] [--out runs/bench-protocols]
-        [--domain finance] [--seed 0]
+        [--domain finance] [--seed 0] [--time-limit SECONDS]
 
 Each configuration is a real `graph.run` into its own directory (same seeds), read back from its
 manifest and corpus. Prints one row per configuration; the last column is wall time per document
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -29,7 +30,14 @@ CONFIGS = {
 }
 
 
-def run(name: str, docs: int, out: Path, extra: list[str], domain: str = "finance") -> dict:
+def run(
+    name: str,
+    docs: int,
+    out: Path,
+    extra: list[str],
+    domain: str = "finance",
+    time_limit: float | None = None,
+) -> dict:
     target = out / name
     command = [
         sys.executable,
@@ -48,8 +56,14 @@ def run(name: str, docs: int, out: Path, extra: list[str], domain: str = "financ
         *CONFIGS[name],
         *extra,
     ]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode not in (0, 1):
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        stdout, stderr = process.communicate(timeout=time_limit)
+    except subprocess.TimeoutExpired:  # Ctrl-C: the run stops, its manifest says what it did
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate()
+    done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+    if done.returncode not in (0, 1, 130):
         raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
     manifest = json.loads((target / "manifest.json").read_text())
     corpus = target / "corpus.jsonl"
@@ -62,6 +76,7 @@ def run(name: str, docs: int, out: Path, extra: list[str], domain: str = "financ
     gates = manifest.get("gates", {})
     return {
         "config": name,
+        "interrupted": manifest.get("interrupted", False),
         "tried": manifest["this_run"]["tried"],
         "final": manifest["this_run"]["final"],
         "fallback": manifest["this_run"].get("fallback", 0),
@@ -98,11 +113,17 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-protocols"))
     parser.add_argument("--domain", default="finance")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--time-limit",
+        type=float,
+        help="seconds per configuration; past it the run is interrupted (Ctrl-C) and reported as "
+        "far as it got",
+    )
     args = parser.parse_args()
     extra = (["--model", args.model] if args.model else []) + ["--seed", str(args.seed)]
     rows = []
     for name in args.configs:
-        rows.append(run(name, args.docs, args.out, extra, args.domain))
+        rows.append(run(name, args.docs, args.out, extra, args.domain, args.time_limit))
         print(json.dumps(rows[-1]), flush=True)
     base = next((r["s_per_doc"] for r in rows if r["config"] == "template"), None)
     print(

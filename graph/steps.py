@@ -61,6 +61,13 @@ async def consult(run: Run, name: str, text: str, grammar: str = "") -> tuple[AI
     return await ask(run.writer, writer_messages(run, text), f"expert:{name}", grammar)
 
 
+def too_similar(prompts, name: str, verdict: dict, threshold: float, **nearest: str) -> str:
+    """The note a draft too close to the memory goes back with (prompt file `name`): how close it
+    came, the limit, and what it collided with."""
+    similarity = f"{verdict['similarity']:.3f}"
+    return prompts.render(name, similarity=similarity, threshold=f"{threshold:.2f}", **nearest)
+
+
 def with_fix(run: Run, instruction: str, fix: str) -> str:
     """A writer's instruction, and the quality gate's note when its last draft was sent back."""
     if not fix:

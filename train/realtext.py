@@ -20,6 +20,7 @@ from pathlib import Path
 
 from core.cli import run_command
 from core.errors import UserError
+from core.jsonl import write_atomic
 from core.splits import SPLITS, record_text, select
 
 DATASETS = ("fpb", "pubmedqa")
@@ -91,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             raise UserError(f"{out} exists; choose another --out")
         texts = documents(args.dataset, args.split)
-        out.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(out, "".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
+        except OSError as e:
+            raise UserError(f"cannot write {out}: {e.strerror}") from None
         tokenizer = tokenizer_of(args.tokenizer)
         print(
             f"{out}: {len(texts)} documents, {count_tokens(texts, tokenizer)} tokens "

@@ -31,7 +31,7 @@ from agents.protocol import document_text
 from graph.documents.nodes import SEED_DOC_CHARS, recall_nearest
 from graph.documents.state import DocState, Draft
 from graph.session import Run
-from graph.steps import ask, consult, least_covered, with_fix
+from graph.steps import ask, consult, least_covered, too_similar, with_fix
 
 # brief field -> Domain list
 FIELDS = {"category": "categories", "genre": "genres", "audience": "audiences"}
@@ -215,13 +215,10 @@ def redo(state: DocState, runtime: Runtime) -> dict:
 def replan(state: DocState, runtime: Runtime) -> dict:
     """A draft too close to the corpus: the conductor writes a new brief, told what it collided
     with."""
-    run = Run.of(runtime)
-    verdict = state.verdict
-    note = run.prompts.render(
-        "structured/too_similar.md",
-        similarity=f"{verdict['similarity']:.3f}",
-        threshold=f"{run.settings.threshold:.2f}",
-        summary=verdict["near_summary"],
+    run, verdict = Run.of(runtime), state.verdict
+    summary = verdict["near_summary"]
+    note = too_similar(
+        run.prompts, "structured/too_similar.md", verdict, run.settings.threshold, summary=summary
     )
     messages = [HumanMessage(note)] if isinstance(state.messages[-1], AIMessage) else []
     return {"messages": messages, "revisions": state.revisions + 1, "reviews": []}

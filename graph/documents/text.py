@@ -21,7 +21,7 @@ from agents.protocol import expert_share, parse_turn
 from graph.documents.nodes import expert_messages, recall_nearest, seed_text
 from graph.documents.state import DocState, draft_of
 from graph.session import Run
-from graph.steps import ask
+from graph.steps import ask, too_similar
 
 
 def round_message(run: Run, taken: int, body: str) -> HumanMessage:
@@ -189,11 +189,8 @@ def revise(state: DocState, runtime: Runtime) -> dict:
         if state.fix:
             body = prompts.render("quality_conductor.md", problem=state.fix)
         else:
-            body = prompts.render(
-                "too_similar.md",
-                similarity=f"{verdict['similarity']:.3f}",
-                threshold=f"{run.settings.threshold:.2f}",
-                summary=verdict["near_summary"],
-            )
+            summary = verdict["near_summary"]
+            threshold = run.settings.threshold
+            body = too_similar(prompts, "too_similar.md", verdict, threshold, summary=summary)
         update["messages"] = [round_message(run, state.round, body)]
     return update

@@ -32,7 +32,7 @@ from agents.instruction import (
 from agents.tokens import count_tokens
 from graph.instruct.memory import InstructRun
 from graph.instruct.state import InstructState
-from graph.steps import admit, ask, consult, embed, least_covered
+from graph.steps import admit, ask, consult, embed, least_covered, too_similar
 
 METHOD = "metasynth-instruct"
 
@@ -397,13 +397,10 @@ async def gate(state: InstructState, runtime: Runtime) -> dict:
 def replan(state: InstructState, runtime: Runtime) -> dict:
     """An instruction too close to the set: the conductor plans again, told what it collided
     with."""
-    run = InstructRun.of(runtime)
-    verdict = state.verdict
-    note = run.instruct.render(
-        "instruct/too_similar.md",
-        similarity=f"{verdict['similarity']:.3f}",
-        threshold=f"{run.settings.threshold:.2f}",
-        nearest=verdict["near_instruction"],
+    run, verdict = InstructRun.of(runtime), state.verdict
+    nearest = verdict["near_instruction"]
+    note = too_similar(
+        run.instruct, "instruct/too_similar.md", verdict, run.settings.threshold, nearest=nearest
     )
     return {
         "messages": [HumanMessage(note)],
