@@ -13,7 +13,7 @@ import signal
 import sys
 import threading
 from contextlib import ExitStack
-from dataclasses import fields, replace
+from dataclasses import replace
 from pathlib import Path
 
 from agents import grammar
@@ -62,21 +62,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive(int),
         help="corpus tokens the corpus should hold (counted with --tokenizer)",
     )
-    budget.add_argument(
-        "--max-attempts", type=positive(int), help="documents tried at most (default 3 x --docs)"
-    )
-    budget.add_argument(
-        "--max-failures",
-        type=int,
-        default=10,
-        help="failed documents tolerated before the run stops (default 10)",
-    )
-    server.add_argument(
-        "--concurrency",
-        type=positive(int),
-        default=4,
-        help="documents in flight (default 4; the embedded server gets one slot per document)",
-    )
+    Job.add_flags(p, budget, server, "documents")
     server.add_argument(
         "--workers",
         type=positive(int),
@@ -88,23 +74,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default="",
         help="an existing Ray cluster for --workers (ray start --head prints it), e.g. HEAD:6379",
     )
-    server.add_argument(
-        "--price-prompt",
-        type=float,
-        default=0.0,
-        help="USD per 1M prompt tokens (cost in the manifest)",
-    )
-    server.add_argument(
-        "--price-completion", type=float, default=0.0, help="USD per 1M completion tokens"
-    )
     # Every method's settings are a subset of MetaSynth's (graph/settings.py): one flag per field.
     add_fields(p, DocumentSettings, cli_fields(DocumentSettings), groups)
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue an existing run directory")
-    group.add_argument(
-        "--overwrite", action="store_true", help="delete an existing run's files first"
-    )
-    p.add_argument("--quiet", action="store_true", help="log lines only, no live progress display")
     return p.parse_args(argv)
 
 
@@ -119,7 +90,7 @@ def settings_from(args: argparse.Namespace) -> tuple[object, Job]:
             flag = "--" + ("out" if name == "out_dir" else name.replace("_", "-"))
             flag = "--prompts" if name == "prompts_dir" else flag
             raise UserError(f"{flag} does not apply to --method {args.method}")
-    job = Job(**{f.name: getattr(args, f.name) for f in fields(Job) if hasattr(args, f.name)})
+    job = Job.from_args(args)
     return check(settings_type(**given), job)
 
 

@@ -21,7 +21,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -31,6 +31,7 @@ from agents import llm
 from agents.calls import Accounting, Router, Sampling
 from agents.prompts import PromptSet, load_prompts
 from agents.tokens import load_tokenizer
+from core.cli import positive
 from core.errors import UserError
 from core.jsonl import read_jsonl, repair_tail
 from core.lock import hold
@@ -61,6 +62,42 @@ class Job:
     resume: bool = False
     overwrite: bool = False
     quiet: bool = False
+
+    @staticmethod
+    def add_flags(parser, budget, servers, items: str) -> None:
+        """The flags both generation CLIs share (`items`: what they write, for the help), in the
+        `budget` and `servers` argument groups."""
+        budget.add_argument(
+            "--max-attempts",
+            type=positive(int),
+            help=f"{items} tried at most (default 3 x the target)",
+        )
+        budget.add_argument(
+            "--max-failures", type=int, default=10, help=f"failed {items} tolerated (default 10)"
+        )
+        servers.add_argument(
+            "--concurrency",
+            type=positive(int),
+            default=4,
+            help=f"{items} in flight (default 4; the embedded server gets one slot each)",
+        )
+        for kind in ("prompt", "completion"):
+            help = f"USD per 1M {kind} tokens (the manifest's cost)"
+            servers.add_argument(f"--price-{kind}", type=float, default=0.0, help=help)
+        exclusive = parser.add_mutually_exclusive_group()
+        exclusive.add_argument("--resume", action="store_true", help="continue the run directory")
+        exclusive.add_argument(
+            "--overwrite", action="store_true", help="delete the run directory's outputs first"
+        )
+        parser.add_argument(
+            "--quiet", action="store_true", help="log lines only, no live progress display"
+        )
+
+    @classmethod
+    def from_args(cls, args, **given) -> Job:
+        """The Job the parsed flags describe (`given`: what the command fills in itself)."""
+        names = [f.name for f in fields(cls) if f.name not in given and hasattr(args, f.name)]
+        return cls(**{name: getattr(args, name) for name in names}, **given)
 
 
 def run_dir(settings) -> Path:

@@ -81,34 +81,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=positive(int),
         help="instructions the set should hold (default: one per source document)",
     )
-    budget.add_argument(
-        "--max-attempts",
-        type=positive(int),
-        help="instructions tried at most (default 3 x --instructions)",
-    )
-    budget.add_argument(
-        "--max-failures", type=int, default=10, help="failed instructions tolerated (default 10)"
-    )
     groups = {
         SERVERS: p.add_argument_group("servers (as graph.run)"),
         LOOP: p.add_argument_group(LOOP),
     }
-    groups[SERVERS].add_argument(
-        "--concurrency", type=positive(int), default=4, help="instructions in flight (default 4)"
-    )
-    groups[SERVERS].add_argument(
-        "--price-prompt", type=float, default=0.0, help="USD per 1M prompt tokens"
-    )
-    groups[SERVERS].add_argument(
-        "--price-completion", type=float, default=0.0, help="USD per 1M completion tokens"
-    )
+    Job.add_flags(p, budget, groups[SERVERS], "instructions")
     add_fields(p, InstructSettings, FLAGS, groups)
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--resume", action="store_true", help="continue an existing instruction run")
-    group.add_argument(
-        "--overwrite", action="store_true", help="delete an existing instruction run's files first"
-    )
-    p.add_argument("--quiet", action="store_true", help="log lines only, no live progress display")
     return p.parse_args(argv)
 
 
@@ -160,18 +138,7 @@ def settings_from(args: argparse.Namespace) -> tuple[InstructSettings, Job, list
     )
     check(settings, args.max_failures)
     settings = replace(settings, model=embedded_model(settings.base_url, settings.model))
-    job = Job(
-        method=METHOD,
-        docs=args.instructions or len(sources),
-        max_attempts=args.max_attempts,
-        max_failures=args.max_failures,
-        concurrency=args.concurrency,
-        price_prompt=args.price_prompt,
-        price_completion=args.price_completion,
-        resume=args.resume,
-        overwrite=args.overwrite,
-        quiet=args.quiet,
-    )
+    job = Job.from_args(args, method=METHOD, docs=args.instructions or len(sources))
     return settings, job, sources
 
 
