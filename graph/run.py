@@ -25,15 +25,8 @@ from core.errors import UserError
 from core.rundir import RunDir
 from graph.documents.seeds import read_seed_docs
 from graph.manifest import exit_status, summarize, terminate, write_manifest
-from graph.session import (
-    Job,
-    build_run,
-    embedded_model,
-    open_servers,
-    prepare_run_dir,
-    prompts_for,
-    writer_sampling,
-)
+from graph.servers import embedded_model, writer_sampling
+from graph.session import Job, build_run, open_servers, prepare_run_dir, prompts_for
 from graph.settings import LOOP, METHODS, SERVERS, DocumentSettings, IclSettings, PriorSettings
 
 BUDGET = "budget"

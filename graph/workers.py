@@ -26,7 +26,8 @@ from agents.calls import Accounting
 from core.errors import UserError
 from core.usage import cpu_seconds
 from graph.driver import failure_record, graph_for, write_document
-from graph.session import Endpoints, build_run, prompts_for, run_dir
+from graph.servers import Endpoints
+from graph.session import build_run, prompts_for, run_dir
 from memory.remote import ATTEMPT, MemoryOwner, RemoteMemory
 
 RESTARTS = 3  # per worker: a worker that keeps dying (out of memory) ends in failed documents

@@ -72,7 +72,7 @@ def test_every_methods_writer_gets_the_repetition_controls_grammars_only_when_co
     # The server's kind decides the fields the controls go in, for every method (the template
     # baselines included, which have no grammar setting); --constrain off only stops grammars.
     from agents import llm
-    from graph.session import Endpoints, routers
+    from graph.servers import Endpoints, routers
     from graph.settings import DocumentSettings, TemplateSettings
 
     monkeypatch.setattr(llm, "grammar_style", lambda url, timeout=5.0: "llama.cpp")

@@ -28,7 +28,8 @@ from core.rundir import INSTRUCTIONS, RunDir
 from graph.instruct.memory import build_instruct_run, read_sources, source_path
 from graph.instruct.nodes import METHOD
 from graph.manifest import exit_status, summarize, terminate, write_manifest
-from graph.session import Job, embedded_model, open_run, prepare_run_dir
+from graph.servers import embedded_model
+from graph.session import Job, open_run, prepare_run_dir
 from graph.settings import LOOP, SERVERS, InstructSettings
 
 # The InstructSettings fields the command line sets (their defaults and help come from the

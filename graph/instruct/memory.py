@@ -11,7 +11,8 @@ from agents.instruction import InstructPrompts, load_instruct_prompts
 from agents.prompts import PromptSet
 from core.jsonl import read_documents
 from core.rundir import CORPUS, INSTRUCTIONS
-from graph.session import Endpoints, Run, routers, run_dir, studio_run
+from graph.servers import Endpoints, routers
+from graph.session import Run, run_dir, studio_run
 from graph.settings import InstructSettings
 from memory.embedder import default_embedder
 from memory.store import Memory
