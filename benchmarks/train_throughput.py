@@ -23,31 +23,9 @@ import torch
 def packed(corpus: Path, seq_len: int, steps: int, out: Path) -> float:
     from train.cpt import main as cpt
 
-    assert (
-        cpt(
-            [
-                "--corpus",
-                str(corpus),
-                "--out",
-                str(out),
-                "--seq-len",
-                str(seq_len),
-                "--batch-size",
-                "1",
-                "--max-steps",
-                str(steps),
-                "--log-every",
-                "2",
-                "--save-every",
-                "100000",
-                "--held-out",
-                "0",
-                "--lr",
-                "2e-5",
-            ]
-        )
-        == 0
-    )
+    flags = f"--corpus {corpus} --out {out} --seq-len {seq_len} --batch-size 1 --max-steps {steps}"
+    flags += " --log-every 2 --save-every 100000 --held-out 0 --lr 2e-5"
+    assert cpt(flags.split()) == 0
     rows = [
         json.loads(line)
         for line in (out / "metrics.jsonl").read_text().splitlines()
