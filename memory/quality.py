@@ -7,6 +7,13 @@ Rules, checked in this order (the first one failed is the draft's `rule`):
 - `repetition`: Gopher's repetition rules (Rae et al. 2021, table A1), as datatrove's
   GopherRepetitionFilter implements them and with its thresholds: duplicate line and paragraph
   shares, the top 2-4-gram's character share, the duplicated 5-10-grams' character share.
+- `not_prose`: Gopher's quality rules on word statistics (table A1), as datatrove's
+  GopherQualityFilter implements them and with its thresholds: mean word length 3 to 10 characters,
+  at least 2 of Gopher's English stop words, '#' and ellipses at most 0.1 per word, at most 90 % of
+  lines bullets and 30 % ending in an ellipsis. Left out: its length rule (`length` above) and its
+  80 %-alphabetic-words rule (datatrove counts punctuation tokens as words, so it flags 300 of 500
+  real PubMedQA abstracts). It catches invented-word strings, other languages and all-caps lists
+  that the repetition rules let through (docs/quality.md).
 - `task_text`: text about the task instead of the domain: a chat preamble ("Here is the document"),
   placeholders ("[Company Name]"), lines that are the brief's own fields ("Genre: ..."), sentences
   about the instructions ("300 to 600 words", "your answer should"), or a run of ECHO_WORDS words
@@ -25,10 +32,11 @@ from __future__ import annotations
 import re
 import threading
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
-RULES = ("length", "repetition", "task_text", "off_topic")
+RULES = ("length", "repetition", "not_prose", "task_text", "off_topic")
 MIN_WORDS = 50  # Gopher's min_doc_words
 ECHO_WORDS = 8  # consecutive words of the instruction: longer than any keyword, genre or audience
 # The 1st percentile of real PubMedQA abstracts against 4 of their own MeSH terms (0.235), rounded
@@ -119,6 +127,27 @@ def _gopher():
     return GopherRepetitionFilter()  # its defaults are the paper's thresholds
 
 
+@lru_cache(maxsize=1)
+def _prose_filter():
+    from datatrove.pipeline.filters import GopherQualityFilter
+
+    # its defaults are the paper's thresholds; length is our own rule, the alphabetic share is off
+    return GopherQualityFilter(
+        min_doc_words=None, max_doc_words=None, max_non_alpha_words_ratio=None
+    )
+
+
+def not_prose(text: str) -> str:
+    """Which of Gopher's word-statistics rules `text` fails ("" for none): datatrove's
+    GopherQualityFilter's reason, less its "gopher_" prefix ("above_avg_threshold": mean word
+    length over 10, "enough_stop_words": fewer than 2 stop words, ...)."""
+    from datatrove.data import Document
+
+    with _lock:  # its tokenizer is datatrove's spaCy one: one thread at a time (see _words)
+        verdict = _prose_filter().filter(Document(text=text, id=""))
+    return "" if verdict is True else verdict[1].removeprefix("gopher_")
+
+
 def _words(text: str) -> list[str]:
     from datatrove.utils.text import split_into_words
 
@@ -172,6 +201,9 @@ def check(
     repeated, figures = _repetition(text, words) if text.strip() else ("empty", {})
     if repeated:
         flags.append("repetition")
+    prose = not_prose(text) if text.strip() else "empty"
+    if prose:
+        flags.append("not_prose")
     said = task_text(text, instruction, values)
     if said:
         flags.append("task_text")
@@ -180,6 +212,7 @@ def check(
     figures = {
         "words": counted,
         "repetition": repeated or None,
+        "not_prose": prose or None,
         "task_text": said,
         "topic_similarity": None if topic_similarity is None else round(float(topic_similarity), 4),
         "gopher": figures,

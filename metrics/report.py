@@ -18,6 +18,7 @@ import numpy as np
 from core.cli import Parser, positive, run_command
 from core.errors import UserError
 from core.jsonl import write_atomic
+from memory import quality
 from memory.store import DEFAULT_THRESHOLD
 from metrics.corpora import Corpus, load, sample
 
@@ -40,7 +41,7 @@ FLAGS = {
     "flagged": "Flagged by any quality rule",
     **{
         f"flagged_{rule}": f"Flagged: {rule.replace('_', ' ')}"
-        for rule in ("length", "repetition", "task_text", "off_topic")
+        for rule in quality.RULES
     },
 }
 
@@ -237,7 +238,6 @@ def measure(
 def flagged(corpus: Corpus, picked: list[int], seed: int) -> dict:
     """The share of the sampled documents each quality rule flags. Off topic needs seed keywords (a
     generated corpus's records); echoes of an instruction are not checked (no instruction here)."""
-    from memory import quality
     from memory.embedder import default_embedder
 
     seeds = [corpus.seeds[i] if corpus.seeds else [] for i in picked]

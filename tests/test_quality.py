@@ -2,6 +2,7 @@
 the routing of a refused draft (back to its writer with what to fix, then rejects.jsonl)."""
 
 import json
+import random
 from dataclasses import replace
 
 import pytest
@@ -20,6 +21,16 @@ PROSE = (
     "while fee income from payments and wealth management should cushion part of the decline."
 )
 LOOP = "The bank raised its rates to attract savers. " * 12
+INVENTED = " ".join(
+    "xeno" + "".join(random.Random(i).choices("abcdefghilmnoprstu", k=12)) for i in range(60)
+)
+SPANISH = (
+    "La investigación sobre aplicaciones clínicas en una base de datos hospitalaria cambió "
+    "durante varios años por errores técnicos. Los médicos habían tratado pacientes con "
+    "enfermedades neurológicas raras, y cada equipo registraba resultados distintos según "
+    "criterios propios. Ahora proponen normas comunes para medir respuestas al tratamiento, "
+    "compartir muestras entre centros regionales y publicar informes trimestrales abiertos."
+)
 INSTRUCTION = (
     "You are Credit Analyst. Write a finance op-ed of 300 to 600 words for retail investors about: "
     "deposit betas, net interest margin.\nWrite only the document itself: no preamble, no notes, "
@@ -41,6 +52,11 @@ def test_a_plain_document_passes_every_rule():
     "text, rule, detail",
     [
         (LOOP, "repetition", "top_3_gram"),
+        # strings of invented words that never repeat (like a SmolLM2 biomedicine document that
+        # passed the other rules, 2026-12-05)
+        (INVENTED, "not_prose", "above_avg_threshold"),
+        # another language (Gopher's stop words are English)
+        (SPANISH, "not_prose", "enough_stop_words"),
         ("Net interest margins narrowed again this quarter, the bank said.", "length", None),
         ("Here is the document you asked for:\n\n" + PROSE, "task_text", "preamble"),
         (PROSE + " Contact [Your Name] at [Company Name] for details.", "task_text", "placeholder"),
@@ -69,8 +85,8 @@ def test_a_plain_document_passes_every_rule():
 def test_each_rule_flags_its_own_failure(text, rule, detail):
     checked = quality.check(text, INSTRUCTION)
     assert checked.rule == rule, checked.figures
-    if rule == "repetition":
-        assert checked.figures["repetition"] == detail
+    if rule in ("repetition", "not_prose"):
+        assert checked.figures[rule] == detail
     elif rule == "task_text":
         assert detail in checked.figures["task_text"]
 
@@ -200,7 +216,10 @@ def test_the_baselines_pass_the_same_gate(ctx, stub_models):
 def test_with_the_gate_off_figures_are_recorded_and_nothing_is_refused(ctx, stub_models):
     stub_models(brief, lambda m: LOOP)
     state = run_doc(graph, {"index": 0}, replace(ctx, protocol="structured", quality_gate="off"))
-    assert state["ended"] == "final" and state["result"]["quality"]["flags"] == ["repetition"]
+    # one sentence again and again: it loops, and its only stop word in lower case is "to"
+    # (datatrove counts stop words as written: "The" is not "the")
+    flags = state["result"]["quality"]["flags"]
+    assert state["ended"] == "final" and flags == ["repetition", "not_prose"]
 
 
 def sctx_path(ctx):
