@@ -46,17 +46,23 @@ TOPIC_THRESHOLD = 0.20
 _TASK_PATTERNS = {
     "preamble": r"\A\s*(?:here is|here's|here are|below is|sure|certainly|of course)\b",
     "placeholder": r"\[(?:insert|your|company|client|recipient|name|date|address|title|author|"
-    r"amount|number|x{2,})\b[^\]\n]{0,40}\]|\{[a-z_]{2,30}\}|<(?:insert|your|name)\b[^>\n]{0,40}>",
+    r"amount|number|x{2,})\b[^\]\n]{0,40}\]|\{[a-z_]{2,30}\}|<(?:insert|your|name)\b[^>\n]{0,40}>|"
+    # "[Investor's Name]", "[Fictitious Title]" (added 2026-12-05, read in committed documents)
+    r"\[[^\]\n]{0,30}\b(?:name|date|address|title|email|phone)\]",
     "brief_field": r"^[ \t*#>-]*(?:category|genre|audience|angle|entity|expert|keywords?|summary|"
     r"seed|word count)[ \t*]*:",
     # the writer talking about its output anywhere (the preamble rule sees only the start)
     "about_itself": r"\b(?:here is|here's|below is) (?:the|a|an|my) (?:\w+ ){0,2}"
     r"(?:document|article|text|draft|outline|version|leaflet|essay)\b|"
-    r"\bI will (?:write|talk) about\b",
+    r"\bI will (?:write|talk) about\b|"
+    # assistant chatter: "I'm here to help you craft a finance glossary entry" (2026-12-05)
+    r"\bI(?: am|'m|’m) here to (?:help|assist)\b",
     "instructions": r"\b(?:these|your|the above) instructions?\b|"
     r"\binstructions? (?:above|below)\b|\bword count\b|"
     r"\b\d{2,4} (?:to|-|–) \d{2,4} words\b|\b(?:at least|no more than|up to) \d+ "
     r"(?:words|placeholders|paragraphs|sentences|bullet points)\b|"
+    # "a research note of 300 words" (2026-12-05)
+    r"\b(?:of|in|about|around|under|within|approximately) \d{2,4}[- ]words?\b|"
     r"\byour (?:answer|response|document|essay|article|text) (?:should|must|will)\b|"
     r"\bas an ai\b|\b(?:an ai|a) language model\b",
 }

@@ -67,6 +67,18 @@ def test_a_plain_document_passes_every_rule():
             "task_text",
             "about_itself",
         ),
+        # read in committed SmolLM2 documents, 2026-12-05
+        ("Dear [Investor's Name],\n\n" + PROSE, "task_text", "placeholder"),
+        (
+            "I'm here to help you craft a finance glossary entry. " + PROSE,
+            "task_text",
+            "about_itself",
+        ),
+        (
+            "The question was to write a research note of 300 words on fair value. " + PROSE,
+            "task_text",
+            "instructions",
+        ),
         # the task's seed line echoed (Qwen2.5-Coder-1.5B's fallback writer, 2026-12-02)
         ("# Seed: Keywords: Bid-Ask Spread, Bank Run\n\n" + PROSE, "task_text", "brief_field"),
         (
