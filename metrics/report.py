@@ -39,10 +39,7 @@ METRICS = {
 # documents each flags, and any of them. Lower is better; not a diversity measure.
 FLAGS = {
     "flagged": "Flagged by any quality rule",
-    **{
-        f"flagged_{rule}": f"Flagged: {rule.replace('_', ' ')}"
-        for rule in quality.RULES
-    },
+    **{f"flagged_{rule}": f"Flagged: {rule.replace('_', ' ')}" for rule in quality.RULES},
 }
 
 
