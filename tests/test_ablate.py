@@ -249,6 +249,32 @@ def test_intervals_are_paired_over_items_and_cover_seeds():
         bootstrap.table(base, {"short": [_items(rng, n=10)]}, {"fpb": TASKS["fpb"]}, replicates=10)
 
 
+def test_arm_against_arm_intervals_are_of_the_difference():
+    rng = np.random.default_rng(3)
+    base = _items(rng, flip=0.3)
+    twin = json.loads(json.dumps(base))
+    better = {
+        "perplexity": [[x[0] * 0.8, x[1]] for x in base["perplexity"]],
+        "fpb": {"gold": base["fpb"]["gold"], "predicted": base["fpb"]["gold"]},
+    }
+    table = bootstrap.table(
+        base,
+        {"base-like": [base], "twin": [twin], "better": [better]},
+        {"fpb": TASKS["fpb"]},
+        replicates=300,
+    )
+    assert list(table["pairs"]) == ["base-like - twin", "base-like - better", "twin - better"]
+    same = table["pairs"]["base-like - twin"]["perplexity"]
+    assert same == {"difference": 0.0, "ci": [0.0, 0.0]}  # same items drawn for both arms
+    worse = table["pairs"]["twin - better"]
+    assert worse["perplexity"]["difference"] == pytest.approx(
+        table["arms"]["twin"]["perplexity"]["mean"] - table["arms"]["better"]["perplexity"]["mean"],
+        abs=2e-4,
+    )
+    assert worse["perplexity"]["ci"][0] > 0  # higher perplexity than `better` on every resample
+    assert worse["fpb_accuracy"]["ci"][1] < 0
+
+
 # ---- the ablation end to end --------------------------------------------------------------------
 
 
@@ -354,6 +380,8 @@ def test_ablation_end_to_end_with_a_killed_arm_and_a_second_writer(tmp_path, tin
         assert (folder / "items.json").exists() and not (folder / "checkpoints").exists()
         assert not (folder / "final").exists()
     assert "| real |" in (out / "results.md").read_text()
+    assert list(results["scores"]["pairs"]) == ["a - b", "a - real", "b - real"]
+    assert "## Arm against arm" in (out / "results.md").read_text()
     assert (out / "results.png").stat().st_size > 0
 
     # The resumed arm logged each step once and trained as an uninterrupted run of the same command.

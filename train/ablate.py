@@ -10,7 +10,8 @@ sequence length and seeds, through train.cpt's own `train`. The base and every c
 scored by train.evaluate's code on the evaluation half of the domain's real data (core/splits.py):
 held-out perplexity and the domain's task. Writes OUT/results.json, OUT/results.md (each arm's
 scores, the delta to the base, 95 % bootstrap intervals over evaluation items and training seeds,
-the decontamination report) and OUT/results.png (validation loss per arm; deltas with intervals).
+every arm against every other with the interval of the difference, the decontamination report)
+and OUT/results.png (validation loss per arm; deltas with intervals).
 
 Resumable: a killed run continues where it stopped (an arm+seed already scored is not redone, a
 half-trained one resumes from its last checkpoint). Checkpoints are deleted once scored unless

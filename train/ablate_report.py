@@ -127,6 +127,7 @@ def markdown(results: dict) -> str:
         *head,
         *rows,
         "",
+        *_pairs(results["scores"].get("pairs", {}), names),
         "## Arms",
         "",
         "| arm | training text | documents | corpus tokens | trained tokens per seed |",
@@ -151,6 +152,31 @@ def markdown(results: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _pairs(pairs: dict, names: list[str]) -> list[str]:
+    """Arm against arm: the difference of means with its own interval (same replicates), and
+    which arm it favours when the interval excludes 0."""
+    if not pairs:
+        return []
+    lines = [
+        "## Arm against arm",
+        "",
+        "Difference of the means (first arm minus second), 95 % interval over the same "
+        "resamples of items and seeds. `*` marks an interval that excludes 0.",
+        "",
+        "| arms | " + " | ".join(f"{n} ({_better(n)} is better)" for n in names) + " |",
+        "|---|" + "---:|" * len(names),
+    ]
+    for pair, by_score in pairs.items():
+        cells = []
+        for n in names:
+            d = by_score[n]
+            low, high = d["ci"]
+            mark = " *" if low > 0 or high < 0 else ""
+            cells.append(f"{d['difference']:+.4f} [{low:+.4f}, {high:+.4f}]{mark}")
+        lines.append(f"| {pair} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
 
 
 def plot(results: dict, path: Path) -> None:

@@ -68,7 +68,9 @@ def _interval(values: np.ndarray) -> list[float]:
 def table(
     base: dict, arms: dict[str, list[dict]], tasks: dict, replicates: int = 1000, seed: int = 0
 ) -> dict:
-    """{"base": {score: {value, ci}}, "arms": {arm: {score: {mean, seeds, ci, delta, delta_ci}}}}.
+    """{"base": {score: {value, ci}}, "arms": {arm: {score: {mean, seeds, ci, delta, delta_ci}}},
+    "pairs": {"a - b": {score: {difference, ci}}}}: every arm against every later arm, on the
+    same replicates (the same items and seed indices), so the interval is of the difference itself.
     `arms[arm]` lists that arm's per-item results, one per training seed (in seed order)."""
     rng = np.random.default_rng(seed)
     sizes = _sizes(base)
@@ -83,7 +85,10 @@ def table(
             for k, v in base_point.items()
         },
         "arms": {},
+        "pairs": {},
     }
+    replicated: dict[str, dict[str, np.ndarray]] = {}
+    means: dict[str, dict[str, float]] = {}
     for arm, runs in arms.items():
         for run in runs:
             if _sizes(run) != sizes:
@@ -92,12 +97,13 @@ def table(
         per_seed_draw = [metrics_of(r, tasks, draw) for r in runs]
         # seeds of arms with fewer runs than n_seeds wrap around (only when an arm is incomplete)
         picks = seed_draw % len(runs)
-        scores = {}
+        scores, replicated[arm], means[arm] = {}, {}, {}
         for k in base_point:
             stacked = np.stack([d[k] for d in per_seed_draw])  # (seeds, replicates)
             resampled = stacked[picks.T, np.arange(replicates)].mean(0)
+            replicated[arm][k] = resampled
             seeds = [float(p[k][0]) for p in per_seed_point]
-            mean = float(np.mean(seeds))
+            mean = means[arm][k] = float(np.mean(seeds))
             scores[k] = {
                 "mean": round(mean, 4),
                 "seeds": [round(s, 4) for s in seeds],
@@ -106,4 +112,14 @@ def table(
                 "delta_ci": _interval(resampled - base_draw[k]),
             }
         result["arms"][arm] = scores
+    names = list(arms)
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            result["pairs"][f"{a} - {b}"] = {
+                k: {
+                    "difference": round(means[a][k] - means[b][k], 4),
+                    "ci": _interval(replicated[a][k] - replicated[b][k]),
+                }
+                for k in base_point
+            }
     return result
