@@ -397,3 +397,33 @@ def test_ablation_end_to_end_with_a_killed_arm_and_a_second_writer(tmp_path, tin
     for r in rows:
         if "loss" in r:
             assert resumed[r["step"]] == pytest.approx(r["loss"], abs=2e-3)
+
+    # Arms may be added later (the base and the trained arms are kept); an arm whose text changed
+    # since it was trained, or one left out, is refused with one line and nothing rewritten.
+    original = a.read_text()
+    a.write_text(original + json.dumps({"text": "a document added after training."}) + "\n")
+    grown = subprocess.run(command, cwd=ROOT, env=_env(), capture_output=True, text=True)
+    assert grown.returncode == 2 and len(grown.stderr.strip().splitlines()) == 1
+    assert grown.stderr.startswith("error: arm a: its corpus has changed since")
+    a.write_text(original)
+    at = argv.index(f"b={b}")
+    without_b = argv[: at - 1] + argv[at + 1 :]  # less "--corpus b=..."
+    left_out = subprocess.run(
+        [sys.executable, "-m", "train.ablate", *without_b],
+        cwd=ROOT,
+        env=_env(),
+        capture_output=True,
+        text=True,
+    )
+    assert left_out.returncode == 2
+    assert f"has arm b={b}; give it again unchanged" in left_out.stderr
+    c = _corpus(tmp_path / "c.jsonl", "revenue guidance merger stake credit profit", 2)
+    added = subprocess.run(
+        [*command, "--corpus", f"c={c}"], cwd=ROOT, env=_env(), capture_output=True, text=True
+    )
+    assert added.returncode == 0, added.stderr[-3000:]
+    assert "a seed 0: already scored" in added.stderr and "b seed 0: already scored" in added.stderr
+    assert (out / "arms" / "a" / "seed-0" / "items.json").stat().st_mtime_ns == scored_a
+    results = json.loads((out / "results.json").read_text())
+    assert list(results["scores"]["arms"]) == ["a", "b", "c", "real"]
+    assert "c - real" in results["scores"]["pairs"]

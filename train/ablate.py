@@ -176,13 +176,19 @@ def _settings(args: argparse.Namespace) -> dict:
 
 
 def _check_settings(out: Path, args: argparse.Namespace) -> None:
-    """The first run's settings, or the same again on a rerun (seeds may be added)."""
+    """The first run's settings, or the same again on a rerun (seeds and arms may be added)."""
     path = out / "ablation.json"
     settings = _settings(args)
     if path.exists():
         earlier = json.loads(path.read_text())["settings"]
+        for name, corpus in (earlier.get("corpus") or {}).items():
+            if settings["corpus"].get(name) != corpus:
+                raise UserError(
+                    f"{out} has arm {name}={corpus}; give it again unchanged "
+                    "(arms may be added, not changed or left out), or use another --out"
+                )
         for key in FIXED:
-            if earlier.get(key) != settings[key]:
+            if key != "corpus" and earlier.get(key) != settings[key]:
                 raise UserError(
                     f"{out} was started with --{key.replace('_', '-')} "
                     f"{earlier.get(key)!r}, not {settings[key]!r}; use another --out"
@@ -195,8 +201,23 @@ def _check_settings(out: Path, args: argparse.Namespace) -> None:
     )
 
 
-def _write_jsonl(path: Path, texts: list[str]) -> None:
-    write_atomic(path, "".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
+def _jsonl(texts: list[str]) -> bytes:
+    return "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
+
+
+def _write_arm_data(out: Path, name: str, texts: list[str]) -> None:
+    """An arm's training text; refused when an arm already trained on other text (a run directory
+    that has grown since, say), so no table mixes seeds trained on different corpora."""
+    path = out / "data" / f"{name}.jsonl"
+    content = _jsonl(texts)
+    trained = out / "arms" / name
+    if trained.exists() and any(trained.iterdir()) and path.exists():
+        if path.read_bytes() != content:
+            raise UserError(
+                f"arm {name}: its corpus has changed since {trained} was trained; "
+                "restore it or use another --out"
+            )
+    write_atomic(path, content)
 
 
 def real_texts(args: argparse.Namespace, tokenizer) -> tuple[list[str], dict]:
@@ -264,7 +285,7 @@ def prepare(args: argparse.Namespace, out: Path, tokenizer) -> dict:
                 + (" after decontamination" if args.decontaminate == "drop" else "")
                 + f"; pass --epochs {need} to repeat it"
             )
-        _write_jsonl(data / f"{name}.jsonl", texts)
+        _write_arm_data(out, name, texts)
         arms[name] = {
             "data": str(data / f"{name}.jsonl"),
             "documents": len(texts),
@@ -277,7 +298,7 @@ def prepare(args: argparse.Namespace, out: Path, tokenizer) -> dict:
             break
         validation.append(text)
         total += count_tokens([text], tokenizer)
-    _write_jsonl(data / "validation.jsonl", validation)
+    write_atomic(data / "validation.jsonl", _jsonl(validation))
     write_atomic(out / "decontamination.json", json.dumps(reports, indent=2).encode())
     return {
         "arms": arms,
