@@ -59,11 +59,13 @@ def run(
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         stdout, stderr = process.communicate(timeout=time_limit)
-    except subprocess.TimeoutExpired:  # Ctrl-C: the run stops, its manifest says what it did
-        process.send_signal(signal.SIGINT)
+    except subprocess.TimeoutExpired:  # the run stops, its manifest says what it did
+        # SIGTERM, not SIGINT: a shell's background job (nohup ... &) ignores SIGINT, and so
+        # would the run; graph.run stops on SIGTERM as on Ctrl-C.
+        process.send_signal(signal.SIGTERM)
         stdout, stderr = process.communicate()
     done = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    if done.returncode not in (0, 1, 130):
+    if done.returncode not in (0, 1, 130, 143):
         raise SystemExit(f"{name}: exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}")
     manifest = json.loads((target / "manifest.json").read_text())
     corpus = target / "corpus.jsonl"
@@ -116,7 +118,7 @@ def main() -> None:
     parser.add_argument(
         "--time-limit",
         type=float,
-        help="seconds per configuration; past it the run is interrupted (Ctrl-C) and reported as "
+        help="seconds per configuration; past it the run is stopped (SIGTERM) and reported as "
         "far as it got",
     )
     args = parser.parse_args()
