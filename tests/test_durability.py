@@ -127,3 +127,37 @@ def test_sigkill_at_random_moments_then_resume(tmp_path):
     vectors = np.fromfile(out / "memory" / "embeddings.f32", dtype=np.float32)
     assert len(vectors) == target * DIM  # memory entries == corpus documents
     assert json.loads((out / "memory" / "index.json").read_text())["count"] == target
+
+
+def test_sigterm_stops_a_run_that_ignores_sigint_and_it_resumes(tmp_path):
+    # A shell's background job (`nohup ... &`) starts with SIGINT ignored: benchmarks.protocols
+    # and a user's `kill` stop it with SIGTERM, which must end the run as Ctrl-C does.
+    out, target = tmp_path / "run", 40
+    command = [sys.executable, "-m", "graph.run", "--docs", str(target), "--out", str(out)]
+    command += ["--concurrency", "4", "--quiet"]
+    with MockServer(latency=0.2) as url:
+        command += ["--base-url", url]
+        process = subprocess.Popen(
+            command,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+        wait_for_lines(out / "corpus.jsonl", 2, process, time.monotonic() + 120)
+        process.send_signal(signal.SIGINT)  # ignored, as in a background job
+        time.sleep(0.5)
+        assert process.poll() is None
+        stopped = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        assert process.returncode == 130, stderr[-1500:]
+        assert time.monotonic() - stopped < 30  # documents in flight are cancelled, not finished
+        assert "interrupted: committed documents are safe" in stderr
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["interrupted"] is True
+        have = len(records(out))
+        assert 2 <= have < target
+        done = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert [r["id"] for r in records(out)] == [f"finance-{i:06d}" for i in range(target)]
