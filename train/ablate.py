@@ -193,10 +193,14 @@ def _check_settings(out: Path, args: argparse.Namespace) -> None:
                     f"{out} was started with --{key.replace('_', '-')} "
                     f"{earlier.get(key)!r}, not {settings[key]!r}; use another --out"
                 )
+
+
+def _record_settings(out: Path, args: argparse.Namespace) -> None:
+    """Written once the arms' text is checked, so a refused rerun leaves the record as it was."""
     write_atomic(
-        path,
+        out / "ablation.json",
         json.dumps(
-            {"settings": settings, "seeds": args.seeds, "split": SPLIT_RULE}, indent=2
+            {"settings": _settings(args), "seeds": args.seeds, "split": SPLIT_RULE}, indent=2
         ).encode(),
     )
 
@@ -503,6 +507,7 @@ def ablate(args: argparse.Namespace) -> int:
         if ranks.main:
             _check_settings(out, args)
             prepared = prepare(args, out, tokenizer_of(args.model))
+            _record_settings(out, args)
             write_atomic(out / "prepared.json", json.dumps(prepared, indent=2).encode())
         ranks.wait()
         prepared = json.loads((out / "prepared.json").read_text())
