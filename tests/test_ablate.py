@@ -208,6 +208,14 @@ def _items(rng, n=60, flip=0.0):
     }
 
 
+def _better_than(base: dict) -> dict:
+    """Lower NLL on every perplexity item and every FPB answer right."""
+    return {
+        "perplexity": [[x[0] * 0.8, x[1]] for x in base["perplexity"]],
+        "fpb": {"gold": base["fpb"]["gold"], "predicted": base["fpb"]["gold"]},
+    }
+
+
 def test_the_vectorised_weighted_f1_is_sklearns():
     rng = np.random.default_rng(1)
     for _ in range(20):
@@ -223,10 +231,7 @@ def test_intervals_are_paired_over_items_and_cover_seeds():
     rng = np.random.default_rng(0)
     base = _items(rng, flip=0.3)
     same = json.loads(json.dumps(base))
-    better = {
-        "perplexity": [[x[0] * 0.8, x[1]] for x in base["perplexity"]],
-        "fpb": {"gold": base["fpb"]["gold"], "predicted": base["fpb"]["gold"]},
-    }
+    better = _better_than(base)
     noisy = [_items(np.random.default_rng(s), flip=0.3) for s in (5, 6, 7)]
     for run in noisy:
         run["fpb"]["gold"] = base["fpb"]["gold"]
@@ -253,10 +258,7 @@ def test_arm_against_arm_intervals_are_of_the_difference():
     rng = np.random.default_rng(3)
     base = _items(rng, flip=0.3)
     twin = json.loads(json.dumps(base))
-    better = {
-        "perplexity": [[x[0] * 0.8, x[1]] for x in base["perplexity"]],
-        "fpb": {"gold": base["fpb"]["gold"], "predicted": base["fpb"]["gold"]},
-    }
+    better = _better_than(base)
     table = bootstrap.table(
         base,
         {"base-like": [base], "twin": [twin], "better": [better]},
