@@ -21,9 +21,10 @@ def records(out):
 
 def test_faulty_server_still_yields_every_document(tmp_path):
     out = tmp_path / "run"
-    # malformed 0.30: ~36 conductor turns, so P(none malformed) ~ 3e-6 (at 0.10 it was ~2 %: a flaky
-    # test)
-    with MockServer(error_rate=0.20, hang_rate=0.05, malformed_rate=0.30, hang=4.0, seed=3) as url:
+    # The structured default answers each document in one conductor turn when none is malformed, so
+    # 12 documents draw at least 12 times: P(none malformed) = 0.4 ** 12 ~ 2e-5 (0.7 ** 12 ~ 1.4 %
+    # at 0.30 was a flaky test). Three malformed turns in one document send it to the fallback.
+    with MockServer(error_rate=0.20, hang_rate=0.05, malformed_rate=0.60, hang=4.0, seed=3) as url:
         code = main(
             [
                 "--docs",
