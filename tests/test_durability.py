@@ -21,14 +21,15 @@ def records(out):
 
 def test_faulty_server_still_yields_every_document(tmp_path):
     out = tmp_path / "run"
-    # The structured default answers each document in one conductor turn when none is malformed, so
-    # 12 documents draw at least 12 times: P(none malformed) = 0.4 ** 12 ~ 2e-5 (0.7 ** 12 ~ 1.4 %
-    # at 0.30 was a flaky test). Three malformed turns in one document send it to the fallback.
-    with MockServer(error_rate=0.20, hang_rate=0.05, malformed_rate=0.60, hang=4.0, seed=3) as url:
+    # Draws are in arrival order, so with 4 in flight the seed does not fix them. The structured
+    # default spends one conductor turn per document when none is malformed and ~3 requests per
+    # document in all, so 30 documents make P(no malformed turn) = 0.7 ** 30 ~ 2e-5 and
+    # P(no hang) ~ 0.9 ** 90 ~ 1e-4 (12 documents at 5 % hangs, 1.4 % and ~10 %, was flaky).
+    with MockServer(error_rate=0.20, hang_rate=0.10, malformed_rate=0.30, hang=4.0, seed=3) as url:
         code = main(
             [
                 "--docs",
-                "12",
+                "30",
                 "--out",
                 str(out),
                 "--base-url",
@@ -43,7 +44,7 @@ def test_faulty_server_still_yields_every_document(tmp_path):
             ]
         )
     assert code == 0
-    assert len(records(out)) == 12
+    assert len(records(out)) == 30
     manifest = json.loads((out / "manifest.json").read_text())
     llm = manifest["llm"]
     assert llm["by_role"]["conductor"]["retries"] + llm["by_role"]["expert"]["retries"] > 0
