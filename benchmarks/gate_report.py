@@ -8,10 +8,10 @@ documents rejected as low quality (by rule), seconds per document tried, and two
 committed documents: **datatrove's own** `GopherRepetitionFilter` (with its defaults) run directly
 on the text, an implementation independent of memory/quality.py's, so a gate that let looping text
 through would show here; and the gate's text rules run again on the committed text (length,
-repetition, task text with the record's filled-in values; not the echo of the writer's instruction,
-which the record does not keep), each rule's share. With `--metrics` (one metrics.report
-metrics.json per seed), it counts on how many diversity metrics each corpus is more diverse than
-`--versus` (the direction from the report), per file and on the means over the files.
+repetition, task text with the record's filled-in values and the talk check; not the echo of the
+writer's instruction, which the record does not keep), each rule's share. With `--metrics` (one
+metrics.report metrics.json per seed), it counts on how many diversity metrics each corpus is more
+diverse than `--versus` (the direction from the report), per file and on the means over the files.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from statistics import mean
 from benchmarks.quality_real import datatrove_passes
 from core.jsonl import read_jsonl
 from memory import quality
+from memory.embedder import default_embedder
 
 
 def run_row(root: Path) -> dict:
@@ -37,7 +38,8 @@ def run_row(root: Path) -> dict:
     for r in records:
         values = [*r.get("seeds", []), r.get("genre", ""), r.get("audience", "")]
         values += list((r.get("brief") or {}).values())
-        rules.update(quality.check(r["text"], "", None, values).flags)
+        talked = quality.talk(r["text"], default_embedder())
+        rules.update(quality.check(r["text"], "", None, values, talked).flags)
     n = max(1, len(records))
     return {
         "run": str(root),

@@ -15,6 +15,7 @@ from datatrove.data import Document
 from datatrove.pipeline.filters import GopherRepetitionFilter
 
 from memory import quality
+from memory.embedder import default_embedder
 from train.tasks import DATA
 
 
@@ -44,7 +45,7 @@ def main() -> None:
     for name, texts in real_texts().items():
         rules, details, disagree, flagged = Counter(), Counter(), 0, 0
         for text, passes in zip(texts, datatrove_passes(texts)):
-            checked = quality.check(text)
+            checked = quality.check(text, talked=quality.talk(text, default_embedder()))
             flagged += not checked.passed
             rules.update(checked.flags)
             details.update(checked.figures["task_text"])

@@ -18,7 +18,10 @@ Rules, checked in this order (the first one failed is the draft's `rule`):
   placeholders ("[Company Name]"), lines that are the brief's own fields ("Genre: ..."), sentences
   about the instructions ("300 to 600 words", "your answer should"), or a run of ECHO_WORDS words
   copied from the instruction the writer was given, outside what was filled into it (the keywords,
-  genre, audience, angle: those a document may well repeat).
+  genre, audience, angle: those a document may well repeat). Also (`talk`) a sentence that means
+  what a writer says about its task or its output ("I have prepared this excerpt as per your
+  request", "This text needs editing"): its embedding's cosine to one of TALK reaches
+  TALK_THRESHOLD, calibrated on real text (benchmarks/talk_threshold.py, docs/quality.md).
 - `off_topic`: a document that never touches its seed keywords: the cosine of its embedding (the
   one the novelty gate computes) to the keywords' is below TOPIC_THRESHOLD, calibrated on real
   abstracts against their own MeSH terms (docs/quality.md, benchmarks/topic_threshold.py).
@@ -42,6 +45,27 @@ ECHO_WORDS = 8  # consecutive words of the instruction: longer than any keyword,
 # The 1st percentile of real PubMedQA abstracts against 4 of their own MeSH terms (0.235), rounded
 # down to a multiple of 0.05: 0.4 % of those abstracts fall below it, 80 % of mismatched pairs do.
 TOPIC_THRESHOLD = 0.20
+# What a writer says about its task or its output instead of the domain. Written on 2026-12-05
+# before any generated document was scored against them, from the kinds of chatter read in
+# committed documents (docs/quality.md), not from their words.
+TALK = (
+    "I have written this document as you requested.",
+    "Here is the text you asked me to write.",
+    "This document was created according to your instructions.",
+    "You may add more details or edit this text as needed.",
+    "Let me know if you would like me to make any changes.",
+    "As an AI assistant, I am happy to help you write this.",
+    "This draft needs further editing before it can be published.",
+    "I was asked to write an essay about this topic.",
+    "Please provide more information so that I can complete the document.",
+    "The article should be no longer than the word limit you gave me.",
+    "I hope this document meets your requirements.",
+    "The original text was revised as requested by the editor.",
+)
+# The lowest multiple of 0.05 that flags at most 0.5 % of real documents in each domain: 1 of 500
+# PubMedQA abstracts ("We conducted a study to address this question.") and 1 of 2,431 FPB
+# sentences reach it (benchmarks/talk_threshold.py).
+TALK_THRESHOLD = 0.50
 
 _TASK_PATTERNS = {
     "preamble": r"\A\s*(?:here is|here's|here are|below is|sure|certainly|of course)\b",
@@ -71,6 +95,7 @@ _TASK = {
     for name, pattern in _TASK_PATTERNS.items()
 }
 _WORD = re.compile(r"[a-z0-9]+")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 _lock = threading.Lock()
 
 
@@ -188,15 +213,34 @@ def task_text(
     return found
 
 
+def sentences(text: str, least_words: int = 4, most: int = 80) -> list[str]:
+    """The sentences and lines of `text` with at least `least_words` words (the first `most`)."""
+    found = (s.strip() for s in _SENTENCE.split(text))
+    return [s for s in found if len(s.split()) >= least_words][:most]
+
+
+def talk(text: str, embedder) -> tuple[float, str]:
+    """The sentence of `text` nearest in meaning to one of TALK, and that cosine ((0.0, "") for a
+    text without sentences). `embedder` is the novelty gate's (memory.embedder.Embedder)."""
+    found = sentences(text)
+    if not found:
+        return 0.0, ""
+    vectors = embedder.encode([*TALK, *found])
+    nearest = (vectors[len(TALK) :] @ vectors[: len(TALK)].T).max(axis=1)
+    best = int(nearest.argmax())
+    return float(nearest[best]), found[best]
+
+
 def check(
     text: str,
     instruction: str = "",
     topic_similarity: float | None = None,
     values: tuple[str, ...] | list[str] = (),
+    talked: tuple[float, str] | None = None,
 ) -> Quality:
     """Every rule's figures for `text`. `instruction`: what its writer was asked, `values`: what was
     filled into it (for echoes); `topic_similarity`: cosine of the text's embedding to its seed
-    keywords' (None: not checked)."""
+    keywords' (None: not checked); `talked`: `talk(text, embedder)` (None: not checked)."""
     from datatrove.utils.text import PUNCTUATION_SET
 
     words = _words(text)
@@ -211,6 +255,8 @@ def check(
     if prose:
         flags.append("not_prose")
     said = task_text(text, instruction, values)
+    if talked is not None and talked[0] >= TALK_THRESHOLD:
+        said.append("talk")
     if said:
         flags.append("task_text")
     if topic_similarity is not None and topic_similarity < TOPIC_THRESHOLD:
@@ -221,6 +267,9 @@ def check(
         "not_prose": prose or None,
         "task_text": said,
         "topic_similarity": None if topic_similarity is None else round(float(topic_similarity), 4),
+        "talk": None
+        if talked is None
+        else {"similarity": round(talked[0], 4), "sentence": talked[1][:200]},
         "gopher": figures,
     }
     return Quality(flags=tuple(flags), figures=figures)

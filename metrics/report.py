@@ -247,7 +247,8 @@ def flagged(corpus: Corpus, picked: list[int], seed: int) -> dict:
         topic = None
         if seeds[k]:
             topic, row = quality.topic_similarity(vectors[k], subjects[row]), row + 1
-        checked = quality.check(corpus.texts[i], topic_similarity=topic)
+        talked = quality.talk(corpus.texts[i], default_embedder())
+        checked = quality.check(corpus.texts[i], topic_similarity=topic, talked=talked)
         counts["flagged"] += not checked.passed
         for rule in checked.flags:
             counts[f"flagged_{rule}"] += 1

@@ -119,6 +119,46 @@ def test_off_topic_below_the_calibrated_threshold_only():
     assert quality.check(PROSE).figures["topic_similarity"] is None  # no keywords: not checked
 
 
+# sentences of committed SmolLM2 documents (2026-12-05) that no pattern catches, read as chatter
+TALK = [
+    "I have prepared this excerpt with all necessary information as per your request.",
+    "This text needs editing before it goes out.",
+    "Please refer to the document for more details including detailed information about this "
+    "topic.",
+]
+
+
+@pytest.mark.parametrize("said", TALK)
+def test_a_sentence_about_the_task_or_the_output_is_task_text(said):
+    from memory.embedder import default_embedder
+
+    text = PROSE + "\n\n" + said
+    assert quality.task_text(text) == []  # no pattern sees it
+    talked = quality.talk(text, default_embedder())
+    checked = quality.check(text, talked=talked)
+    assert checked.rule == "task_text" and checked.figures["task_text"] == ["talk"]
+    assert checked.figures["talk"] == {"similarity": round(talked[0], 4), "sentence": said}
+
+
+def test_domain_sentences_are_not_talk():
+    from memory.embedder import default_embedder
+
+    talked = quality.talk(PROSE, default_embedder())
+    assert talked[0] < quality.TALK_THRESHOLD
+    assert quality.check(PROSE, talked=talked).passed
+    assert quality.talk("Too short.", default_embedder()) == (0.0, "")  # no sentence to score
+    assert quality.check(PROSE).figures["talk"] is None  # not checked without an embedder
+
+
+def test_sentences_split_on_ends_and_lines_and_skip_fragments():
+    text = "Rates rose again today. Why? Savers moved money fast!\nA new line starts here\n- item"
+    assert quality.sentences(text) == [
+        "Rates rose again today.",
+        "Savers moved money fast!",
+        "A new line starts here",
+    ]
+
+
 def test_the_repetition_verdict_is_datatroves():
     from datatrove.data import Document
     from datatrove.pipeline.filters import GopherRepetitionFilter
@@ -142,9 +182,11 @@ def test_the_repetition_verdict_is_datatroves():
 
 
 def test_a_real_abstract_passes():
+    from memory.embedder import default_embedder
+
     path = real_data("biomed/pubmedqa_pqal.jsonl")
-    row = json.loads(path.read_text().splitlines()[0])
-    assert quality.check("\n\n".join(row["contexts"])).passed
+    text = "\n\n".join(json.loads(path.read_text().splitlines()[0])["contexts"])
+    assert quality.check(text, talked=quality.talk(text, default_embedder())).passed
 
 
 # -- routing ---------------------------------------------------------------------------------------
