@@ -204,17 +204,18 @@ def test_a_revise_verdict_gets_one_rewrite_with_the_fix(sctx, stub_models):
         if "Verdict:" in last:
             return "Verdict: revise\nFix: Name the bank's 2023 results."
         if "applying this fix" in last:
-            return document("the rewritten case study")
-        return document("the first draft")
+            return document("the bank and its 2023 results")
+        return document("a regional lender in its first year")
 
     _, expert = stub_models(brief_from_offer, experts)
     state = run_doc(graph, {"index": 0}, sctx)
     [record] = corpus(sctx)
     assert record["reviews"] == [{"verdict": "revise", "fix": "Name the bank's 2023 results."}]
-    assert "rewritten case study" in record["text"] and state["ended"] == "final"
+    assert "its 2023 results" in record["text"] and state["ended"] == "final"
     assert record["experts"] == ["Credit Risk Officer", "Reviewer", "Credit Risk Officer"]
     rewrite_prompt = expert.seen[2][-1].text
-    assert "Name the bank's 2023 results." in rewrite_prompt and "the first draft" in rewrite_prompt
+    assert "Name the bank's 2023 results." in rewrite_prompt
+    assert "a regional lender in its first year" in rewrite_prompt
     assert len(expert.seen) == 3  # one review, one rewrite: bounded
 
 
