@@ -11,6 +11,7 @@ from conftest import document, final_answer, real_data, run_doc
 from graph.baselines.graph import template
 from graph.documents.graph import graph
 from memory import quality
+from memory.embedder import default_embedder
 
 PROSE = (
     "Regional lenders spent the spring repricing their deposit books. Treasurers at three "
@@ -130,8 +131,6 @@ TALK = [
 
 @pytest.mark.parametrize("said", TALK)
 def test_a_sentence_about_the_task_or_the_output_is_task_text(said):
-    from memory.embedder import default_embedder
-
     text = PROSE + "\n\n" + said
     assert quality.task_text(text) == []  # no pattern sees it
     talked = quality.talk(text, default_embedder())
@@ -141,8 +140,6 @@ def test_a_sentence_about_the_task_or_the_output_is_task_text(said):
 
 
 def test_domain_sentences_are_not_talk():
-    from memory.embedder import default_embedder
-
     talked = quality.talk(PROSE, default_embedder())
     assert talked[0] < quality.TALK_THRESHOLD
     assert quality.check(PROSE, talked=talked).passed
@@ -182,8 +179,6 @@ def test_the_repetition_verdict_is_datatroves():
 
 
 def test_a_real_abstract_passes():
-    from memory.embedder import default_embedder
-
     path = real_data("biomed/pubmedqa_pqal.jsonl")
     text = "\n\n".join(json.loads(path.read_text().splitlines()[0])["contexts"])
     assert quality.check(text, talked=quality.talk(text, default_embedder())).passed
