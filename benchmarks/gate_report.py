@@ -34,11 +34,11 @@ def run_row(root: Path) -> dict:
     gates = manifest.get("gates", {})
     tried = manifest["this_run"]["tried"] or 1
     flagged = datatrove_passes([r["text"] for r in records]).count(False)
-    rules = Counter()
+    rules, talk = Counter(), quality.Talk(default_embedder())
     for r in records:
         values = [*r.get("seeds", []), r.get("genre", ""), r.get("audience", "")]
         values += list((r.get("brief") or {}).values())
-        talked = quality.talk(r["text"], default_embedder())
+        talked = talk(r["text"])
         rules.update(quality.check(r["text"], "", None, values, talked).flags)
     n = max(1, len(records))
     return {

@@ -42,10 +42,11 @@ def real_texts() -> dict[str, list[str]]:
 
 
 def main() -> None:
+    talk = quality.Talk(default_embedder())
     for name, texts in real_texts().items():
         rules, details, disagree, flagged = Counter(), Counter(), 0, 0
         for text, passes in zip(texts, datatrove_passes(texts)):
-            checked = quality.check(text, talked=quality.talk(text, default_embedder()))
+            checked = quality.check(text, talked=talk(text))
             flagged += not checked.passed
             rules.update(checked.flags)
             details.update(checked.figures["task_text"])

@@ -29,8 +29,8 @@ REAL_LIMIT = 0.005  # the share of real documents the threshold may flag
 
 
 def scores(texts: list[str]) -> list[tuple[float, str]]:
-    embedder = default_embedder()
-    return [quality.talk(text, embedder) for text in texts]
+    talk = quality.Talk(default_embedder())
+    return [talk(text) for text in texts]
 
 
 def show(name: str, found: list[tuple[float, str]], examples: int, rng: random.Random) -> None:

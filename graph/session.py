@@ -38,6 +38,7 @@ from core.rundir import RunDir
 from graph.documents.seeds import SeedPicker, read_seed_docs
 from graph.servers import Endpoints, routers, serve
 from graph.settings import DocumentSettings, IclSettings
+from memory import quality
 from memory.embedder import Embedder, default_embedder
 from memory.remote import TAKEOVER_WAIT
 from memory.store import Memory
@@ -189,6 +190,11 @@ class Run:
         return self.given_embedder or default_embedder()
 
     @cached_property
+    def talk(self) -> quality.Talk:
+        """The quality gate's talk check, its reference sentences embedded once."""
+        return quality.Talk(self.embedder)
+
+    @cached_property
     def seeds(self) -> SeedPicker | None:
         """Real seed documents handed out far apart (embeds them all: ask off the event loop)."""
         if not isinstance(self.settings, DocumentSettings) or not self.settings.seed_docs:
@@ -220,7 +226,7 @@ class Run:
     def ready(self) -> Run:
         """The parts built on first use, built now (model loads, embeddings): call it off the event
         loop, before documents need them."""
-        _ = self.embedder, self.categories, self.seeds, self.examples
+        _ = self.embedder, self.talk, self.categories, self.seeds, self.examples
         return self
 
     def category_of(self, vector: np.ndarray) -> str:

@@ -219,16 +219,25 @@ def sentences(text: str, least_words: int = 4, most: int = 80) -> list[str]:
     return [s for s in found if len(s.split()) >= least_words][:most]
 
 
-def talk(text: str, embedder) -> tuple[float, str]:
-    """The sentence of `text` nearest in meaning to one of TALK, and that cosine ((0.0, "") for a
-    text without sentences). `embedder` is the novelty gate's (memory.embedder.Embedder)."""
-    found = sentences(text)
-    if not found:
-        return 0.0, ""
-    vectors = embedder.encode([*TALK, *found])
-    nearest = (vectors[len(TALK) :] @ vectors[: len(TALK)].T).max(axis=1)
-    best = int(nearest.argmax())
-    return float(nearest[best]), found[best]
+class Talk:
+    """The talk check with TALK embedded once: `Talk(embedder)(text)` is the sentence of `text`
+    nearest in meaning to one of TALK and that cosine ((0.0, "") for a text without sentences).
+    `embedder` is the novelty gate's (memory.embedder.Embedder). The sentences are embedded apart
+    from the draft: in one batch the short ones are padded to the draft's length. Per biomedicine
+    draft with its own embedding, on 2 busy cores: 0.9 s this way, 1.3 s with TALK embedded each
+    time, 1.5 s in one batch."""
+
+    def __init__(self, embedder) -> None:
+        self.embedder = embedder
+        self.reference = embedder.encode(list(TALK))
+
+    def __call__(self, text: str) -> tuple[float, str]:
+        found = sentences(text)
+        if not found:
+            return 0.0, ""
+        cosines = (self.embedder.encode(found) @ self.reference.T).max(axis=1)
+        best = int(cosines.argmax())
+        return float(cosines[best]), found[best]
 
 
 def check(
@@ -240,7 +249,7 @@ def check(
 ) -> Quality:
     """Every rule's figures for `text`. `instruction`: what its writer was asked, `values`: what was
     filled into it (for echoes); `topic_similarity`: cosine of the text's embedding to its seed
-    keywords' (None: not checked); `talked`: `talk(text, embedder)` (None: not checked)."""
+    keywords' (None: not checked); `talked`: `Talk(embedder)(text)` (None: not checked)."""
     from datatrove.utils.text import PUNCTUATION_SET
 
     words = _words(text)

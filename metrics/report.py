@@ -243,11 +243,12 @@ def flagged(corpus: Corpus, picked: list[int], seed: int) -> dict:
         default_embedder().encode([quality.subject(s) for s in seeds if s]) if any(seeds) else None
     )
     counts, row = dict.fromkeys(FLAGS, 0), 0
+    talk = quality.Talk(default_embedder())
     for k, i in enumerate(picked):
         topic = None
         if seeds[k]:
             topic, row = quality.topic_similarity(vectors[k], subjects[row]), row + 1
-        talked = quality.talk(corpus.texts[i], default_embedder())
+        talked = talk(corpus.texts[i])
         checked = quality.check(corpus.texts[i], topic_similarity=topic, talked=talked)
         counts["flagged"] += not checked.passed
         for rule in checked.flags:

@@ -129,21 +129,26 @@ TALK = [
 ]
 
 
+@pytest.fixture(scope="module")
+def talk():
+    return quality.Talk(default_embedder())
+
+
 @pytest.mark.parametrize("said", TALK)
-def test_a_sentence_about_the_task_or_the_output_is_task_text(said):
+def test_a_sentence_about_the_task_or_the_output_is_task_text(said, talk):
     text = PROSE + "\n\n" + said
     assert quality.task_text(text) == []  # no pattern sees it
-    talked = quality.talk(text, default_embedder())
+    talked = talk(text)
     checked = quality.check(text, talked=talked)
     assert checked.rule == "task_text" and checked.figures["task_text"] == ["talk"]
     assert checked.figures["talk"] == {"similarity": round(talked[0], 4), "sentence": said}
 
 
-def test_domain_sentences_are_not_talk():
-    talked = quality.talk(PROSE, default_embedder())
+def test_domain_sentences_are_not_talk(talk):
+    talked = talk(PROSE)
     assert talked[0] < quality.TALK_THRESHOLD
     assert quality.check(PROSE, talked=talked).passed
-    assert quality.talk("Too short.", default_embedder()) == (0.0, "")  # no sentence to score
+    assert talk("Too short.") == (0.0, "")  # no sentence to score
     assert quality.check(PROSE).figures["talk"] is None  # not checked without an embedder
 
 
@@ -178,10 +183,10 @@ def test_the_repetition_verdict_is_datatroves():
         )
 
 
-def test_a_real_abstract_passes():
+def test_a_real_abstract_passes(talk):
     path = real_data("biomed/pubmedqa_pqal.jsonl")
     text = "\n\n".join(json.loads(path.read_text().splitlines()[0])["contexts"])
-    assert quality.check(text, talked=quality.talk(text, default_embedder())).passed
+    assert quality.check(text, talked=talk(text)).passed
 
 
 # -- routing ---------------------------------------------------------------------------------------
