@@ -60,6 +60,9 @@ GRAMMARS: dict[str, set[str]] = {
 }
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 FRAGMENTS = "fragments"  # prompts/fragments.yaml: the short pieces around the prompt files
+# The gate's notes to a writer are each filled with every figure (words, keywords): an override may
+# use any of them, or none.
+ANY_PLACEHOLDERS = "quality_"
 
 
 def uses(template: str, placeholder: str) -> bool:
@@ -194,6 +197,8 @@ def load_fragments(override: Path | None = None) -> dict[str, str]:
                 f"{own}: unknown fragment(s) {', '.join(unknown)} (known: {', '.join(base)})"
             )
         for key, text in mine.items():
+            if key.startswith(ANY_PLACEHOLDERS):
+                continue
             if missing := sorted(
                 set(_PLACEHOLDER.findall(base[key])) - set(_PLACEHOLDER.findall(text))
             ):

@@ -23,7 +23,7 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from agents.calls import Router, Sampling
 from agents.embedded import EmbeddedServer, model_name
 from agents.grammar import LLAMA_CPP
-from agents.prompts import load_prompts
+from agents.prompts import PromptSet, load_prompts
 from graph.settings import DocumentSettings
 from memory import quality
 from memory.embedder import default_embedder
@@ -48,28 +48,32 @@ PERSONAS = [
 ]
 
 
-def writer_prompts(domain: str, n: int, seed: int = 0) -> list[tuple[str, list[str]]]:
-    """n (instruction, keywords) pairs as the structured protocol's writer receives them."""
-    prompts = load_prompts(domain)
+def writer_prompts(
+    domain: str, n: int, seed: int = 0, prompts: PromptSet | None = None
+) -> list[tuple[str, list[str], list[str]]]:
+    """n (instruction, keywords, values filled in) as the structured protocol's writer receives
+    them; the same briefs for any `prompts` with the same vocabulary."""
+    prompts = prompts or load_prompts(domain)
     vocab, rng = prompts.domain, random.Random(f"{seed}:{domain}")
     out = []
     for _ in range(n):
         keywords = rng.sample(vocab.keywords, 4)
         audience = rng.choice(vocab.audiences)
+        brief = {
+            "expert": rng.choice(PERSONAS),
+            "genre": rng.choice(vocab.genres),
+            "audience": audience,
+            "angle": f"{keywords[0]} and what it changes for {audience}",
+        }
         text = prompts.render(
-            "structured/write.md",
-            expert=rng.choice(PERSONAS),
-            domain=vocab.name,
-            genre=rng.choice(vocab.genres),
-            audience=audience,
-            keywords=", ".join(keywords),
-            angle=f"{keywords[0]} and what it changes for {audience}",
+            "structured/write.md", domain=vocab.name, keywords=", ".join(keywords), **brief
         )
-        out.append((text, keywords))
+        out.append((text, keywords, [*keywords, *brief.values()]))
     return out
 
 
-async def answer(router: Router, system: str, jobs: list[tuple[str, list[str]]]) -> list[str]:
+async def answer(router: Router, system: str, jobs: list[tuple]) -> list[str]:
+    """The writer's reply to each job's instruction (its first item), 4 in flight."""
     semaphore = asyncio.Semaphore(4)
 
     async def one(text: str) -> str:
@@ -78,7 +82,7 @@ async def answer(router: Router, system: str, jobs: list[tuple[str, list[str]]])
                 (await router.call([SystemMessage(system), HumanMessage(text)], "writer")).text
             )
 
-    return await asyncio.gather(*(one(text) for text, _ in jobs))
+    return await asyncio.gather(*(one(text) for text, *_ in jobs))
 
 
 def main() -> None:
@@ -93,7 +97,7 @@ def main() -> None:
     jobs = [job for domain in args.domains for job in writer_prompts(domain, args.prompts)]
     system = load_prompts("finance").render("expert.md")
     embedder = default_embedder()
-    subjects = embedder.encode([quality.subject(keywords) for _, keywords in jobs])
+    subjects = embedder.encode([quality.subject(keywords) for _, keywords, _ in jobs])
     print(
         f"{name}: {len(jobs)} writer prompts ({', '.join(args.domains)}), temperature "
         f"{DEFAULTS.expert_temperature}, {args.max_tokens} tokens"
@@ -111,7 +115,7 @@ def main() -> None:
             replies = asyncio.run(answer(router, system, jobs))
             vectors = embedder.encode(replies)
             flags, words = Counter(), 0
-            for (text, _), reply, vector, topic in zip(jobs, replies, vectors, subjects):
+            for (text, _, _), reply, vector, topic in zip(jobs, replies, vectors, subjects):
                 checked = quality.check(reply, text, quality.topic_similarity(vector, topic))
                 flags.update(checked.flags)
                 flags["any"] += not checked.passed

@@ -50,6 +50,16 @@ def test_missing_placeholder_is_a_clear_error(tmp_path):
         load_prompts("finance", tmp_path)
 
 
+def test_a_fragment_keeps_its_placeholders_but_the_gates_notes_may_use_any(tmp_path):
+    (tmp_path / "fragments.yaml").write_text('round: "ROUND {round}"\n')
+    with pytest.raises(UserError, match=r"fragment round is missing placeholder\(s\): \{body\}"):
+        load_prompts("finance", tmp_path)
+    (tmp_path / "fragments.yaml").write_text('quality_task_text: "it was about the task."\n')
+    prompts = load_prompts("finance", tmp_path)
+    assert prompts.fragment("quality_task_text", words=9, keywords="x") == "it was about the task."
+    assert "{keywords}" in load_prompts("finance").texts["fragments/quality_task_text"]
+
+
 def test_unknown_domain_lists_the_available_ones():
     with pytest.raises(
         UserError, match="unknown domain 'astrology' .available: biomedicine, finance"

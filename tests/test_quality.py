@@ -212,7 +212,9 @@ def on_keywords(messages) -> str:
 
 def test_a_looping_draft_goes_back_to_its_writer_with_what_to_fix(ctx, stub_models):
     sctx = replace(ctx, protocol="structured", reviews=0)
-    _, expert = stub_models(brief, lambda m: on_keywords(m) if "sent back" in m[-1].text else LOOP)
+    _, expert = stub_models(
+        brief, lambda m: on_keywords(m) if "was not used" in m[-1].text else LOOP
+    )
     state = run_doc(graph, {"index": 0}, sctx)
     assert state["ended"] == "final" and state["revisions"] == 1
     retry = expert.seen[1][-1].text
@@ -256,7 +258,7 @@ def test_the_text_protocol_conductor_is_told_what_the_gate_found(ctx, stub_model
 
 def test_the_baselines_pass_the_same_gate(ctx, stub_models):
     _, writer = stub_models(
-        lambda m: "unused", lambda m: on_keywords(m) if "sent back" in m[-1].text else LOOP
+        lambda m: "unused", lambda m: on_keywords(m) if "was not used" in m[-1].text else LOOP
     )
     state = run_doc(template, {"index": 0}, ctx)
     assert state["ended"] == "final" and state["revisions"] == 1 and len(writer.seen) == 2
@@ -290,3 +292,35 @@ def test_checks_from_many_threads_agree_with_one_thread():
     alone = [quality.check(t).as_record() for t in texts]
     with ThreadPoolExecutor(8) as pool:
         assert list(pool.map(lambda t: quality.check(t).as_record(), texts)) == alone
+
+
+def test_the_writer_prompts_benchmark_retries_a_refused_draft_with_the_variants_note(talk):
+    """benchmarks.writer_prompts: a first draft about the task is refused; its retry is asked with
+    the variant's own quality note and checked, as the pipeline does, against the instruction."""
+    import asyncio
+
+    from langchain_core.messages import AIMessage
+
+    from agents.prompts import load_prompts
+    from benchmarks import writer_prompts as bench
+
+    asked = []
+
+    class Writer:  # the writer's router, keyed on what it is asked
+        async def call(self, messages, role):
+            asked.append(messages[-1].content)
+            if "not used" in messages[-1].content:  # the positive variant's quality note
+                return AIMessage(PROSE)
+            return AIMessage(PROSE + "\n\nI hope this document meets your requirements.")
+
+    prompts = {"finance": load_prompts("finance", "benchmarks/writer-prompts/positive")}
+    check = bench.Checker(talk)
+    rows = asyncio.run(bench.variant_rows("positive", prompts, Writer(), check, 2))
+    assert [r["stage"] for r in rows] == ["first", "first", "retry", "retry"]
+    assert all("talk" in r["task_text"] for r in rows[:2])
+    assert all(not r["task_text"] for r in rows[2:])
+    assert asked[2].startswith(asked[0]) and "Your previous attempt was not used" in asked[2]
+    assert "spoke to the reader about the writing" in asked[2]  # the variant's own fragment
+    fixed = sum(not r["flags"] for r in rows[2:])  # the retries may still miss their keywords
+    assert "flagged 2/2 100%" in bench.summary("positive", rows)
+    assert f"done within one retry {fixed}/2" in bench.summary("positive", rows)

@@ -1,0 +1,181 @@
+"""Which writer prompts keep the embedded writer from talking about its task: the quality gate on
+first drafts and on the retry after a refusal, per prompt folder.
+
+    .venv/bin/python -m benchmarks.writer_prompts [--variants shipped=- NAME=FOLDER ...]
+        [--prompts 24] [--domains finance biomedicine] [--model embedded:NAME] [--out FILE.jsonl]
+
+Each variant is a prompt override folder (`-`: the shipped prompts), as `graph.run --prompts`
+takes one. Every variant answers the same briefs (the structured protocol's writer prompt,
+structured/write.md, filled from a seeded brief: keywords, genre, audience, persona, angle), with
+its own writer system prompt (expert.md), the writers' sampling defaults (DocumentSettings), 4 in
+flight. Each draft goes through the gate's checks as graph/steps.py runs them (length, Gopher
+repetition, not prose, task text with the talk check, off topic); a refused draft gets one retry,
+its instruction followed by the variant's quality.md and the failed rule's fragment, as the
+pipeline's writer does. Prints, per variant: first drafts flagged (any rule, task text), retries
+that pass, briefs done within one retry, each with a 95 % Wilson interval, and mean words. `--out`
+keeps every reply with its flags, to read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+from collections import Counter
+from pathlib import Path
+
+from agents.calls import Router
+from agents.embedded import EmbeddedServer, model_name
+from agents.grammar import LLAMA_CPP
+from agents.prompts import PromptSet, load_prompts
+from benchmarks.decoding import answer, writer_prompts
+from graph.servers import writer_sampling
+from graph.settings import DocumentSettings
+from memory import quality
+from memory.embedder import default_embedder
+
+DEFAULTS = DocumentSettings()
+
+
+def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The 95 % Wilson score interval of a share (hits of n)."""
+    if not n:
+        return 0.0, 1.0
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def share(hits: int, n: int) -> str:
+    low, high = wilson(hits, n)
+    return f"{hits}/{n} {hits / max(n, 1):.0%} [{low:.0%}, {high:.0%}]"
+
+
+class Checker:
+    """The gate's text checks for a reply to a brief, with one embedder and one Talk."""
+
+    def __init__(self, talk: quality.Talk | None = None) -> None:
+        self.talk = talk or quality.Talk(default_embedder())
+        self.embedder = self.talk.embedder
+
+    def __call__(
+        self, reply: str, instruction: str, keywords: list[str], values: list[str]
+    ) -> quality.Quality:
+        vectors = self.embedder.encode([reply, quality.subject(keywords)])
+        topic = quality.topic_similarity(vectors[0], vectors[1])
+        return quality.check(reply, instruction, topic, values, self.talk(reply))
+
+
+async def variant_rows(
+    name: str, prompts: dict[str, PromptSet], router: Router, check: Checker, briefs: int
+) -> list[dict]:
+    """First drafts for every domain's briefs, then one retry for each refused one."""
+    rows = []
+    for domain, prompt_set in prompts.items():
+        jobs = writer_prompts(domain, briefs, prompts=prompt_set)
+        system = prompt_set.render("expert.md")
+        first = await answer(router, system, jobs)
+        checked = [check(reply, *job) for job, reply in zip(jobs, first)]
+        retry_jobs = []
+        for (text, keywords, values), reply, result in zip(jobs, first, checked):
+            rows.append(row(name, domain, "first", text, reply, result))
+            if not result.passed:
+                fix = prompt_set.fragment(
+                    f"quality_{result.rule}",
+                    words=result.figures["words"],
+                    keywords=", ".join(keywords),
+                )
+                note = prompt_set.render("quality.md", problem=fix)
+                # asked with the note; checked, like graph/steps.py, against the instruction
+                retry_jobs.append((f"{text}\n\n{note}", text, keywords, values))
+        again = await answer(router, system, retry_jobs)
+        for (asked, *job), reply in zip(retry_jobs, again):
+            rows.append(row(name, domain, "retry", asked, reply, check(reply, *job)))
+    return rows
+
+
+def row(variant: str, domain: str, stage: str, asked: str, reply: str, result) -> dict:
+    return {
+        "variant": variant,
+        "domain": domain,
+        "stage": stage,
+        "asked": asked,
+        "reply": reply,
+        "flags": list(result.flags),
+        "task_text": result.figures["task_text"],
+        "talk": result.figures["talk"],
+        "words": result.figures["words"],
+    }
+
+
+def summary(name: str, rows: list[dict]) -> str:
+    first = [r for r in rows if r["variant"] == name and r["stage"] == "first"]
+    retries = [r for r in rows if r["variant"] == name and r["stage"] == "retry"]
+    flagged = sum(bool(r["flags"]) for r in first)
+    talked = sum("task_text" in r["flags"] for r in first)
+    fixed = sum(not r["flags"] for r in retries)
+    rules = Counter(rule for r in first for rule in r["flags"])
+    words = sum(r["words"] for r in first) / max(len(first), 1)
+    return (
+        f"{name}: first drafts flagged {share(flagged, len(first))}, task text "
+        f"{share(talked, len(first))}; retries passing {share(fixed, len(retries))}; done within "
+        f"one retry {share(len(first) - flagged + fixed, len(first))}; words {words:.0f}; "
+        f"first-draft flags {dict(rules.most_common())}"
+    )
+
+
+def parse_variant(text: str) -> tuple[str, str | None]:
+    name, _, folder = text.partition("=")
+    if not name or not folder:
+        raise argparse.ArgumentTypeError(f"NAME=FOLDER (NAME=- for the shipped prompts): {text}")
+    return name, None if folder == "-" else folder
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=["shipped=-"], type=parse_variant)
+    parser.add_argument("--model", default="embedded")
+    parser.add_argument("--prompts", type=int, default=24, help="briefs per domain")
+    parser.add_argument("--domains", nargs="+", default=["finance", "biomedicine"])
+    parser.add_argument("--out", type=Path, help="every reply with its flags (JSONL)")
+    args = parser.parse_args()
+    name = model_name(args.model)
+    variants = {
+        label: {domain: load_prompts(domain, folder) for domain in args.domains}
+        for label, folder in args.variants
+    }
+    check = Checker()
+    print(
+        f"{name}: {args.prompts} briefs per domain ({', '.join(args.domains)}), temperature "
+        f"{DEFAULTS.expert_temperature}, {DEFAULTS.expert_max_tokens} tokens, the writers' "
+        "sampling defaults",
+        flush=True,
+    )
+    with EmbeddedServer(model=name, slots=4) as server:
+        router = Router(
+            [server.base_url],
+            name,
+            DEFAULTS.expert_temperature,
+            DEFAULTS.expert_max_tokens,
+            grammar_style=LLAMA_CPP,
+            sampling=writer_sampling(DEFAULTS),
+        )
+        asyncio.run(every_variant(variants, router, check, args.prompts, args.out))
+
+
+async def every_variant(
+    variants: dict, router: Router, check: Checker, briefs: int, out: Path | None
+) -> None:
+    """One event loop for all: the router's HTTP clients belong to the loop that made them."""
+    rows: list[dict] = []
+    for label, prompts in variants.items():
+        rows += await variant_rows(label, prompts, router, check, briefs)
+        print(summary(label, rows), flush=True)
+        if out:
+            out.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+if __name__ == "__main__":
+    main()
