@@ -72,6 +72,18 @@ def writer_prompts(
     return out
 
 
+def writer_router(server: EmbeddedServer, max_tokens: int, sampling: Sampling) -> Router:
+    """The writers' router to the embedded server, at their temperature."""
+    return Router(
+        [server.base_url],
+        server.model,
+        DEFAULTS.expert_temperature,
+        max_tokens,
+        grammar_style=LLAMA_CPP,
+        sampling=sampling,
+    )
+
+
 async def answer(router: Router, system: str, jobs: list[tuple]) -> list[str]:
     """The writer's reply to each job's instruction (its first item), 4 in flight."""
     semaphore = asyncio.Semaphore(4)
@@ -104,14 +116,7 @@ def main() -> None:
     )
     with EmbeddedServer(model=name, slots=4) as server:
         for setting in args.settings:
-            router = Router(
-                [server.base_url],
-                name,
-                DEFAULTS.expert_temperature,
-                args.max_tokens,
-                grammar_style=LLAMA_CPP,
-                sampling=SETTINGS[setting],
-            )
+            router = writer_router(server, args.max_tokens, SETTINGS[setting])
             replies = asyncio.run(answer(router, system, jobs))
             vectors = embedder.encode(replies)
             flags, words = Counter(), 0

@@ -27,9 +27,8 @@ from pathlib import Path
 
 from agents.calls import Router
 from agents.embedded import EmbeddedServer, model_name
-from agents.grammar import LLAMA_CPP
 from agents.prompts import PromptSet, load_prompts
-from benchmarks.decoding import answer, writer_prompts
+from benchmarks.decoding import answer, writer_prompts, writer_router
 from graph.servers import writer_sampling
 from graph.settings import DocumentSettings
 from memory import quality
@@ -154,14 +153,7 @@ def main() -> None:
         flush=True,
     )
     with EmbeddedServer(model=name, slots=4) as server:
-        router = Router(
-            [server.base_url],
-            name,
-            DEFAULTS.expert_temperature,
-            DEFAULTS.expert_max_tokens,
-            grammar_style=LLAMA_CPP,
-            sampling=writer_sampling(DEFAULTS),
-        )
+        router = writer_router(server, DEFAULTS.expert_max_tokens, writer_sampling(DEFAULTS))
         asyncio.run(every_variant(variants, router, check, args.prompts, args.out))
 
 
