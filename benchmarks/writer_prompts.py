@@ -8,7 +8,7 @@ Each variant is a prompt override folder (`-`: the shipped prompts), as `graph.r
 takes one. Every variant answers the same briefs (the structured protocol's writer prompt,
 structured/write.md, filled from a seeded brief: keywords, genre, audience, persona, angle), with
 its own writer system prompt (expert.md), the writers' sampling defaults (DocumentSettings), 4 in
-flight. Each draft goes through the gate's checks as graph/steps.py runs them (length, Gopher
+flight. Each draft goes through the gate's own checks (memory.quality.inspect: length, Gopher
 repetition, not prose, task text with the talk check, off topic); a refused draft gets one retry,
 its instruction followed by the variant's quality.md and the failed rule's fragment, as the
 pipeline's writer does. Prints, per variant: first drafts flagged (any rule, task text), retries
@@ -28,13 +28,10 @@ from pathlib import Path
 from agents.calls import Router
 from agents.embedded import EmbeddedServer, model_name
 from agents.prompts import PromptSet, load_prompts
-from benchmarks.decoding import answer, writer_prompts, writer_router
+from benchmarks.decoding import DEFAULTS, answer, writer_prompts, writer_router
 from graph.servers import writer_sampling
-from graph.settings import DocumentSettings
 from memory import quality
 from memory.embedder import default_embedder
-
-DEFAULTS = DocumentSettings()
 
 
 def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -52,23 +49,15 @@ def share(hits: int, n: int) -> str:
     return f"{hits}/{n} {hits / max(n, 1):.0%} [{low:.0%}, {high:.0%}]"
 
 
-class Checker:
-    """The gate's text checks for a reply to a brief, with one embedder and one Talk."""
-
-    def __init__(self, talk: quality.Talk | None = None) -> None:
-        self.talk = talk or quality.Talk(default_embedder())
-        self.embedder = self.talk.embedder
-
-    def __call__(
-        self, reply: str, instruction: str, keywords: list[str], values: list[str]
-    ) -> quality.Quality:
-        vectors = self.embedder.encode([reply, quality.subject(keywords)])
-        topic = quality.topic_similarity(vectors[0], vectors[1])
-        return quality.check(reply, instruction, topic, values, self.talk(reply))
+def check(
+    talk: quality.Talk, reply: str, instruction: str, keywords: list[str], values: list[str]
+) -> quality.Quality:
+    """The gate's verdict on a reply, checked against the writer's instruction (not the note)."""
+    return quality.inspect(talk, reply, keywords, instruction, values)[1]
 
 
 async def variant_rows(
-    name: str, prompts: dict[str, PromptSet], router: Router, check: Checker, briefs: int
+    name: str, prompts: dict[str, PromptSet], router: Router, talk: quality.Talk, briefs: int
 ) -> list[dict]:
     """First drafts for every domain's briefs, then one retry for each refused one."""
     rows = []
@@ -76,7 +65,7 @@ async def variant_rows(
         jobs = writer_prompts(domain, briefs, prompts=prompt_set)
         system = prompt_set.render("expert.md")
         first = await answer(router, system, jobs)
-        checked = [check(reply, *job) for job, reply in zip(jobs, first)]
+        checked = [check(talk, reply, *job) for job, reply in zip(jobs, first)]
         retry_jobs = []
         for (text, keywords, values), reply, result in zip(jobs, first, checked):
             rows.append(row(name, domain, "first", text, reply, result))
@@ -91,7 +80,7 @@ async def variant_rows(
                 retry_jobs.append((f"{text}\n\n{note}", text, keywords, values))
         again = await answer(router, system, retry_jobs)
         for (asked, *job), reply in zip(retry_jobs, again):
-            rows.append(row(name, domain, "retry", asked, reply, check(reply, *job)))
+            rows.append(row(name, domain, "retry", asked, reply, check(talk, reply, *job)))
     return rows
 
 
@@ -145,7 +134,7 @@ def main() -> None:
         label: {domain: load_prompts(domain, folder) for domain in args.domains}
         for label, folder in args.variants
     }
-    check = Checker()
+    talk = quality.Talk(default_embedder())
     print(
         f"{name}: {args.prompts} briefs per domain ({', '.join(args.domains)}), temperature "
         f"{DEFAULTS.expert_temperature}, {DEFAULTS.expert_max_tokens} tokens, the writers' "
@@ -154,16 +143,16 @@ def main() -> None:
     )
     with EmbeddedServer(model=name, slots=4) as server:
         router = writer_router(server, DEFAULTS.expert_max_tokens, writer_sampling(DEFAULTS))
-        asyncio.run(every_variant(variants, router, check, args.prompts, args.out))
+        asyncio.run(every_variant(variants, router, talk, args.prompts, args.out))
 
 
 async def every_variant(
-    variants: dict, router: Router, check: Checker, briefs: int, out: Path | None
+    variants: dict, router: Router, talk: quality.Talk, briefs: int, out: Path | None
 ) -> None:
     """One event loop for all: the router's HTTP clients belong to the loop that made them."""
     rows: list[dict] = []
     for label, prompts in variants.items():
-        rows += await variant_rows(label, prompts, router, check, briefs)
+        rows += await variant_rows(label, prompts, router, talk, briefs)
         print(summary(label, rows), flush=True)
         if out:
             out.write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -147,16 +147,10 @@ async def inspect(run: Run, state: Document, text: str) -> tuple:
     """The draft's embedding (the novelty gate's) and its quality figures, off the event loop; the
     topic check compares that embedding with the seed keywords' (none for a real seed document),
     the talk check that of each sentence."""
-    subject = quality.subject(state.seeds) if state.seeds else ""
     filled = [*state.seeds, state.genre, state.audience, *(state.brief or {}).values()]
-
-    def work():
-        vectors = run.embedder.encode([text, subject] if subject else [text])
-        topic = quality.topic_similarity(vectors[0], vectors[1]) if subject else None
-        talked = run.talk(text)
-        return vectors[0], quality.check(text, state.instruction, topic, filled, talked)
-
-    return await asyncio.to_thread(work)
+    return await asyncio.to_thread(
+        quality.inspect, run.talk, text, state.seeds, state.instruction, filled
+    )
 
 
 def problem(run: Run, state: Document, checked: quality.Quality) -> str:

@@ -292,3 +292,19 @@ def subject(keywords: list[str]) -> str:
 
 def topic_similarity(text_vector: np.ndarray, subject_vector: np.ndarray) -> float:
     return float(np.asarray(text_vector).reshape(-1) @ np.asarray(subject_vector).reshape(-1))
+
+
+def inspect(
+    talk: Talk,
+    text: str,
+    keywords: list[str],
+    instruction: str = "",
+    values: tuple[str, ...] | list[str] = (),
+) -> tuple[np.ndarray, Quality]:
+    """A draft's embedding (with `talk`'s embedder, the novelty gate's) and every rule's figures,
+    as the gate computes them: the topic against its seed `keywords` (none: not checked, as for a
+    real seed document), the talk check on each sentence."""
+    about = subject(keywords) if keywords else ""
+    vectors = talk.embedder.encode([text, about] if about else [text])
+    topic = topic_similarity(vectors[0], vectors[1]) if about else None
+    return vectors[0], check(text, instruction, topic, values, talk(text))

@@ -314,8 +314,7 @@ def test_the_writer_prompts_benchmark_retries_a_refused_draft_with_the_variants_
             return AIMessage(PROSE + "\n\nI hope this document meets your requirements.")
 
     prompts = {"finance": load_prompts("finance", "benchmarks/writer-prompts/positive")}
-    check = bench.Checker(talk)
-    rows = asyncio.run(bench.variant_rows("positive", prompts, Writer(), check, 2))
+    rows = asyncio.run(bench.variant_rows("positive", prompts, Writer(), talk, 2))
     assert [r["stage"] for r in rows] == ["first", "first", "retry", "retry"]
     assert all("talk" in r["task_text"] for r in rows[:2])
     assert all(not r["task_text"] for r in rows[2:])
