@@ -89,6 +89,20 @@ _TASK_PATTERNS = {
     r"\b(?:of|in|about|around|under|within|approximately) \d{2,4}[- ]words?\b|"
     r"\byour (?:answer|response|document|essay|article|text) (?:should|must|will)\b|"
     r"\bas an ai\b|\b(?:an ai|a) language model\b",
+    # The writer stepping outside its text: describing "the document", its task, its drafts, the
+    # person who asked, itself as a model. Written 2026-12-06 from blind readers' quotes of chatter
+    # the rules above let through (benchmarks/blind_read, docs/quality.md); none of it occurs in
+    # the 500 PubMedQA abstracts or the 2,431 FPB sentences.
+    "about_the_writing": r"\b(?:this|the above|the following) (?:document|text|passage)\b|"
+    r"\bthe (?:document|text) (?:contains|continues|ends|emphasizes|explores|covers|is|was|"
+    r"has been)\b|\bthe above (?:title|message|article)\b|"
+    r"\bthe task (?:is|was|at hand|requires|has)\b|\bthis task\b|\bthe prompt\b|"
+    r"\b(?:previous|first) (?:attempt|response|draft)\b|\bword limit\b|\bfirst sentence\b|"
+    r"\bas requested\b|\byou (?:asked|requested|mentioned|just told)\b|\bI asked you\b|"
+    r"\bhere(?: is|'s|’s) your\b|^[ \t*#>]*(?:end of\b|end summary\b|title line\b)|"
+    r"\b(?:hugging ?face|smollm)\b|\bwhen I was (?:first )?created\b|"
+    r"\b(?:has been|was) edited\b|\bedited version\b|"
+    r"\bthis (?:article|report|essay|blog|post) (?:was|has been) written\b",
 }
 _TASK = {
     name: re.compile(pattern, re.IGNORECASE | re.MULTILINE)

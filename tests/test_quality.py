@@ -32,6 +32,7 @@ SPANISH = (
     "criterios propios. Ahora proponen normas comunes para medir respuestas al tratamiento, "
     "compartir muestras entre centros regionales y publicar informes trimestrales abiertos."
 )
+W = "about_the_writing"
 INSTRUCTION = (
     "You are Credit Analyst. Write a finance op-ed of 300 to 600 words for retail investors about: "
     "deposit betas, net interest margin.\nWrite only the document itself: no preamble, no notes, "
@@ -93,6 +94,13 @@ def test_a_plain_document_passes_every_rule():
             "task_text",
             "echo",
         ),
+        # what blind readers marked as chatter in committed documents (2026-12-06)
+        (PROSE + " The document contains references from genetics and ethics.", "task_text", W),
+        ("The task at hand was to create a document on orphan drugs. " + PROSE, "task_text", W),
+        ("Here's your feedback:\n\n" + PROSE, "task_text", W),
+        (PROSE + " You've kept the focus with its first sentence.", "task_text", W),
+        (PROSE + "\n\nEND OF THE POST", "task_text", W),
+        (PROSE + " This task has been taken over by SmolLM on his own.", "task_text", W),
     ],
 )
 def test_each_rule_flags_its_own_failure(text, rule, detail):
@@ -181,6 +189,21 @@ def test_the_repetition_verdict_is_datatroves():
             if verdict is True
             else verdict[1].replace("duplicated_", "dup_").replace("_n_grams", "_gram")
         )
+
+
+def test_no_real_document_reads_as_task_text():
+    """The task-text patterns against every real document here: 500 PubMedQA abstracts, 2,431
+    FPB sentences (a pattern that flagged real text would refuse writers for writing well)."""
+    abstracts = [
+        json.loads(line)["contexts"]
+        for line in real_data("biomed/pubmedqa_pqal.jsonl").read_text().splitlines()
+    ]
+    sentences = [
+        json.loads(line)["text"] for line in real_data("finance/fpb.jsonl").read_text().splitlines()
+    ]
+    texts = ["\n\n".join(contexts) for contexts in abstracts] + sentences
+    assert len(texts) == 2931
+    assert [t[:80] for t in texts if quality.task_text(t)] == []
 
 
 def test_a_real_abstract_passes(talk):
