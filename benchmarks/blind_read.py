@@ -1,5 +1,6 @@
-"""Blind reading of corpora: "by reading" as a protocol anyone can rerun, with people or LLM
-sessions as readers.
+"""Blind reading of corpora, so that "by reading" is a protocol anyone can rerun.
+
+Readers may be people or LLM sessions.
 
     python -m benchmarks.blind_read pack NAME=CORPUS... --parts 4 --seed 0 --prefix X --out DIR
     python -m benchmarks.blind_read score DIR/key.json LABELS... [--key OTHER/key.json]
@@ -22,10 +23,11 @@ import random
 import re
 import string
 from collections import defaultdict
+from collections.abc import Container
 from pathlib import Path
 
-from benchmarks.writer_prompts import share
-from core.cli import Parser, run_command
+from benchmarks.shares import share
+from core.cli import Parser, positive, run_command
 from core.errors import UserError
 from core.jsonl import read_documents
 
@@ -60,57 +62,94 @@ LINE = re.compile(
 
 def pack(corpora: dict[str, str], parts: int, seed: int, prefix: str, out: Path) -> dict:
     """Write the shuffled parts and the key; returns the key ({header id: [corpus, doc id]})."""
-    if out.exists() and any(out.iterdir()):
-        raise UserError(f"{out} exists and is not empty; pick a new --out")
-    docs = [
-        (name, str(record.get("id", number)), record["text"].strip())
-        for name, path in corpora.items()
-        for number, record in enumerate(read_documents(path, label=name))
-    ]
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise UserError(f"{out} exists and is not an empty folder; pick a new --out")
+    docs, seen = [], set()
+    for name, path in corpora.items():
+        for number, record in enumerate(read_documents(path, label=name)):
+            doc = (name, str(record.get("id", number)))
+            if (
+                doc in seen
+            ):  # the key names documents by id: two with one id could not be told apart
+                raise UserError(f"{path}: id {doc[1]!r} occurs twice; pack each run's own corpus")
+            seen.add(doc)
+            docs.append((*doc, record["text"].strip()))
+    if not 1 <= parts <= min(len(string.ascii_uppercase), len(docs)):
+        raise UserError(f"--parts must be 1 to {min(26, len(docs))} for {len(docs)} documents")
     random.Random(seed).shuffle(docs)
-    size = -(-len(docs) // parts)
     readers = out / "readers"
     readers.mkdir(parents=True)
-    key = {}
+    key, first = {}, 0
     for part in range(parts):
+        size = len(docs) // parts + (part < len(docs) % parts)  # sizes differ by at most one
         with open(readers / f"part-{string.ascii_uppercase[part]}.txt", "w") as f:
-            for number in range(part * size, min((part + 1) * size, len(docs))):
+            for number in range(first, first + size):
                 name, doc_id, text = docs[number]
                 header = f"{prefix}{number + 1:03d}"
                 key[header] = [name, doc_id]
                 f.write(f"===== {header} =====\n{text}\n\n")
+        first += size
     (readers / "labels.md").write_text(DEFINITIONS)
     (out / "key.json").write_text(json.dumps(key, indent=1))
     return key
 
 
-def read_labels(path: Path, key: dict) -> dict[str, dict[str, bool]]:
+def read_key(path: Path) -> dict:
+    """A pack's key.json: {header id: [corpus, doc id]}."""
+    try:
+        key = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path}: not a pack's key.json ({e})") from None
+    if not isinstance(key, dict) or not all(
+        isinstance(doc, list) and len(doc) == 2 for doc in key.values()
+    ):
+        raise UserError(f"{path}: not a pack's key.json (expected header: [corpus, id])")
+    return key
+
+
+def read_labels(path: Path, headers: Container[str]) -> dict[str, dict[str, bool]]:
     """A reader's answer file: {header id: {label: yes?}} for its label lines (other lines, such as
-    the reader's closing remarks, are skipped); an id not in the key is a UserError."""
+    the reader's closing remarks, are skipped). A header not in `headers`, or answered twice, is
+    a UserError."""
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"{path}: cannot read the answers ({e})") from None
     labels = {}
-    for line in path.read_text().splitlines():
+    for line in lines:
         found = LINE.match(line)
         if not found:
             continue
-        if found["id"] not in key:
-            raise UserError(f"{path}: {found['id']} is in no key passed with --key")
-        labels[found["id"]] = {label: found[label].lower() == "yes" for label in LABELS}
+        header = found["id"].upper()
+        if header not in headers:
+            raise UserError(f"{path}: {header} is in no key passed with --key")
+        if header in labels:
+            raise UserError(f"{path}: {header} is answered twice")
+        labels[header] = {label: found[label].lower() == "yes" for label in LABELS}
     if not labels:
         raise UserError(f"{path}: no label lines like 'X001 | chatter=no | loop=no | gibberish=no'")
     return labels
 
 
 def score(keys: list[dict], answers: list[dict[str, dict[str, bool]]]) -> dict:
-    """Per corpus, the documents each label marks (first answer per document); the agreement of
-    the documents answered twice."""
-    key = {header: tuple(doc) for k in keys for header, doc in k.items()}
+    """Per corpus, the documents each label marks (first answer per document) and those no
+    answer covers; the agreement of the documents answered twice."""
+    key: dict[str, tuple] = {}
+    for k in keys:
+        for header, doc in k.items():
+            if header in key:  # two packs with one prefix: an answer could not be placed
+                raise UserError(f"header {header} is in two keys; pack with distinct --prefix")
+            key[header] = tuple(doc)
     seen: dict[tuple, list[dict]] = defaultdict(list)
     for answer in answers:
         for header, labels in answer.items():
             seen[key[header]].append(labels)
-    corpora: dict[str, dict] = defaultdict(lambda: {"read": 0, **dict.fromkeys(LABELS, 0)})
+    corpora: dict[str, dict] = defaultdict(
+        lambda: {"read": 0, "unanswered": 0, **dict.fromkeys(LABELS, 0)}
+    )
+    for doc in dict.fromkeys(key.values()):
+        corpora[doc[0]]["unanswered" if doc not in seen else "read"] += 1
     for (name, _), labelled in seen.items():
-        corpora[name]["read"] += 1
         for label in LABELS:
             corpora[name][label] += labelled[0][label]
     twice = [labelled[:2] for labelled in seen.values() if len(labelled) > 1]
@@ -127,33 +166,44 @@ def score(keys: list[dict], answers: list[dict[str, dict[str, bool]]]) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = Parser(prog="python -m benchmarks.blind_read", description=__doc__.splitlines()[0])
+    parser = Parser(prog="python -m benchmarks.blind_read", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    p = commands.add_parser("pack")
-    p.add_argument("corpora", nargs="+", metavar="NAME=CORPUS")
-    p.add_argument("--parts", type=int, default=4)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--prefix", default="X")
-    p.add_argument("--out", type=Path, required=True)
-    s = commands.add_parser("score")
-    s.add_argument("key", type=Path)
-    s.add_argument("labels", nargs="+", type=Path)
-    s.add_argument("--key", dest="more_keys", type=Path, action="append", default=[])
+    p = commands.add_parser("pack", help="shuffle corpora into unlabelled parts for readers")
+    p.add_argument("corpora", nargs="+", metavar="NAME=CORPUS", help="a run directory or a JSONL")
+    p.add_argument("--parts", type=positive(int), default=4, help="one part per reader")
+    p.add_argument("--seed", type=int, default=0, help="of the shuffle")
+    p.add_argument("--prefix", default="X", help="letters before each header's number")
+    p.add_argument("--out", type=Path, required=True, help="a new folder")
+    s = commands.add_parser("score", help="count each corpus's labels from the readers' answers")
+    s.add_argument("key", type=Path, help="the pack's key.json")
+    s.add_argument("labels", nargs="+", type=Path, help="the readers' answer files")
+    s.add_argument(
+        "--key",
+        dest="more_keys",
+        metavar="KEY",
+        type=Path,
+        action="append",
+        default=[],
+        help="another pack's key.json, for answers to the same documents packed again",
+    )
     args = parser.parse_args(argv)
 
     if args.command == "pack":
         corpora = dict(item.split("=", 1) for item in args.corpora if "=" in item)
-        if len(corpora) != len(args.corpora) or not args.prefix.isalpha():
-            raise UserError("corpora are NAME=PATH, each name once; --prefix is letters")
+        if len(corpora) != len(args.corpora):
+            raise UserError("corpora are NAME=PATH, each name once")
+        if not re.fullmatch("[A-Za-z]+", args.prefix):
+            raise UserError(f"--prefix must be ASCII letters, not {args.prefix!r}")
         key = pack(corpora, args.parts, args.seed, args.prefix.upper(), args.out)
         print(f"{len(key)} documents in {args.parts} parts: give readers {args.out / 'readers'}")
         return 0
-    keys = [json.loads(path.read_text()) for path in [args.key, *args.more_keys]]
-    everything = {header for k in keys for header in k}
-    report = score(keys, [read_labels(path, everything) for path in args.labels])
+    keys = [read_key(path) for path in [args.key, *args.more_keys]]
+    headers = {header for k in keys for header in k}
+    report = score(keys, [read_labels(path, headers) for path in args.labels])
     for name, counts in sorted(report["corpora"].items()):
         shares = ", ".join(f"{label} {share(counts[label], counts['read'])}" for label in LABELS)
-        print(f"{name}: {counts['read']} read; {shares}")
+        missing = f" ({counts['unanswered']} unanswered)" if counts["unanswered"] else ""
+        print(f"{name}: {counts['read']} read{missing}; {shares}")
     for label, pair in report["agreement"].items():
         if pair["pairs"]:
             print(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 from collections import Counter
 from pathlib import Path
 
@@ -29,24 +28,10 @@ from agents.calls import Router
 from agents.embedded import EmbeddedServer, model_name
 from agents.prompts import PromptSet, load_prompts
 from benchmarks.decoding import DEFAULTS, answer, writer_prompts, writer_router
+from benchmarks.shares import share
 from graph.servers import writer_sampling
 from memory import quality
 from memory.embedder import default_embedder
-
-
-def wilson(hits: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """The 95 % Wilson score interval of a share (hits of n)."""
-    if not n:
-        return 0.0, 1.0
-    p = hits / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def share(hits: int, n: int) -> str:
-    low, high = wilson(hits, n)
-    return f"{hits}/{n} {hits / max(n, 1):.0%} [{low:.0%}, {high:.0%}]"
 
 
 def check(

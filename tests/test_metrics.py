@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 from conftest import real_data
 
-from core.cli import run_command
 from core.errors import UserError
 from metrics import embedding, lexical
 from metrics.corpora import load
@@ -414,49 +413,3 @@ def test_report_gives_the_flagged_share_of_every_corpus(tmp_path):
         "| Flagged: repetition (share) | 0.500 | 0.000 | 0.000 |"
         in (out / "metrics.md").read_text()
     )
-
-
-# -- blind reading (benchmarks/blind_read.py) ------------------------------------------------------
-def test_blind_reading_hides_the_corpus_and_scores_each_corpus_by_its_readers(tmp_path, capsys):
-    from benchmarks import blind_read
-
-    for name, words in (("a", "alpha"), ("b", "beta")):
-        lines = [json.dumps({"id": f"{name}-{i}", "text": f"{words} text {i}."}) for i in range(3)]
-        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
-    out = tmp_path / "pack"
-    flags = ["pack", f"a={tmp_path / 'a.jsonl'}", f"b={tmp_path / 'b.jsonl'}", "--parts", "2"]
-    assert blind_read.main([*flags, "--out", str(out)]) == 0
-    parts = sorted((out / "readers").glob("part-*.txt"))
-    shown = "".join(p.read_text() for p in parts)
-    assert len(parts) == 2 and shown.count("=====\n") == 6
-    assert "a-0" not in shown and "b-0" not in shown  # readers see neither corpus nor id
-    key = json.loads((out / "key.json").read_text())
-    assert sorted(doc for _, doc in key.values()) == ["a-0", "a-1", "a-2", "b-0", "b-1", "b-2"]
-
-    # each corpus's chatter: 2 of corpus a's documents, none of b's; one document read twice
-    answers = [
-        f"{h} | chatter={'yes' if key[h][1] in ('a-0', 'a-1') else 'no'} | loop=no | gibberish=no"
-        for h in key
-    ]
-    (tmp_path / "first.txt").write_text("\n".join(answers) + "\nCounts: chatter=2\n")
-    h = next(h for h in key if key[h][1] == "a-0")
-    (tmp_path / "second.txt").write_text(f"{h} | chatter=no | loop=no | gibberish=no\n")
-    capsys.readouterr()
-    key_path = str(out / "key.json")
-    assert (
-        blind_read.main(
-            ["score", key_path, str(tmp_path / "first.txt"), str(tmp_path / "second.txt")]
-        )
-        == 0
-    )
-    printed = capsys.readouterr().out
-    assert "a: 3 read; chatter 2/3" in printed and "b: 3 read; chatter 0/3" in printed
-    assert "read twice: 1; chatter: same label 0, yes by both 0, by either 1" in printed
-
-    # a second pack into the same folder, or an answer for a document of no key: one line, exit 2
-    assert run_command(lambda: blind_read.main([*flags, "--out", str(out)])) == 2
-    (tmp_path / "stray.txt").write_text("Z999 | chatter=no | loop=no | gibberish=no\n")
-    assert (
-        run_command(lambda: blind_read.main(["score", key_path, str(tmp_path / "stray.txt")])) == 2
-    )
-    assert "Z999 is in no key" in capsys.readouterr().err

@@ -95,7 +95,7 @@ def test_a_plain_document_passes_every_rule():
             "echo",
         ),
         # what blind readers marked as chatter in committed documents (2026-12-06)
-        (PROSE + " The document contains references from genetics and ethics.", "task_text", W),
+        (PROSE + " The text continues with the benefits of this research.", "task_text", W),
         ("The task at hand was to create a document on orphan drugs. " + PROSE, "task_text", W),
         ("Here's your feedback:\n\n" + PROSE, "task_text", W),
         (PROSE + " You've kept the focus with its first sentence.", "task_text", W),
@@ -189,6 +189,25 @@ def test_the_repetition_verdict_is_datatroves():
             if verdict is True
             else verdict[1].replace("duplicated_", "dup_").replace("_n_grams", "_gram")
         )
+
+
+@pytest.mark.parametrize(
+    "sentence",
+    [
+        "End of life care should begin early.",
+        "Participants performed a Stroop test; the task was repeated twice.",
+        "This task force will report to the FSB.",
+        "The prompt diagnosis of sepsis saves lives.",
+        "A previous attempt to quit smoking failed; he succeeded on the first attempt.",
+        "The first draft of the Basel IV rules was published.",
+        "The gene was edited with CRISPR.",
+        "This document contains forward-looking statements. The document was filed with the SEC.",
+        "As requested by the regulator, the bank filed. If you requested a paper statement, call.",
+        "The first sentence of Article 5 applies.",
+    ],
+)
+def test_domain_prose_near_the_writing_phrases_is_not_task_text(sentence):
+    assert quality.task_text(PROSE + " " + sentence) == []
 
 
 def test_no_real_document_reads_as_task_text():
@@ -346,3 +365,67 @@ def test_the_writer_prompts_benchmark_retries_a_refused_draft_with_the_variants_
     fixed = sum(not r["flags"] for r in rows[2:])  # the retries may still miss their keywords
     assert "flagged 2/2 100%" in bench.summary("positive", rows)
     assert f"done within one retry {fixed}/2" in bench.summary("positive", rows)
+
+
+# -- blind reading (benchmarks/blind_read.py) ------------------------------------------------------
+def test_blind_reading_hides_the_corpus_and_counts_each_corpus_by_its_readers(tmp_path, capsys):
+    from benchmarks import blind_read
+    from core.errors import exit_code
+
+    corpora = {"alphaset": 4, "betaset": 3}
+    for name, n in corpora.items():
+        lines = [json.dumps({"id": f"{name}-{i}", "text": f"Text number {i}."}) for i in range(n)]
+        (tmp_path / f"{name}.jsonl").write_text("\n".join(lines) + "\n")
+    flags = [f"{name}={tmp_path / name}.jsonl" for name in corpora]
+    out = tmp_path / "pack"
+    assert blind_read.main(["pack", *flags, "--parts", "3", "--out", str(out)]) == 0
+    parts = [p.read_text() for p in sorted((out / "readers").glob("part-*.txt"))]
+    assert [p.count("=====\n") for p in parts] == [3, 2, 2]  # 7 documents, sizes within one
+    assert not any(name in "".join(parts) for name in corpora)  # neither corpus nor id shown
+    key = json.loads((out / "key.json").read_text())
+    assert sorted(map(tuple, key.values())) == sorted(
+        (name, f"{name}-{i}") for name, n in corpora.items() for i in range(n)
+    )
+
+    # readers: chatter in alphaset-0 and alphaset-1 only; a second pack of alphaset read again
+    def answer(key, chatter, headers=None):
+        return "\n".join(
+            f"{h} | chatter={'yes' if chatter(key[h]) else 'no'} | loop=no | gibberish=no"
+            for h in headers or key
+        )
+
+    (tmp_path / "first.txt").write_text(
+        answer(key, lambda doc: doc[1] in ("alphaset-0", "alphaset-1")) + "\nCounts: 2\n"
+    )
+    again = tmp_path / "again"
+    flags2 = [flags[0], "--parts", "1", "--prefix", "Y", "--out", str(again)]
+    assert blind_read.main(["pack", *flags2]) == 0
+    key2 = json.loads((again / "key.json").read_text())
+    (tmp_path / "second.txt").write_text(answer(key2, lambda doc: doc[1] == "alphaset-0"))
+    capsys.readouterr()
+    score = ["score", str(out / "key.json"), str(tmp_path / "first.txt")]
+    assert (
+        blind_read.main([*score, str(tmp_path / "second.txt"), "--key", str(again / "key.json")])
+        == 0
+    )
+    printed = capsys.readouterr().out
+    assert "alphaset: 4 read; chatter 2/4" in printed and "betaset: 3 read; chatter 0/3" in printed
+    assert "read twice: 4; chatter: same label 3, yes by both 1, by either 2" in printed
+
+    # mistakes: one line on stderr, exit 2, nothing written
+    (tmp_path / "stray.txt").write_text("Z999 | chatter=no | loop=no | gibberish=no\n")
+    twice = tmp_path / "twice.txt"
+    twice.write_text(answer(key, lambda doc: False, headers=list(key)[:1] * 2))
+    (tmp_path / "dup.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
+    for argv, says in [
+        (["pack", *flags, "--out", str(out)], "not an empty folder"),
+        (["pack", *flags, "--parts", "8", "--out", str(tmp_path / "p8")], "--parts must be"),
+        (["pack", f"d={tmp_path / 'dup.jsonl'}", "--out", str(tmp_path / "pd")], "occurs twice"),
+        ([*score[:2], str(tmp_path / "stray.txt")], "Z999 is in no key"),
+        ([*score[:2], str(twice)], "answered twice"),
+        ([*score, "--key", str(out / "key.json")], "is in two keys"),
+        (["score", str(tmp_path / "missing.json"), str(twice)], "not a pack's key.json"),
+    ]:
+        assert exit_code(lambda argv=argv: blind_read.main(argv)) == 2, argv
+        assert says in capsys.readouterr().err
+    assert not (tmp_path / "p8").exists() and not (tmp_path / "pd").exists()
