@@ -131,15 +131,21 @@ def read_labels(path: Path, headers: Container[str]) -> dict[str, dict[str, bool
     return labels
 
 
-def score(keys: list[dict], answers: list[dict[str, dict[str, bool]]]) -> dict:
-    """Per corpus, the documents each label marks (first answer per document) and those no
-    answer covers; the agreement of the documents answered twice."""
-    key: dict[str, tuple] = {}
+def merge_keys(keys: list[dict]) -> dict[str, tuple]:
+    """The packs' keys as one {header id: (corpus, doc id)}; a header in two keys is a UserError
+    (two packs with one prefix: an answer could not be placed)."""
+    merged: dict[str, tuple] = {}
     for k in keys:
         for header, doc in k.items():
-            if header in key:  # two packs with one prefix: an answer could not be placed
+            if header in merged:
                 raise UserError(f"header {header} is in two keys; pack with distinct --prefix")
-            key[header] = tuple(doc)
+            merged[header] = tuple(doc)
+    return merged
+
+
+def score(key: dict[str, tuple], answers: list[dict[str, dict[str, bool]]]) -> dict:
+    """Per corpus, the documents each label marks (first answer per document) and those no
+    answer covers; the agreement of the documents answered twice. `key`: merge_keys's."""
     seen: dict[tuple, list[dict]] = defaultdict(list)
     for answer in answers:
         for header, labels in answer.items():
@@ -197,9 +203,8 @@ def main(argv: list[str] | None = None) -> int:
         key = pack(corpora, args.parts, args.seed, args.prefix.upper(), args.out)
         print(f"{len(key)} documents in {args.parts} parts: give readers {args.out / 'readers'}")
         return 0
-    keys = [read_key(path) for path in [args.key, *args.more_keys]]
-    headers = {header for k in keys for header in k}
-    report = score(keys, [read_labels(path, headers) for path in args.labels])
+    key = merge_keys([read_key(path) for path in [args.key, *args.more_keys]])
+    report = score(key, [read_labels(path, key) for path in args.labels])
     for name, counts in sorted(report["corpora"].items()):
         shares = ", ".join(f"{label} {share(counts[label], counts['read'])}" for label in LABELS)
         missing = f" ({counts['unanswered']} unanswered)" if counts["unanswered"] else ""
