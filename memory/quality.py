@@ -18,10 +18,11 @@ Rules, checked in this order (the first one failed is the draft's `rule`):
   placeholders ("[Company Name]"), lines that are the brief's own fields ("Genre: ..."), sentences
   about the instructions ("300 to 600 words", "your answer should"), or a run of ECHO_WORDS words
   copied from the instruction the writer was given, outside what was filled into it (the keywords,
-  genre, audience, angle: those a document may well repeat). Also (`talk`) a sentence that means
-  what a writer says about its task or its output ("I have prepared this excerpt as per your
-  request", "This text needs editing"): its embedding's cosine to one of TALK reaches
-  TALK_THRESHOLD, calibrated on real text (benchmarks/talk_threshold.py, docs/quality.md).
+  genre, audience, angle: those a document may well repeat). Also (`talk`) a sentence that reads
+  as a writer talking about its task or its output ("I have prepared this excerpt as per your
+  request", "This text needs editing"): a linear probe on its embedding, fitted on blind readers'
+  labels of committed documents, reaches the probe's threshold, calibrated on real text
+  (talk_probe.json, written by benchmarks/talk_probe.py; docs/quality.md).
 - `off_topic`: a document that never touches its seed keywords: the cosine of its embedding (the
   one the novelty gate computes) to the keywords' is below TOPIC_THRESHOLD, calibrated on real
   abstracts against their own MeSH terms (docs/quality.md, benchmarks/topic_threshold.py).
@@ -32,10 +33,12 @@ metrics report can give the flagged share of any corpus, real text included.
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
@@ -45,27 +48,11 @@ ECHO_WORDS = 8  # consecutive words of the instruction: longer than any keyword,
 # The 1st percentile of real PubMedQA abstracts against 4 of their own MeSH terms (0.235), rounded
 # down to a multiple of 0.05: 0.4 % of those abstracts fall below it, 80 % of mismatched pairs do.
 TOPIC_THRESHOLD = 0.20
-# What a writer says about its task or its output instead of the domain. Written on 2026-12-05
-# before any generated document was scored against them, from the kinds of chatter read in
-# committed documents (docs/quality.md), not from their words.
-TALK = (
-    "I have written this document as you requested.",
-    "Here is the text you asked me to write.",
-    "This document was created according to your instructions.",
-    "You may add more details or edit this text as needed.",
-    "Let me know if you would like me to make any changes.",
-    "As an AI assistant, I am happy to help you write this.",
-    "This draft needs further editing before it can be published.",
-    "I was asked to write an essay about this topic.",
-    "Please provide more information so that I can complete the document.",
-    "The article should be no longer than the word limit you gave me.",
-    "I hope this document meets your requirements.",
-    "The original text was revised as requested by the editor.",
-)
-# The lowest multiple of 0.05 that flags at most 0.5 % of real documents in each domain: 1 of 500
-# PubMedQA abstracts ("We conducted a study to address this question.") and 1 of 2,431 FPB
-# sentences reach it (benchmarks/talk_threshold.py).
-TALK_THRESHOLD = 0.50
+# The talk probe: weights over the embedder's dimensions, a bias and a threshold in log-odds
+# (benchmarks/talk_probe.py writes it; read once, here, so check() and Talk agree).
+PROBE_PATH = Path(__file__).with_name("talk_probe.json")
+PROBE = json.loads(PROBE_PATH.read_text())
+TALK_THRESHOLD = float(PROBE["threshold"])
 
 _TASK_PATTERNS = {
     "preamble": r"\A\s*(?:here is|here's|here are|below is|sure|certainly|of course)\b",
@@ -237,24 +224,28 @@ def sentences(text: str, least_words: int = 4, most: int = 80) -> list[str]:
 
 
 class Talk:
-    """The talk check with TALK embedded once: `Talk(embedder)(text)` is the sentence of `text`
-    nearest in meaning to one of TALK and that cosine ((0.0, "") for a text without sentences).
-    `embedder` is the novelty gate's (memory.embedder.Embedder). The sentences are embedded apart
-    from the draft: in one batch the short ones are padded to the draft's length. Per biomedicine
-    draft with its own embedding, on 2 busy cores: 0.9 s this way, 1.3 s with TALK embedded each
-    time, 1.5 s in one batch."""
+    """The talk check: `Talk(embedder)(text)` is the sentence of `text` the probe scores highest
+    and that score in log-odds ((-inf, "") for a text without sentences). `embedder` is the
+    novelty gate's (memory.embedder.Embedder), the model the probe was fitted on. The sentences
+    are embedded apart from the draft: in one batch the short ones are padded to its length."""
 
     def __init__(self, embedder) -> None:
         self.embedder = embedder
-        self.reference = embedder.encode(list(TALK))
+        self.weights = np.asarray(PROBE["weights"], dtype=np.float32)
+        self.bias = float(PROBE["bias"])
+        if self.weights.shape != (embedder.dim,):
+            raise ValueError(
+                f"{PROBE_PATH.name} has {self.weights.size} weights for a "
+                f"{embedder.dim}-dimensional embedder; refit it (benchmarks.talk_probe)"
+            )
 
     def __call__(self, text: str) -> tuple[float, str]:
         found = sentences(text)
         if not found:
-            return 0.0, ""
-        cosines = (self.embedder.encode(found) @ self.reference.T).max(axis=1)
-        best = int(cosines.argmax())
-        return float(cosines[best]), found[best]
+            return float("-inf"), ""
+        scores = self.embedder.encode(found) @ self.weights + self.bias
+        best = int(scores.argmax())
+        return float(scores[best]), found[best]
 
 
 def check(
@@ -295,7 +286,7 @@ def check(
         "topic_similarity": None if topic_similarity is None else round(float(topic_similarity), 4),
         "talk": None
         if talked is None
-        else {"similarity": round(talked[0], 4), "sentence": talked[1][:200]},
+        else {"score": round(talked[0], 4) if talked[1] else None, "sentence": talked[1][:200]},
         "gopher": figures,
     }
     return Quality(flags=tuple(flags), figures=figures)

@@ -5,6 +5,7 @@ import json
 import random
 from dataclasses import replace
 
+import numpy as np
 import pytest
 from conftest import document, final_answer, real_data, run_doc
 
@@ -149,14 +150,15 @@ def test_a_sentence_about_the_task_or_the_output_is_task_text(said, talk):
     talked = talk(text)
     checked = quality.check(text, talked=talked)
     assert checked.rule == "task_text" and checked.figures["task_text"] == ["talk"]
-    assert checked.figures["talk"] == {"similarity": round(talked[0], 4), "sentence": said}
+    assert checked.figures["talk"] == {"score": round(talked[0], 4), "sentence": said}
 
 
 def test_domain_sentences_are_not_talk(talk):
     talked = talk(PROSE)
     assert talked[0] < quality.TALK_THRESHOLD
     assert quality.check(PROSE, talked=talked).passed
-    assert talk("Too short.") == (0.0, "")  # no sentence to score
+    assert talk("Too short.") == (float("-inf"), "")  # no sentence to score
+    assert quality.check("Too short.", talked=talk("Too short.")).figures["talk"]["score"] is None
     assert quality.check(PROSE).figures["talk"] is None  # not checked without an embedder
 
 
@@ -429,3 +431,34 @@ def test_blind_reading_hides_the_corpus_and_counts_each_corpus_by_its_readers(tm
         assert exit_code(lambda argv=argv: blind_read.main(argv)) == 2, argv
         assert says in capsys.readouterr().err
     assert not (tmp_path / "p8").exists() and not (tmp_path / "pd").exists()
+
+
+# -- the talk probe (benchmarks/talk_probe.py) ----------------------------------------------------
+def test_the_talk_probe_learns_from_every_answered_document_once():
+    from benchmarks import blind_read, talk_probe
+
+    docs = talk_probe.labelled()
+    by_domain = {d: [x for x in docs if x.domain == d] for d in ("biomedicine", "finance")}
+    # 400 biomedicine documents (200 read again), 520 finance (200 again, 120 new)
+    assert {d: len(x) for d, x in by_domain.items()} == {"biomedicine": 400, "finance": 520}
+    root = talk_probe.DATA
+    key = blind_read.merge_keys([blind_read.read_key(root / "biomedicine" / "key.json")])
+    first = {}
+    for path in sorted((root / "biomedicine").glob("*.txt")):
+        first.update(blind_read.read_labels(path, key))
+    assert sum(x.chatter for x in by_domain["biomedicine"]) == sum(
+        labels["chatter"] for labels in first.values()
+    )  # the first reader's label, as blind_read's score counts it
+    assert all(not x.clean for x in docs if x.chatter)  # clean: no reader said chatter
+    assert all(x.chatter or not x.clean for x in docs if x.quotes)
+    assert sum(len(x.quotes) for x in docs) > 200
+
+
+def test_the_talk_threshold_is_the_lowest_step_within_the_real_limit():
+    from benchmarks.talk_probe import REAL_LIMIT, STEP, calibrate
+
+    scores = {"a": np.linspace(-6.0, 1.9, 1000), "b": np.full(300, -3.0)}
+    threshold = calibrate(scores)
+    assert threshold % STEP == 0
+    assert (scores["a"] >= threshold).mean() <= REAL_LIMIT
+    assert (scores["a"] >= threshold - STEP).mean() > REAL_LIMIT
