@@ -191,7 +191,7 @@ class Run:
 
     @cached_property
     def talk(self) -> quality.Talk:
-        """The quality gate's talk check, its reference sentences embedded once."""
+        """The quality gate's talk check (its probe read once)."""
         return quality.Talk(self.embedder)
 
     @cached_property
