@@ -106,11 +106,11 @@ ADJS = (
     "sovereign",
 )
 FRAMES = (
-    "This note is about {topic}.",
+    "Markets moved on {topic} this quarter.",
     "A {a} {n1} {v} the {n2} when the {n3} moves.",
     "Few readers expect the {n1} to matter, yet it {v} every {a} {n2}.",
     "In {year}, one {n1} {v} a {a} {n2} for months.",
-    "Its {n1} and its {n2} tell different stories about the {n3}.",
+    "Its {n1} and its {n2} point in different directions for the {n3}.",
     "Nobody on the {a} desk saw how the {n1} {v} the {n2}.",
     "So the {n1} is worth watching, and the {a} {n2} with it.",
     "What follows depends on the {n3}, not on the {n1}.",

@@ -146,10 +146,11 @@ async def admit(memory, record: dict, vector, threshold: float, shown: str):
 async def inspect(run: Run, state: Document, text: str) -> tuple:
     """The draft's embedding (the novelty gate's) and its quality figures, off the event loop; the
     topic check compares that embedding with the seed keywords' (none for a real seed document),
-    the talk check that of each sentence."""
+    the talk check that of each sentence; the persona check the experts' names."""
     filled = [*state.seeds, state.genre, state.audience, *(state.brief or {}).values()]
+    personas = [*state.experts, (state.brief or {}).get("expert", "")]
     return await asyncio.to_thread(
-        quality.inspect, run.talk, text, state.seeds, state.instruction, filled
+        quality.inspect, run.talk, text, state.seeds, state.instruction, filled, personas
     )
 
 

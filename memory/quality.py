@@ -23,6 +23,10 @@ Rules, checked in this order (the first one failed is the draft's `rule`):
   request", "This text needs editing"): a linear probe on its embedding, fitted on blind readers'
   labels of committed documents, reaches the probe's threshold, calibrated on real text
   (talk_probe.json, written by benchmarks/talk_probe.py; docs/quality.md).
+  And (`persona`) the name of a persona its writer was given ("John Doe Clinician, a renowned
+  ...", "We are John Doe Engineer"): the conductor invents expert names, and a document that
+  introduces its writer by one is about its writing. None of the 929 expert names of the runs
+  read blind occurs in any of the 2,931 real documents (docs/quality.md).
 - `off_topic`: a document that never touches its seed keywords: the cosine of its embedding (the
   one the novelty gate computes) to the keywords' is below TOPIC_THRESHOLD, calibrated on real
   abstracts against their own MeSH terms (docs/quality.md, benchmarks/topic_threshold.py).
@@ -196,11 +200,20 @@ def _spans(words: list[str]) -> set[str]:
 
 
 def task_text(
-    text: str, instruction: str = "", values: tuple[str, ...] | list[str] = ()
+    text: str,
+    instruction: str = "",
+    values: tuple[str, ...] | list[str] = (),
+    personas: tuple[str, ...] | list[str] = (),
 ) -> list[str]:
     """Which task-text patterns `text` shows; `echo` when it copies ECHO_WORDS words of
-    `instruction` that are the instruction's own wording, not one of the `values` filled into it."""
+    `instruction` that are the instruction's own wording, not one of the `values` filled into it;
+    `persona` when it names one of `personas` (its writers' names, two words or more)."""
     found = [name for name, pattern in _TASK.items() if pattern.search(text)]
+    named = [p for p in personas if len(p.split()) >= 2]
+    if named and re.search(
+        r"\b(?:" + "|".join(re.escape(p.strip()) for p in named) + r")\b", text, re.IGNORECASE
+    ):
+        found.append("persona")
     filled = [v for v in values if v and v.strip()]
     parts = (
         re.split(
@@ -254,10 +267,12 @@ def check(
     topic_similarity: float | None = None,
     values: tuple[str, ...] | list[str] = (),
     talked: tuple[float, str] | None = None,
+    personas: tuple[str, ...] | list[str] = (),
 ) -> Quality:
     """Every rule's figures for `text`. `instruction`: what its writer was asked, `values`: what was
     filled into it (for echoes); `topic_similarity`: cosine of the text's embedding to its seed
-    keywords' (None: not checked); `talked`: `Talk(embedder)(text)` (None: not checked)."""
+    keywords' (None: not checked); `talked`: `Talk(embedder)(text)` (None: not checked);
+    `personas`: the names its writers were given."""
     from datatrove.utils.text import PUNCTUATION_SET
 
     words = _words(text)
@@ -271,7 +286,7 @@ def check(
     prose = not_prose(text) if text.strip() else "empty"
     if prose:
         flags.append("not_prose")
-    said = task_text(text, instruction, values)
+    said = task_text(text, instruction, values, personas)
     if talked is not None and talked[0] >= TALK_THRESHOLD:
         said.append("talk")
     if said:
@@ -308,11 +323,12 @@ def inspect(
     keywords: list[str],
     instruction: str = "",
     values: tuple[str, ...] | list[str] = (),
+    personas: tuple[str, ...] | list[str] = (),
 ) -> tuple[np.ndarray, Quality]:
     """A draft's embedding (with `talk`'s embedder, the novelty gate's) and every rule's figures,
     as the gate computes them: the topic against its seed `keywords` (none: not checked, as for a
-    real seed document), the talk check on each sentence."""
+    real seed document), the talk check on each sentence, the names its writers were given."""
     about = subject(keywords) if keywords else ""
     vectors = talk.embedder.encode([text, about] if about else [text])
     topic = topic_similarity(vectors[0], vectors[1]) if about else None
-    return vectors[0], check(text, instruction, topic, values, talk(text))
+    return vectors[0], check(text, instruction, topic, values, talk(text), personas)

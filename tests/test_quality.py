@@ -212,6 +212,16 @@ def test_domain_prose_near_the_writing_phrases_is_not_task_text(sentence):
     assert quality.task_text(PROSE + " " + sentence) == []
 
 
+def test_a_text_naming_its_writers_persona_is_task_text():
+    named = "John Doe Clinician, a renowned regulatory firm, reports on the audit.\n\n" + PROSE
+    assert quality.task_text(named, personas=["John Doe Clinician"]) == ["persona"]
+    assert "persona" in quality.task_text(named.lower(), personas=["John Doe Clinician"])
+    assert quality.task_text(named, personas=["Jane Roe Banker", ""]) == []
+    # one-word roles are ordinary words ("an Economist said"); a name inside a word is no name
+    assert quality.task_text(PROSE + " An Economist agreed.", personas=["Economist"]) == []
+    assert quality.task_text("Credit Analysts agree. " + PROSE, personas=["Credit Analyst"]) == []
+
+
 def test_no_real_document_reads_as_task_text():
     """The task-text patterns against every real document here: 500 PubMedQA abstracts, 2,431
     FPB sentences (a pattern that flagged real text would refuse writers for writing well)."""
@@ -270,6 +280,21 @@ def test_a_looping_draft_goes_back_to_its_writer_with_what_to_fix(ctx, stub_mode
     record = json.loads((sctx_path(sctx) / "corpus.jsonl").read_text())
     assert record["sent_back"] == [{"reason": "low quality", "rule": "repetition"}]
     assert record["quality"]["flags"] == [] and record["quality"]["words"] >= quality.MIN_WORDS
+
+
+def test_a_draft_that_names_its_writer_goes_back(ctx, stub_models):
+    """The expert named in the brief ("Credit Analyst") introducing itself in the text: sent back
+    as task text (`persona`); its rewrite without the name is committed."""
+    sctx = replace(ctx, protocol="structured", reviews=0)
+    signed = "As a Credit Analyst, I am pleased to share this note.\n\n"
+    _, expert = stub_models(
+        brief, lambda m: on_keywords(m) if "was not used" in m[-1].text else signed + PROSE
+    )
+    state = run_doc(graph, {"index": 0}, sctx)
+    assert state["ended"] == "final" and state["revisions"] == 1
+    record = json.loads((sctx_path(sctx) / "corpus.jsonl").read_text())
+    assert record["sent_back"] == [{"reason": "low quality", "rule": "task_text"}]
+    assert "Credit Analyst" not in record["text"] and "Credit Analyst" in record["experts"]
 
 
 def test_a_writer_that_keeps_looping_is_rejected_with_the_rule(ctx, stub_models):

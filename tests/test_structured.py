@@ -182,8 +182,8 @@ def test_an_unusable_brief_is_explained_then_the_next_is_used(sctx, stub_models)
 
 
 def test_a_conductor_that_never_keeps_the_protocol_gets_the_fresh_eyed_fallback(sctx, stub_models):
-    def fallback_writer(messages):
-        return document(re.search(r"Seed: (.+)", messages[-1].text)[1])
+    def fallback_writer(messages):  # on the seed's keywords (its genre and audience are brief)
+        return document(re.search(r"keywords: ([^;\n]+)", messages[-1].text)[1])
 
     conductor, expert = stub_models(lambda m: "I would write about banks.", fallback_writer)
     run_doc(graph, {"index": 0}, sctx)  # an earlier document in the corpus
