@@ -25,8 +25,9 @@ Rules, checked in this order (the first one failed is the draft's `rule`):
   (talk_probe.json, written by benchmarks/talk_probe.py; docs/quality.md).
   And (`persona`) the name of a persona its writer was given ("John Doe Clinician, a renowned
   ...", "We are John Doe Engineer"): the conductor invents expert names, and a document that
-  introduces its writer by one is about its writing. None of the 929 expert names of the runs
-  read blind occurs in any of the 2,931 real documents (docs/quality.md).
+  introduces its writer by one is about its writing. All 929 expert names of the runs read blind,
+  tried on each of the 2,931 real documents, flag one ("a senior manager at Cramo", for an expert
+  named "Senior Manager"; docs/quality.md).
 - `off_topic`: a document that never touches its seed keywords: the cosine of its embedding (the
   one the novelty gate computes) to the keywords' is below TOPIC_THRESHOLD, calibrated on real
   abstracts against their own MeSH terms (docs/quality.md, benchmarks/topic_threshold.py).

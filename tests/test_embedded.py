@@ -47,6 +47,8 @@ def test_three_documents_keep_the_structured_protocol_on_the_embedded_model(tmp_
             str(out),
             "--expert-max-tokens",
             "384",
+            "--concurrency",  # one at a time, so each brief sees the genres already used
+            "1",
             "--quiet",
         ],
         capture_output=True,
