@@ -55,7 +55,8 @@ that justifies any yes, else empty>"
 """
 LINE = re.compile(
     r"^\s*(?P<id>[A-Z]+\d+)\s*\|"
-    + r"\s*\|".join(rf"\s*{label}\s*=\s*(?P<{label}>yes|no)\s*" for label in LABELS),
+    + r"\s*\|".join(rf"\s*{label}\s*=\s*(?P<{label}>yes|no)\s*" for label in LABELS)
+    + r'(?:\|\s*quote:\s*"?(?P<quote>.*?)"?\s*)?$',
     re.IGNORECASE,
 )
 
@@ -68,9 +69,8 @@ def pack(corpora: dict[str, str], parts: int, seed: int, prefix: str, out: Path)
     for name, path in corpora.items():
         for number, record in enumerate(read_documents(path, label=name)):
             doc = (name, str(record.get("id", number)))
-            if (
-                doc in seen
-            ):  # the key names documents by id: two with one id could not be told apart
+            # the key names documents by id: two with one id could not be told apart
+            if doc in seen:
                 raise UserError(f"{path}: id {doc[1]!r} occurs twice; pack each run's own corpus")
             seen.add(doc)
             docs.append((*doc, record["text"].strip()))
@@ -129,6 +129,13 @@ def read_labels(path: Path, headers: Container[str]) -> dict[str, dict[str, bool
     if not labels:
         raise UserError(f"{path}: no label lines like 'X001 | chatter=no | loop=no | gibberish=no'")
     return labels
+
+
+def read_quotes(path: Path) -> dict[str, str]:
+    """The non-empty quote of each label line of a reader's answer file: {header id: quote}
+    (answers transcribed without quotes give none)."""
+    found = (LINE.match(line) for line in path.read_text().splitlines())
+    return {m["id"].upper(): m["quote"] for m in found if m and m["quote"]}
 
 
 def merge_keys(keys: list[dict]) -> dict[str, tuple]:

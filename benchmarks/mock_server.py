@@ -163,7 +163,8 @@ def reply_for(messages: list[dict]) -> str:
         seed = re.search(r"Seed: (.*)", conversation)
         topic = seed[1].strip() if seed else "the topic"
         # the keywords only: a document that lists its genre and audience talks about its brief
-        topic = (re.search(r"keywords: ([^;\n]+)", topic) or [topic, topic])[1].strip()
+        keywords = re.search(r"keywords: ([^;\n]+)", topic)
+        topic = keywords[1].strip() if keywords else topic
         last = str(messages[-1]["content"]) if messages else ""
         drafts = re.findall(r"Analyst's output:\n\"\"\"\n(.*?)\n\"\"\"", last, re.DOTALL)
         # the first turn, or sent back: (re)consult the experts, a new version each time

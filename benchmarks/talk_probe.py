@@ -7,10 +7,10 @@ The readers of benchmarks.blind_read marked committed documents as chatter (a se
 writing task instead of the subject) and quoted the sentence. A logistic regression (scikit-learn)
 on the gate's sentence embeddings learns that direction: the quoted sentences and WRITTEN (the
 sentences the cosine check before it compared with) are its positives, every sentence of the
-documents that all their readers called clean its negatives. The threshold
-is set on real text the probe never saw: the lowest multiple of 0.25 (in log-odds) that flags at
-most 0.5 % of the real documents of each domain, the rule the cosine check before it used. This
-is FineWeb-Edu's recipe (LLM annotations, a linear classifier on embeddings) at a smaller scale.
+documents that all their readers called clean its negatives. The threshold is set on real text
+the probe never saw: the lowest multiple of 0.25 (in log-odds) that flags at most 0.5 % of the
+real documents of each domain, the rule the cosine check before it used. This is FineWeb-Edu's
+recipe (LLM annotations, a linear classifier on embeddings) at a smaller scale.
 
 Printed first, so the fit is judged on documents it did not learn from: the probe fitted on one
 domain's labels, calibrated on real text, against the other domain's labelled documents (the
@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.blind_read import merge_keys, read_key, read_labels
+from benchmarks.blind_read import merge_keys, read_key, read_labels, read_quotes
 from benchmarks.quality_real import real_texts
 from memory import quality
 from memory.embedder import default_embedder
@@ -78,7 +78,7 @@ def labelled(root: Path = DATA) -> list[Labelled]:
                 texts[(source["domain"], name, str(row["id"]))] = row["text"]
         key = merge_keys([read_key(root / pack / "key.json")])
         for answers in sorted((root / pack).glob("*.txt")):
-            quotes = _quotes(answers)
+            quotes = read_quotes(answers)
             for header, labels in read_labels(answers, key).items():
                 doc = (source["domain"], *key[header])
                 found = docs.setdefault(
@@ -88,17 +88,6 @@ def labelled(root: Path = DATA) -> list[Labelled]:
                 if labels["chatter"] and quotes.get(header):
                     found.quotes.append(quotes[header])
     return list(docs.values())
-
-
-def _quotes(path: Path) -> dict[str, str]:
-    """The quote of each answer line (`... | quote: "..."`); transcribed answers have none."""
-    found = {}
-    for line in path.read_text().splitlines():
-        header, _, quote = line.partition("| quote:")
-        quote = quote.strip().strip('"').strip()
-        if quote:
-            found[header.split("|")[0].strip().upper()] = quote
-    return found
 
 
 def fit(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, float]:
@@ -156,7 +145,8 @@ def probe(docs: list[Labelled], sentences: Sentences) -> tuple[np.ndarray, float
     return weights, bias, sum(len(v) for v in positive), sum(len(v) for v in negative)
 
 
-def judge(name: str, docs: list[Labelled], sentences, weights, bias, threshold) -> dict:
+def judge(name: str, docs: list[Labelled], sentences, weights, bias, threshold) -> None:
+    """Print the share of `docs` read as chatter that the probe catches, of clean ones it flags."""
     scores = document_scores(sentences([d.text for d in docs]), weights, bias)
     chatter = np.array([d.chatter for d in docs])
     caught, flagged = (scores[chatter] >= threshold), (scores[~chatter] >= threshold)
@@ -165,12 +155,6 @@ def judge(name: str, docs: list[Labelled], sentences, weights, bias, threshold) 
         f"({caught.mean():.0%}), clean flagged {flagged.sum()} of {(~chatter).sum()} "
         f"({flagged.mean():.1%})"
     )
-    return {
-        "documents": len(docs),
-        "chatter": int(chatter.sum()),
-        "caught": int(caught.sum()),
-        "flagged_clean": int(flagged.sum()),
-    }
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -194,7 +178,8 @@ def main(argv: list[str] | None = None) -> None:
     real_scores = {n: document_scores(v, weights, bias) for n, v in real.items()}
     threshold = calibrate(real_scores)
     print(
-        f"shipped fit, on both ({positives} quotes, {negatives} clean sentences; threshold "
+        f"shipped fit, on both ({positives} quoted and written sentences, {negatives} clean "
+        f"sentences; threshold "
         f"{threshold:.2f}; in-sample):"
     )
     for domain in domains:
