@@ -179,8 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     threshold = calibrate(real_scores)
     print(
         f"shipped fit, on both ({positives} quoted and written sentences, {negatives} clean "
-        f"sentences; threshold "
-        f"{threshold:.2f}; in-sample):"
+        f"sentences; threshold {threshold:.2f}; in-sample):"
     )
     for domain in domains:
         judge(domain, [d for d in docs if d.domain == domain], sentences, weights, bias, threshold)
