@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 import statistics
 import time
@@ -22,9 +23,34 @@ from dataclasses import dataclass, field
 import openai
 from langchain_core.messages import AIMessage
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
-from agents.grammar import LLAMA_CPP, VLLM, request_fields
-from agents.llm import api_key
+
+def api_key() -> SecretStr:
+    """OPENAI_API_KEY (a local server needs none), held as a SecretStr: never in a repr, a log or a
+    manifest."""
+    return SecretStr(os.environ.get("OPENAI_API_KEY") or "EMPTY")
+
+
+# -- how each server takes a grammar ---------------------------------------------------------------
+LLAMA_CPP = "llama.cpp"  # top-level "grammar" (llama-cpp-python and llama.cpp's llama-server)
+VLLM = "vllm"  # "structured_outputs": {"grammar": ...} (vLLM >= 0.10.2)
+# "guided_grammar" (vLLM 0.6 .. 0.10.1; removed in 0.12, then silently ignored)
+VLLM_GUIDED = "vllm-guided"
+
+
+def request_fields(style: str, grammar: str) -> dict:
+    """The `extra_body` fields that constrain one request, for a server of `style` ("" = none)."""
+    if not grammar or not style:
+        return {}
+    if style == LLAMA_CPP:
+        return {"grammar": grammar}
+    if style == VLLM:
+        return {"structured_outputs": {"grammar": grammar}}
+    if style == VLLM_GUIDED:
+        return {"guided_grammar": grammar}
+    raise ValueError(f"unknown grammar style {style!r}")
+
 
 RETRYABLE = (
     openai.APITimeoutError,
@@ -199,7 +225,7 @@ class Sampling:
 class Endpoint:
     base_url: str
     limiter: Limiter
-    grammar_style: str = ""  # how this server takes a grammar (agents.grammar): "" = it takes none
+    grammar_style: str = ""  # how this server takes a grammar (styles above): "" = none
 
 
 class Router:
@@ -232,6 +258,7 @@ class Router:
             Endpoint(url, Limiter(max_inflight, adaptive), grammar_style) for url in base_urls
         ]
         self.accounting = accounting or Accounting()
+        self.api_key = api_key()  # read once, a SecretStr: never in a repr or a log
         self._clients: dict[str, ChatOpenAI] = {}
 
     def client(self, endpoint: Endpoint) -> ChatOpenAI:
@@ -239,7 +266,7 @@ class Router:
             self._clients[endpoint.base_url] = ChatOpenAI(
                 base_url=endpoint.base_url,
                 model=self.model,
-                api_key=api_key(),
+                api_key=self.api_key,
                 temperature=self.temperature,
                 max_tokens=self.max_tokens,
                 extra_body=self.extra_body(endpoint),

@@ -12,9 +12,10 @@ both accept, with an error that names the file and line:
   (no `\\-`: put a dash last in a class);
 - repetition `*`, `+`, `?`, `{m}`, `{m,}`, `{m,n}` with counts <= 2000; no empty alternative.
 
-Rules the file references but does not define can be supplied at render time (`extra`): the
-structured protocol fills `category`, `genre` and `audience` with the options it allows for this
-document, from the domain's vocabulary and the memory.
+Rules the file references but does not define are supplied per request (`provided`;
+agents.prompts.PromptSet.grammar fills them): the structured protocol fills `category`, `genre` and
+`audience` with the options it allows for this document, from the domain's vocabulary and the
+memory. How each server takes a grammar: agents/calls.py.
 """
 
 from __future__ import annotations
@@ -220,89 +221,3 @@ def check(text: str, where: str = "grammar", provided: set[str] = frozenset()) -
         name, line = min(missing.items(), key=lambda kv: kv[1])
         raise GrammarError(f"{where}:{line}: rule {name!r} is used but never defined")
     return set(defined)
-
-
-def literal(value: str) -> str:
-    """A GBNF string literal for `value` (quotes, backslashes and control characters escaped)."""
-    out = []
-    for ch in value:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ord(ch) < 32:
-            out.append(f"\\x{ord(ch):02x}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def choice_rule(name: str, options: list[str]) -> str:
-    """`name ::= "a" | "b"`; with no options (a domain that lists none), any short phrase."""
-    if not options:
-        return f"{name} ::= [A-Za-z] [A-Za-z0-9,' ]{{2,60}}"
-    return f"{name} ::= " + " | ".join(literal(o) for o in options)
-
-
-def defined_rules(text: str) -> set[str]:
-    """The rule names a grammar text defines (by their `name ::=` lines)."""
-    return {m[1] for m in re.finditer(r"^\s*([A-Za-z0-9-]+)\s*::=", text, re.MULTILINE)}
-
-
-def render(text: str, extra: dict[str, list[str]] | None = None) -> str:
-    """The grammar with `extra` rules (name -> allowed literal options) appended where the text does
-    not define them itself (a user may pin a rule in the file)."""
-    extra = extra or {}
-    defined = defined_rules(text)
-    added = [choice_rule(name, options) for name, options in extra.items() if name not in defined]
-    return text.rstrip("\n") + "\n" + "\n".join(added) + ("\n" if added else "")
-
-
-def starting_at(text: str, rule: str) -> str:
-    """The same grammar with `rule` as its start (the old root kept, renamed, unused); the text
-    unchanged when it defines no `rule` (a user's grammar may drop it)."""
-    defined = defined_rules(text)
-    if rule not in defined or rule == "root":
-        return text
-    renamed = re.sub(r"^(\s*)root(\s*::=)", r"\1any-turn\2", text, count=1, flags=re.MULTILINE)
-    return f"root ::= {rule}\n" + renamed
-
-
-def samples(texts: dict[str, str], grammars: dict[str, set[str]]) -> dict[str, str]:
-    """Each grammar file as a server would receive it, its per-request rules filled with a stand-in
-    option (what a server's own parser must accept does not depend on which options)."""
-    return {
-        name: render(texts[name], {rule: ["example"] for rule in provided})
-        for name, provided in grammars.items()
-    }
-
-
-# -- how each server takes a grammar ---------------------------------------------------------------
-LLAMA_CPP = "llama.cpp"  # top-level "grammar" (llama-cpp-python and llama.cpp's llama-server)
-VLLM = "vllm"  # "structured_outputs": {"grammar": ...} (vLLM >= 0.10.2)
-# "guided_grammar" (vLLM 0.6 .. 0.10.1; removed in 0.12, then silently ignored)
-VLLM_GUIDED = "vllm-guided"
-
-
-def request_fields(style: str, grammar: str) -> dict:
-    """The `extra_body` fields that constrain one request, for a server of `style` ("" = none)."""
-    if not grammar or not style:
-        return {}
-    if style == LLAMA_CPP:
-        return {"grammar": grammar}
-    if style == VLLM:
-        return {"structured_outputs": {"grammar": grammar}}
-    if style == VLLM_GUIDED:
-        return {"guided_grammar": grammar}
-    raise ValueError(f"unknown grammar style {style!r}")
-
-
-def vllm_style(version: str) -> str:
-    """The field a vLLM of `version` reads; "" when it predates grammar support."""
-    parts = [int(p) for p in re.findall(r"\d+", version)[:3]] + [0, 0, 0]
-    major, minor, patch = parts[:3]
-    if (major, minor, patch) >= (0, 10, 2):
-        return VLLM
-    if (major, minor) >= (0, 6):
-        return VLLM_GUIDED
-    return ""

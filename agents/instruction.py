@@ -1,7 +1,7 @@
 """MetaSynth-Instruct's prompts, replies and complexity measure (graph/instruct/graph.py runs them).
 
 Every turn is a few short fields, one per line, bounded by a grammar (prompts/instruct/*.gbnf), as
-the structured protocol's brief is (agents/brief.py, whose line reader and persona rule this
+the structured protocol's brief is (agents/protocol.py, whose line reader and persona rule this
 reuses): a small model cannot keep a free-text protocol. Without a grammar the parsers are the
 check, and what they refuse is a protocol error (a plan) or a rejected step (an evolution).
 """
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import yaml
 
-from agents import grammar
-from agents.brief import PERSONA, BriefError, pick_option, reply_fields
-from agents.prompts import PromptSet, fill, load_prompts, read_prompt
+from agents.grammar import check as check_grammar
+from agents.prompts import PromptSet, fill, load_prompts, read_prompt, render_grammar
+from agents.protocol import PERSONA, BriefError, pick_option, reply_fields
 from core.errors import UserError
 
 # file name -> placeholders it must contain
@@ -64,6 +64,10 @@ class InstructPrompts:
     def render(self, name: str, **values: object) -> str:
         return fill(self.texts[name], **values)
 
+    def grammar(self, name: str, rules: dict[str, list[str]]) -> str:
+        """A grammar file with its per-request `rules` added (as PromptSet.grammar)."""
+        return render_grammar(self.texts[name], rules)
+
 
 def _vocabulary(path: Path, text: str, key: str) -> dict[str, str]:
     try:
@@ -85,7 +89,7 @@ def load_instruct_prompts(domain: str, override: str | Path | None = None) -> In
     for name in (*REQUIRED, *GRAMMARS, VOCABULARY):
         path, texts[name] = read_prompt(name, folder)
         if name in GRAMMARS:
-            grammar.check(texts[name], str(path), GRAMMARS[name])
+            check_grammar(texts[name], str(path), GRAMMARS[name])
         missing = sorted(n for n in REQUIRED.get(name, ()) if "{" + n + "}" not in texts[name])
         if missing:
             raise UserError(

@@ -1,22 +1,17 @@
-"""Server checks and the API key. (The chat calls themselves: agents/calls.py, one code path,
-`ChatOpenAI` against any OpenAI-compatible /v1 server.)
-
-The API key comes from OPENAI_API_KEY (a local server needs none) and is held as a SecretStr, so it
-never appears in reprs, logs or manifests.
+"""Server checks before a run: reachable, the key accepted, the model served, what kind of server
+it is (how it takes a grammar: the styles in agents/calls.py) and its own parser's verdict on every
+grammar. (The API key and the chat calls themselves: agents/calls.py, one code path, `ChatOpenAI`
+against any OpenAI-compatible /v1 server.)
 """
 
 from __future__ import annotations
 
-import os
+import re
 
 import httpx
-from pydantic import SecretStr
 
+from agents.calls import LLAMA_CPP, VLLM, VLLM_GUIDED, api_key, request_fields
 from core.errors import UserError
-
-
-def api_key() -> SecretStr:
-    return SecretStr(os.environ.get("OPENAI_API_KEY") or "EMPTY")
 
 
 def check_server(base_url: str, model: str | None = None, timeout: float = 10.0) -> list[str]:
@@ -54,13 +49,11 @@ def check_server(base_url: str, model: str | None = None, timeout: float = 10.0)
 
 
 def grammar_style(base_url: str, timeout: float = 5.0) -> str:
-    """How the server at `base_url` takes a grammar (agents.grammar styles), probed once per run:
+    """How the server at `base_url` takes a grammar (agents.calls styles), probed once per run:
     vLLM answers GET /version (the field depends on its version: the old `guided_*` fields are
     silently ignored from 0.12); llama.cpp servers own their models as "me" (llama-cpp-python) or
     "llamacpp" (llama-server). Anything else gets no grammar: never send a field a server may drop
     without saying so."""
-    from agents.grammar import LLAMA_CPP, vllm_style
-
     headers = {"Authorization": f"Bearer {api_key().get_secret_value()}"}
     root = base_url.rstrip("/").removesuffix("/v1")
     try:
@@ -90,8 +83,6 @@ def check_grammars(
     """Send each grammar (name -> rendered text) once to the server that will use it, one token
     long: llama.cpp answers a grammar it cannot parse with HTTP 400 (and keeps serving), vLLM too.
     A refusal is one line naming the file, before any document is tried."""
-    from agents.grammar import request_fields
-
     headers = {"Authorization": f"Bearer {api_key().get_secret_value()}"}
     for name, text in grammars.items():
         body = {
@@ -120,3 +111,14 @@ def check_grammars(
                 f"{name}: the server at {base_url} refused the grammar "
                 f"({' '.join(message.split())})"
             )
+
+
+def vllm_style(version: str) -> str:
+    """The field a vLLM of `version` reads; "" when it predates grammar support."""
+    parts = [int(p) for p in re.findall(r"\d+", version)[:3]] + [0, 0, 0]
+    major, minor, patch = parts[:3]
+    if (major, minor, patch) >= (0, 10, 2):
+        return VLLM
+    if (major, minor) >= (0, 6):
+        return VLLM_GUIDED
+    return ""

@@ -1,4 +1,5 @@
-"""Prompt files and domain vocabularies, loaded from `prompts/` (or a user's override folder).
+"""Prompt files, grammar files and domain vocabularies, loaded from `prompts/` (or a user's
+override folder).
 
 Templates use `{name}` placeholders. Only known names are substituted, so documents or prompts that
 contain other braces (JSON, LaTeX) pass through untouched. A template that lacks a placeholder the
@@ -8,13 +9,14 @@ code relies on is a user error, reported with the file and the missing name.
 from __future__ import annotations
 
 import hashlib
+import random
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from agents import grammar
+from agents.grammar import check as check_grammar
 from core.errors import UserError
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
@@ -84,6 +86,17 @@ class Domain:
     categories: list[str] = field(default_factory=list)
     fallback_expert: str = "Writer"
 
+    def sample_seeds(self, k: int, rng: random.Random) -> dict:
+        """What one document is conditioned on: k distinct keywords from the pool, plus a genre
+        and an audience when the domain lists them."""
+        if k < 1:
+            raise UserError("keywords per document must be at least 1")
+        return {
+            "seeds": rng.sample(self.keywords, min(k, len(self.keywords))),
+            "genre": rng.choice(self.genres) if self.genres else "",
+            "audience": rng.choice(self.audiences) if self.audiences else "",
+        }
+
 
 @dataclass(frozen=True)
 class PromptSet:
@@ -98,6 +111,10 @@ class PromptSet:
 
     def uses(self, name: str, placeholder: str) -> bool:
         return uses(self.texts[name], placeholder)
+
+    def grammar(self, name: str, rules: dict[str, list[str]]) -> str:
+        """A grammar file with its per-request `rules` (name -> allowed options) added."""
+        return render_grammar(self.texts[name], rules)
 
     def fragment(self, key: str, **values: object) -> str:
         """A short piece of prompts/fragments.yaml, filled in."""
@@ -247,7 +264,7 @@ def load_prompts(
     texts.update({k: v for k, v in (inline or {}).items() if v})
     # a bad grammar can crash llama.cpp's server: refuse it here
     for name, provided in GRAMMARS.items():
-        grammar.check(texts[name], str(read_prompt(name, folder)[0]), provided)
+        check_grammar(texts[name], str(read_prompt(name, folder)[0]), provided)
     for name, needed in REQUIRED.items():
         missing = sorted(n for n in needed if not uses(texts[name], n))
         if missing:
@@ -261,3 +278,59 @@ def load_prompts(
         digest.update(f"{name}\0{texts[name]}\0".encode())
     digest.update(yaml_text.encode())
     return PromptSet(texts=texts, domain=dom, hash=digest.hexdigest()[:16])
+
+
+# -- grammar files: per-request rules (agents/grammar.py checks the files) -------------------------
+def literal(value: str) -> str:
+    """A GBNF string literal for `value` (quotes, backslashes and control characters escaped)."""
+    out = []
+    for ch in value:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 32:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def choice_rule(name: str, options: list[str]) -> str:
+    """`name ::= "a" | "b"`; with no options (a domain that lists none), any short phrase."""
+    if not options:
+        return f"{name} ::= [A-Za-z] [A-Za-z0-9,' ]{{2,60}}"
+    return f"{name} ::= " + " | ".join(literal(o) for o in options)
+
+
+def defined_rules(text: str) -> set[str]:
+    """The rule names a grammar text defines (by their `name ::=` lines)."""
+    return {m[1] for m in re.finditer(r"^\s*([A-Za-z0-9-]+)\s*::=", text, re.MULTILINE)}
+
+
+def render_grammar(text: str, extra: dict[str, list[str]] | None = None) -> str:
+    """The grammar with `extra` rules (name -> allowed literal options) appended where the text does
+    not define them itself (a user may pin a rule in the file)."""
+    extra = extra or {}
+    defined = defined_rules(text)
+    added = [choice_rule(name, options) for name, options in extra.items() if name not in defined]
+    return text.rstrip("\n") + "\n" + "\n".join(added) + ("\n" if added else "")
+
+
+def starting_at(text: str, rule: str) -> str:
+    """The same grammar with `rule` as its start (the old root kept, renamed, unused); the text
+    unchanged when it defines no `rule` (a user's grammar may drop it)."""
+    defined = defined_rules(text)
+    if rule not in defined or rule == "root":
+        return text
+    renamed = re.sub(r"^(\s*)root(\s*::=)", r"\1any-turn\2", text, count=1, flags=re.MULTILINE)
+    return f"root ::= {rule}\n" + renamed
+
+
+def grammar_samples(texts: dict[str, str], grammars: dict[str, set[str]]) -> dict[str, str]:
+    """Each grammar file as a server would receive it, its per-request rules filled with a stand-in
+    option (what a server's own parser must accept does not depend on which options)."""
+    return {
+        name: render_grammar(texts[name], {rule: ["example"] for rule in provided})
+        for name, provided in grammars.items()
+    }

@@ -20,9 +20,8 @@ from collections import Counter
 
 from langchain_core.messages import HumanMessage, SystemMessage
 
-from agents.calls import Router, Sampling
+from agents.calls import LLAMA_CPP, Router, Sampling
 from agents.embedded import EmbeddedServer, model_name
-from agents.grammar import LLAMA_CPP
 from agents.prompts import PromptSet, load_prompts
 from graph.settings import DocumentSettings
 from memory import quality

@@ -2,6 +2,7 @@
 in corpus.jsonl (issue #22's measure of the wiring: a LangGraph template's request touches six).
 
     .venv/bin/python -m benchmarks.document_path [--protocol structured|text] [--method template]
+        [--functions]
 
 Runs one document against the mock server (benchmarks/mock_server.py) with a profiler on every
 thread and prints, for each project file whose functions ran, how many functions ran in each phase:
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.document_path")
     p.add_argument("--protocol", default="auto", choices=("auto", "structured", "text"))
     p.add_argument("--method", default="metasynth")
+    p.add_argument("--functions", action="store_true", help="also list each file's functions")
     args = p.parse_args(argv)
 
     from benchmarks.mock_server import MockServer
@@ -65,6 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     for name in sorted(seen):
         counts = [len(seen[name][k]) for k in PHASES]
         print(f"{name:<32} {counts[0]:>6} {counts[1]:>9} {counts[2]:>7}")
+        if args.functions:
+            for k in PHASES:
+                if seen[name][k]:
+                    print(f"    {k}: {', '.join(sorted(seen[name][k]))}")
     for k in PHASES:
         files = [n for n in seen if seen[n][k]]
         print(f"{k}: {len(files)} files, {sum(len(seen[n][k]) for n in files)} functions")

@@ -18,10 +18,9 @@ import time
 
 from langchain_core.messages import HumanMessage
 
-from agents.calls import Router
+from agents.calls import LLAMA_CPP, Router
 from agents.embedded import SLOTS, EmbeddedServer, model_name
-from agents.grammar import LLAMA_CPP, render
-from agents.prompts import load_prompts
+from agents.prompts import load_prompts, render_grammar
 
 TOPICS = [
     "bond ladders",
@@ -60,7 +59,7 @@ async def measure(model: Router, concurrency: int, requests: int, constrained: b
         topic = TOPICS[i % len(TOPICS)]
         async with semaphore:
             grammar = (
-                render(PROMPTS.texts["brief.gbnf"], {**OPTIONS, "keyword": [topic]})
+                render_grammar(PROMPTS.texts["brief.gbnf"], {**OPTIONS, "keyword": [topic]})
                 if constrained
                 else ""
             )

@@ -16,9 +16,8 @@ from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
 
-from agents import grammar
 from agents.calls import Accounting
-from agents.prompts import GRAMMARS
+from agents.prompts import GRAMMARS, grammar_samples, starting_at
 from agents.tokens import load_tokenizer
 from core.cli import Parser, add_fields, cli_fields, field_values, positive, run_command
 from core.errors import UserError
@@ -213,9 +212,9 @@ def generate(settings, job: Job) -> int:
     tally, interrupted, workers = Tally(), False, None
     if threading.current_thread() is threading.main_thread():  # not in graph.api's thread
         signal.signal(signal.SIGTERM, terminate)
-    grammars = grammar.samples(prompts.texts, GRAMMARS) if job.method == "metasynth" else {}
+    grammars = grammar_samples(prompts.texts, GRAMMARS) if job.method == "metasynth" else {}
     if grammars:  # the conductor's consult-only turn (graph/documents/text.py) must parse too
-        consult = grammar.starting_at(grammars["conductor.gbnf"], "calls")
+        consult = starting_at(grammars["conductor.gbnf"], "calls")
         grammars["conductor.gbnf (consult only)"] = consult
 
     with ExitStack() as stack:

@@ -183,7 +183,14 @@ class Run:
         self.conductor, self.writer = conductor, writer
         self.accounting = writer.accounting
         self.given_embedder, self.endpoints = embedder, endpoints
-        load_tokenizer(settings.tokenizer)
+        self.tokenizer = load_tokenizer(settings.tokenizer)
+        # decided once per run (a document graph's settings; the other graphs have no protocol)
+        resolve = getattr(settings, "resolved_protocol", None)
+        self.protocol = resolve() if resolve else None
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` by the run's tokenizer (the records' and the budget's count)."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     @cached_property
     def embedder(self) -> Embedder:

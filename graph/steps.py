@@ -14,8 +14,7 @@ from datetime import datetime, timezone
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
-from agents.tokens import count_tokens
-from graph.documents.state import Document, Draft, merge_usage
+from graph.documents.state import Document, Draft
 from graph.session import Run
 from memory import quality
 
@@ -28,20 +27,21 @@ def least_covered(values: list[str], counts: Counter, k: int, rng: random.Random
     return sorted(shuffled, key=lambda v: counts[v])[:k]
 
 
-async def ask(router, messages: list, role: str, grammar: str = "") -> tuple[AIMessage, dict]:
-    """One LLM call (retried, capped, accounted by the router) and its usage for the item's
-    state."""
+async def ask(router, messages: list, role: str, grammar: str = "") -> tuple[AIMessage, list[dict]]:
+    """One LLM call (retried, capped, accounted by the router) and its usage, the one entry the
+    item's state appends."""
     start = time.perf_counter()
     reply = await router.call(messages, role, grammar)
     meta = reply.usage_metadata or {}
-    return reply, {
-        role: {
+    return reply, [
+        {
+            "role": role,
             "calls": 1,
             "prompt_tokens": meta.get("input_tokens", 0),
             "completion_tokens": meta.get("output_tokens", 0),
             "seconds": round(time.perf_counter() - start, 3),
         }
-    }
+    ]
 
 
 async def embed(run: Run, text: str):
@@ -75,12 +75,16 @@ def with_fix(run: Run, instruction: str, fix: str) -> str:
     return f"{instruction}\n\n{run.prompts.render('quality.md', problem=fix)}"
 
 
-def usage_by_kind(usage: dict | None) -> dict:
-    """This document's LLM calls, tokens and seconds per kind of role (conductor, expert, fallback,
-    ...), the expert names folded in, so every record has the same few keys."""
+def usage_by_kind(usage: list[dict]) -> dict:
+    """This document's LLM calls, tokens and seconds summed per kind of role (conductor, expert,
+    fallback, ...), the expert names folded in, so every record has the same few keys."""
     kinds: dict[str, dict] = {}
-    for role, counts in (usage or {}).items():
-        kinds = merge_usage(kinds, {role.split(":")[0]: counts})
+    for call in usage:
+        slot = kinds.setdefault(call["role"].split(":")[0], {})
+        for key, value in call.items():
+            if key != "role":
+                total = slot.get(key, 0) + value
+                slot[key] = round(total, 3) if isinstance(total, float) else total
     return kinds
 
 
@@ -121,7 +125,7 @@ def make_record(
         "written_by": state.written_by or state.method,
         "writer": state.writer or None,
         "expert_share": getattr(state, "expert_share", None),
-        "tokens": count_tokens(text, run.settings.tokenizer) if text else 0,
+        "tokens": run.count_tokens(text) if text else 0,
         "usage": usage_by_kind(state.usage),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **outcome,

@@ -21,6 +21,7 @@ doubles (at 10k, 20k, 40k, 132k, 525k, 2.1M documents): a one-off pause inside t
 
 from __future__ import annotations
 
+import bisect
 import math
 
 import faiss
@@ -107,3 +108,15 @@ def fits(index, kind: str, n: int) -> bool:
         ivf.nprobe = NPROBE  # a search parameter, not part of what was trained
         return ivf_nlist(n) < 2 * ivf.nlist
     return True
+
+
+def rebuild_at(index, kind: str) -> float:
+    """The corpus size from which `index` no longer `fits` `--index kind`: the commit that reaches
+    it rebuilds, so no commit before it needs to ask (math.inf: it always fits)."""
+    current = kind_of(index)
+    if current == "ivf":  # retrained once the cells it would want have doubled
+        doubled = 2 * faiss.extract_index_ivf(index).nlist
+        return bisect.bisect_left(range(1 << 40), doubled, key=ivf_nlist)
+    if current == "flat":
+        return {"auto": AUTO_IVF_AFTER, "ivf": IVF_MIN}.get(kind, math.inf)
+    return math.inf

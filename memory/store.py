@@ -52,6 +52,9 @@ class Memory:
             raise UserError(f"unknown index kind {index!r} ({', '.join(indexes.KINDS)})")
         self.run = RunDir(Path(run_dir), self.records_name)
         self.dir = self.run.root
+        # the paths every commit writes, resolved once
+        self.corpus_path, self.rejects_path = self.run.records, self.run.rejects
+        self.memory_dir = self.run.memory
         self.embedder = embedder
         self.dim = embedder.dim
         self.id_prefix = id_prefix
@@ -67,25 +70,25 @@ class Memory:
         vectors = np.zeros((0, self.dim), dtype=np.float32) if vectors is None else vectors
         return indexes.build(indexes.wanted(self.kind, n), self.dim, vectors)
 
+    @property
+    def index(self):
+        return self._index
+
+    @index.setter
+    def index(self, index) -> None:
+        self._index = index
+        self.rebuild_at = indexes.rebuild_at(index, self.kind)
+
     def _switch_if_due(self) -> None:
         """Rebuild from the stored embeddings when the corpus outgrew the index (flat -> IVF, IVF
         retrain)."""
-        if not indexes.fits(self.index, self.kind, self.index.ntotal):
+        if len(self.records) >= self.rebuild_at:
             self.index = self._new_index(
                 len(self.records), self._stored_embeddings(len(self.records))
             )
 
-    # -- paths ---------------------------------------------------------------------------------
-    @property
-    def corpus_path(self) -> Path:
-        return self.run.records
-
-    @property
-    def rejects_path(self) -> Path:
-        return self.run.rejects
-
     def _mem(self, name: str) -> Path:
-        return self.run.memory / name
+        return self.memory_dir / name
 
     # -- loading -------------------------------------------------------------------------------
     def _load(self) -> None:
@@ -97,7 +100,7 @@ class Memory:
             missing = self.embedder.encode([r["text"] for r in self.records[len(vectors) :]])
             vectors = np.vstack([vectors, missing])
             if n:
-                self.run.memory.mkdir(parents=True, exist_ok=True)
+                self.memory_dir.mkdir(parents=True, exist_ok=True)
                 write_atomic(self._mem(EMBEDDINGS), vectors.tobytes())
         self.index = self._stored_index(n) or self._new_index(n, vectors)
 
@@ -172,7 +175,7 @@ class Memory:
                 **record,
                 "nearest_similarity": None if similarity is None else round(similarity, 4),
             }
-            self.run.memory.mkdir(parents=True, exist_ok=True)
+            self.memory_dir.mkdir(parents=True, exist_ok=True)
             # Embedding first, corpus line second: a crash in between leaves an extra row, which a
             # reload drops; the corpus line is the commit point.
             with open(self._mem(EMBEDDINGS), "ab") as f:
@@ -198,7 +201,7 @@ class Memory:
         with self.lock:
             if not self.records:
                 return
-            self.run.memory.mkdir(parents=True, exist_ok=True)
+            self.memory_dir.mkdir(parents=True, exist_ok=True)
             write_atomic(self._mem(INDEX), faiss.serialize_index(self.index).tobytes())
             meta = {
                 "count": len(self.records),

@@ -10,7 +10,6 @@ from conftest import document, final_answer, relayed, run_doc
 
 from graph.baselines.graph import template, template_icl, template_prior
 from graph.documents.graph import graph
-from graph.documents.seeds import sample_seeds
 from graph.session import prompts_for, run_dir
 
 
@@ -28,7 +27,7 @@ def by_keywords(messages):
 def test_template_prompt_fills_the_same_keywords_metasynth_would_draw(ctx, stub_models):
     _, writer = stub_models(lambda m: "unused", by_keywords)
     state = run_doc(template, {"index": 3}, ctx)
-    expected = sample_seeds(prompts_for(ctx).domain, ctx.keywords, random.Random(f"{ctx.seed}:3"))[
+    expected = prompts_for(ctx).domain.sample_seeds(ctx.keywords, random.Random(f"{ctx.seed}:3"))[
         "seeds"
     ]
     assert state["seeds"] == expected

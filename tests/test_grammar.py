@@ -6,10 +6,11 @@ import asyncio
 import pytest
 from conftest import scripted
 
-from agents import grammar
-from agents.calls import Router
-from agents.grammar import GrammarError, check, render, request_fields, vllm_style
-from agents.prompts import GRAMMARS, PROMPTS_DIR, load_prompts
+from agents import prompts as prompt_files
+from agents.calls import LLAMA_CPP, Router, request_fields
+from agents.grammar import GrammarError, check
+from agents.llm import vllm_style
+from agents.prompts import GRAMMARS, PROMPTS_DIR, load_prompts, render_grammar
 from core.errors import UserError
 
 FINANCE = load_prompts("finance")
@@ -18,7 +19,7 @@ FINANCE = load_prompts("finance")
 def shipped(name: str) -> str:
     """A shipped grammar as it is sent: the brief's choice rules filled with real domain options."""
     domain = FINANCE.domain
-    return render(
+    return render_grammar(
         FINANCE.texts[name],
         {
             "category": domain.categories[:4],
@@ -74,14 +75,14 @@ def test_shipped_grammars_pass_and_multiline_rules_are_gbnf():
 
 
 def test_render_adds_only_undefined_rules_and_escapes_literals():
-    text = render(
+    text = render_grammar(
         'root ::= category " " genre\ngenre ::= "pinned"',
         {"category": ['say "hi"', "a\\b"], "genre": ["x"]},
     )
     assert 'category ::= "say \\"hi\\"" | "a\\\\b"' in text and text.count("genre ::=") == 1
     check(text, "rendered")
     # no options: any short phrase
-    assert check(render("root ::= category", {"category": []}), "free")
+    assert check(render_grammar("root ::= category", {"category": []}), "free")
 
 
 def test_prompt_loading_refuses_an_invalid_user_grammar(tmp_path):
@@ -126,21 +127,21 @@ def test_shipped_grammars_parse_in_the_llama_cpp_server():
 
     instruct = load_instruct_prompts("finance")
     every = {
-        **grammar.samples(FINANCE.texts, GRAMMARS),
-        **grammar.samples(instruct.texts, INSTRUCT_GRAMMARS),
+        **prompt_files.grammar_samples(FINANCE.texts, GRAMMARS),
+        **prompt_files.grammar_samples(instruct.texts, INSTRUCT_GRAMMARS),
     }
     assert len(every) == len(GRAMMARS) + len(INSTRUCT_GRAMMARS) == 8
-    every["consult only"] = grammar.starting_at(every["conductor.gbnf"], "calls")
+    every["consult only"] = prompt_files.starting_at(every["conductor.gbnf"], "calls")
     with EmbeddedServer(slots=1) as server:
-        check_grammars(server.base_url, server.model, grammar.LLAMA_CPP, every)
+        check_grammars(server.base_url, server.model, LLAMA_CPP, every)
         # the second passes our check
         for bad in ('root ::= "a" | undefined-rule', 'root ::= root "a" | "b"'):
             with pytest.raises(
                 UserError, match=r"^mine.gbnf: the server at .* refused the grammar \(.*\)$"
             ):
-                check_grammars(server.base_url, server.model, grammar.LLAMA_CPP, {"mine.gbnf": bad})
+                check_grammars(server.base_url, server.model, LLAMA_CPP, {"mine.gbnf": bad})
         check_grammars(
-            server.base_url, server.model, grammar.LLAMA_CPP, {"brief.gbnf": every["brief.gbnf"]}
+            server.base_url, server.model, LLAMA_CPP, {"brief.gbnf": every["brief.gbnf"]}
         )
 
 
@@ -153,7 +154,9 @@ def test_shipped_grammars_compile_in_xgrammar():
     xgr = pytest.importorskip("xgrammar")
     for name in GRAMMARS:
         xgr.Grammar.from_ebnf(shipped(name))
-    for text in grammar.samples(load_instruct_prompts("finance").texts, INSTRUCT_GRAMMARS).values():
+    for text in prompt_files.grammar_samples(
+        load_instruct_prompts("finance").texts, INSTRUCT_GRAMMARS
+    ).values():
         xgr.Grammar.from_ebnf(text)
     with pytest.raises(RuntimeError, match='Rule "undefined-rule" is not defined'):
         xgr.Grammar.from_ebnf('root ::= "a" | undefined-rule')
@@ -161,13 +164,15 @@ def test_shipped_grammars_compile_in_xgrammar():
 
 def test_a_grammar_can_start_at_one_of_its_rules():
     conductor = shipped("conductor.gbnf")
-    consult = grammar.starting_at(conductor, "calls")
+    consult = prompt_files.starting_at(conductor, "calls")
     assert consult.startswith("root ::= calls\n") and check(consult, "consult") >= {
         "calls",
         "final",
     }
-    assert grammar.starting_at(conductor, "nowhere") == conductor  # a user's grammar without it
+    assert (
+        prompt_files.starting_at(conductor, "nowhere") == conductor
+    )  # a user's grammar without it
 
 
 def test_literal_round_trip():
-    assert grammar.literal('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert prompt_files.literal('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import document, run_doc, stub_memory
 
-from agents.brief import BriefError, parse_brief, parse_review
+from agents.protocol import BriefError, parse_brief, parse_review
 from graph.documents.graph import graph
 from graph.session import prompts_for, run_dir
 from graph.settings import DocumentSettings

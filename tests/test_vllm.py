@@ -11,12 +11,10 @@ import os
 
 import pytest
 
-from agents.brief import parse_brief
 from agents.calls import Router
-from agents.grammar import render
 from agents.llm import check_server, grammar_style
-from agents.prompts import load_prompts
-from agents.protocol import parse_turn
+from agents.prompts import load_prompts, render_grammar
+from agents.protocol import parse_brief, parse_turn
 from graph.run import main
 
 URL = os.environ.get("METASYNTH_VLLM_URL", "")
@@ -44,7 +42,7 @@ def test_the_server_is_detected_as_vllm_with_structured_outputs():
 def test_brief_turns_follow_the_grammar():
     from langchain_core.messages import HumanMessage, SystemMessage
 
-    rules = render(
+    rules = render_grammar(
         PROMPTS.texts["brief.gbnf"], {**OPTIONS, "keyword": ["credit spread", "bank run"]}
     )
     messages = [

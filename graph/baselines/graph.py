@@ -26,7 +26,6 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from agents.protocol import parse_final
-from graph.documents.seeds import sample_seeds
 from graph.documents.state import DocInput, Document, Draft, draft_of
 from graph.session import Run
 from graph.settings import IclSettings, PriorSettings, TemplateSettings
@@ -71,7 +70,7 @@ async def seed(state: TemplateState, runtime: Runtime) -> dict:
     if state.seeds:
         return {}
     rng = random.Random(f"{run.settings.seed}:{state.index}")
-    return {"seeds": sample_seeds(run.prompts.domain, run.settings.keywords, rng)["seeds"]}
+    return {"seeds": run.prompts.domain.sample_seeds(run.settings.keywords, rng)["seeds"]}
 
 
 def plain_prompt(state: TemplateState, runtime: Runtime) -> dict:

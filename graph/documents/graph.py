@@ -21,47 +21,11 @@ The structured protocol for small models (`protocol: structured`, structured.py)
 from __future__ import annotations
 
 from langgraph.graph import END, START, StateGraph
-from langgraph.runtime import Runtime
-from langgraph.types import Send
 
 from graph.documents import nodes, structured, text
 from graph.documents.state import DocInput, DocState, ExpertTask
-from graph.session import Run
 from graph.settings import DocumentSettings
 from graph.steps import reject
-
-
-def after_conductor(state: DocState, runtime: Runtime):
-    ctx = Run.of(runtime).settings
-    if state.draft:
-        return "gate"
-    if state.fallback_reason:  # the server refused the conversation (it outgrew the context)
-        return "fallback"
-    if state.calls and state.round < ctx.max_rounds:
-        return [Send("expert", {"order": i, **call}) for i, call in enumerate(state.calls)]
-    if state.protocol_errors >= ctx.max_protocol_errors or state.round >= ctx.max_rounds:
-        return "fallback"
-    return "protocol_error"
-
-
-def after_seed(state: DocState, runtime: Runtime) -> str:
-    return "offer" if Run.of(runtime).settings.resolved_protocol() == "structured" else "recall"
-
-
-def after_gate(state: DocState, runtime: Runtime) -> str:
-    if state.verdict.get("accepted"):
-        return END
-    if state.draft and state.revisions < Run.of(runtime).settings.max_revisions:
-        if state.protocol == "structured" and state.source == "conductor":
-            return "redo" if state.fix else "replan"  # the writer again (quality), or a new brief
-        return "revise"
-    return "reject"
-
-
-def after_revise(state: DocState, runtime: Runtime) -> str:
-    if state.source == "conductor" and state.round < Run.of(runtime).settings.max_rounds:
-        return "conductor"
-    return "fallback"
 
 
 def build_graph():
@@ -84,7 +48,7 @@ def build_graph():
     builder.add_node("expert", text.expert, input_schema=ExpertTask)
 
     builder.add_edge(START, "seed")
-    builder.add_conditional_edges("seed", after_seed, ["recall", "offer"])
+    builder.add_conditional_edges("seed", nodes.after_seed, ["recall", "offer"])
     builder.add_edge("offer", "plan")
     builder.add_conditional_edges("plan", structured.after_plan, ["write", "plan", "fallback"])
     builder.add_conditional_edges("write", structured.after_write, ["review", "gate"])
@@ -94,14 +58,16 @@ def build_graph():
     builder.add_edge("redo", "write")
     builder.add_edge("recall", "conductor")
     builder.add_conditional_edges(
-        "conductor", after_conductor, ["expert", "gate", "fallback", "protocol_error"]
+        "conductor", text.after_conductor, ["expert", "gate", "fallback", "protocol_error"]
     )
     builder.add_edge("expert", "relay")
     builder.add_edge("relay", "conductor")
     builder.add_edge("protocol_error", "conductor")
     builder.add_edge("fallback", "gate")
-    builder.add_conditional_edges("gate", after_gate, [END, "revise", "replan", "redo", "reject"])
-    builder.add_conditional_edges("revise", after_revise, ["conductor", "fallback"])
+    builder.add_conditional_edges(
+        "gate", nodes.after_gate, [END, "revise", "replan", "redo", "reject"]
+    )
+    builder.add_conditional_edges("revise", text.after_revise, ["conductor", "fallback"])
     builder.add_edge("reject", END)
     return builder.compile(name="MetaSynth")
 

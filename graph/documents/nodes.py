@@ -1,6 +1,7 @@
 """The document graph's nodes that both protocols share: the seed a document is conditioned on,
-the fallback writer, the gates. The protocols' own nodes: text.py (the paper's free-text turns)
-and structured.py (a grammar-bounded brief); the wiring: graph.py."""
+the fallback writer, the gates, and the routes out of them. The protocols' own nodes and routes:
+text.py (the paper's free-text turns) and structured.py (a grammar-bounded brief); the wiring:
+graph.py."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import asyncio
 import random
 
 from langchain_core.messages import HumanMessage, SystemMessage
+from langgraph.graph import END
 from langgraph.runtime import Runtime
 
 from agents.protocol import parse_final
-from graph.documents.seeds import sample_seeds
 from graph.documents.state import DocState, draft_of
 from graph.session import Run
 from graph.steps import ask, judge, with_fix
@@ -50,7 +51,7 @@ async def seed(state: DocState, runtime: Runtime) -> dict:
     if run.seeds:
         return {"seed_doc": await asyncio.to_thread(run.seeds.next)}
     rng = random.Random(f"{run.settings.seed}:{state.index}")
-    return sample_seeds(run.prompts.domain, run.settings.keywords, rng)
+    return run.prompts.domain.sample_seeds(run.settings.keywords, rng)
 
 
 async def fallback(state: DocState, runtime: Runtime) -> dict:
@@ -97,3 +98,18 @@ async def recall_nearest(run: Run, state: DocState) -> list[tuple[float, dict]]:
         await asyncio.to_thread(run.embedder.encode, [state.seed_doc or " ".join(state.seeds)])
     )[0]
     return await asyncio.to_thread(run.memory.nearest, vector, run.settings.recall_k)
+
+
+# -- routing ---------------------------------------------------------------------------------------
+def after_seed(state: DocState, runtime: Runtime) -> str:
+    return "offer" if Run.of(runtime).protocol == "structured" else "recall"
+
+
+def after_gate(state: DocState, runtime: Runtime) -> str:
+    if state.verdict.get("accepted"):
+        return END
+    if state.draft and state.revisions < Run.of(runtime).settings.max_revisions:
+        if state.protocol == "structured" and state.source == "conductor":
+            return "redo" if state.fix else "replan"  # the writer again (quality), or a new brief
+        return "revise"
+    return "reject"

@@ -1,4 +1,5 @@
-"""What each document is conditioned on: sampled keywords, or a real seed document."""
+"""Real seed documents: what MetaSynth documents are conditioned on under --seed-docs (and the
+examples template-icl shows). Sampled keywords: agents.prompts.Domain.sample_seeds."""
 
 from __future__ import annotations
 
@@ -8,21 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from agents.prompts import Domain
-from core.errors import UserError
 from core.jsonl import read_documents
-
-
-def sample_seeds(domain: Domain, k: int, rng: random.Random) -> dict:
-    """k distinct keywords from the pool, plus a genre and an audience when the domain lists
-    them."""
-    if k < 1:
-        raise UserError("keywords per document must be at least 1")
-    return {
-        "seeds": rng.sample(domain.keywords, min(k, len(domain.keywords))),
-        "genre": rng.choice(domain.genres) if domain.genres else "",
-        "audience": rng.choice(domain.audiences) if domain.audiences else "",
-    }
 
 
 def read_seed_docs(path: str | Path) -> list[str]:

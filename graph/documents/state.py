@@ -3,26 +3,15 @@
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
 
 from agents.protocol import FinalAnswer
-
-
-def merge_usage(old: dict | None, new: dict | None) -> dict:
-    """Sum per-role call and token counters: {"conductor": {"calls": 1, "prompt_tokens": ..,
-    ...}}."""
-    merged = {role: dict(counts) for role, counts in (old or {}).items()}
-    for role, counts in (new or {}).items():
-        slot = merged.setdefault(role, {})
-        for key, value in counts.items():
-            total = slot.get(key, 0) + value
-            slot[key] = round(total, 3) if isinstance(total, float) else total
-    return merged
 
 
 def collect_replies(old: list | None, new: list | None) -> list:
@@ -80,7 +69,7 @@ class Document:
     protocol_notes: list[str] = field(default_factory=list)  # why turns failed or were trimmed
     revisions: int = 0
     experts: list[str] = field(default_factory=list)  # names consulted, in order
-    brief: dict | None = None  # the conductor's latest usable brief (agents.brief.Brief fields)
+    brief: dict | None = None  # the conductor's latest usable brief (agents.protocol.Brief fields)
     reviews: list[dict] = field(default_factory=list)  # each review: {verdict, fix}
     draft: Draft | None = None
     # what the draft's writer was asked (the quality gate looks for echoes of it)
@@ -96,7 +85,8 @@ class Document:
     verdict: dict = field(default_factory=dict)  # the gates' outcome of the latest draft
     result: dict = field(default_factory=dict)  # the committed or rejected record
     ended: str = ""  # "final" | "fallback" | "rejected"
-    usage: Annotated[dict[str, Any], merge_usage] = field(default_factory=dict)
+    # one entry per LLM call (role, calls, tokens, seconds); the record sums them by kind
+    usage: Annotated[list[dict], operator.add] = field(default_factory=list)
 
 
 @dataclass(kw_only=True)

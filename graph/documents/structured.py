@@ -25,9 +25,7 @@ from collections import Counter
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
 
-from agents import grammar
-from agents.brief import BriefError, parse_brief, parse_review
-from agents.protocol import document_text
+from agents.protocol import BriefError, document_text, parse_brief, parse_review
 from graph.documents.nodes import SEED_DOC_CHARS, recall_nearest
 from graph.documents.state import DocState, Draft
 from graph.session import Run
@@ -122,7 +120,7 @@ async def plan(state: DocState, runtime: Runtime) -> dict:
     run = Run.of(runtime)
     prompts = run.prompts
     options = state.options
-    rules = grammar.render(prompts.texts["brief.gbnf"], {**options, "keyword": state.seeds})
+    rules = prompts.grammar("brief.gbnf", {**options, "keyword": state.seeds})
     reply, usage = await ask(run.conductor, state.messages, "conductor", rules)
     update = {"messages": [reply], "round": state.round + 1, "usage": usage, "draft": None}
     try:

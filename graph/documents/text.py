@@ -5,7 +5,7 @@ experts answer in parallel, each in a fresh conversation, and their outputs are 
     recall -> conductor --(expert calls)--> expert x N (parallel, Send) -> relay -> conductor
                  |------(malformed turn, or a final answer the experts did not write)-->
                  |          protocol_error -> conductor
-                 '------(final answer)--> gate (graph.py routes the rest)
+                 '------(final answer)--> gate (nodes.py routes the rest)
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import asyncio
 import openai
 from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.runtime import Runtime
+from langgraph.types import Send
 
-from agents.grammar import starting_at
+from agents.prompts import starting_at
 from agents.protocol import expert_share, parse_turn
 from graph.documents.nodes import expert_messages, recall_nearest, seed_text
 from graph.documents.state import DocState, draft_of
@@ -194,3 +195,23 @@ def revise(state: DocState, runtime: Runtime) -> dict:
             body = too_similar(prompts, "too_similar.md", verdict, threshold, summary=summary)
         update["messages"] = [round_message(run, state.round, body)]
     return update
+
+
+# -- routing ---------------------------------------------------------------------------------------
+def after_conductor(state: DocState, runtime: Runtime):
+    ctx = Run.of(runtime).settings
+    if state.draft:
+        return "gate"
+    if state.fallback_reason:  # the server refused the conversation (it outgrew the context)
+        return "fallback"
+    if state.calls and state.round < ctx.max_rounds:
+        return [Send("expert", {"order": i, **call}) for i, call in enumerate(state.calls)]
+    if state.protocol_errors >= ctx.max_protocol_errors or state.round >= ctx.max_rounds:
+        return "fallback"
+    return "protocol_error"
+
+
+def after_revise(state: DocState, runtime: Runtime) -> str:
+    if state.source == "conductor" and state.round < Run.of(runtime).settings.max_rounds:
+        return "conductor"
+    return "fallback"

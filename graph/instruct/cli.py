@@ -20,8 +20,8 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from agents import grammar
 from agents.instruction import GRAMMARS, load_instruct_prompts
+from agents.prompts import grammar_samples
 from core.cli import Parser, add_fields, field_values, positive, run_command
 from core.errors import UserError
 from core.rundir import INSTRUCTIONS, RunDir
@@ -195,7 +195,7 @@ def generate(settings: InstructSettings, job: Job, sources: list[dict]) -> int:
     tally, interrupted = Tally(), False
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
-        grammars = grammar.samples(instruct.texts, GRAMMARS)
+        grammars = grammar_samples(instruct.texts, GRAMMARS)
         build = partial(build_instruct_run, instruct=instruct)
         opened = open_run(settings, job, console, grammars, build, rundir=rundir)
         run = stack.enter_context(opened)

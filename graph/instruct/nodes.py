@@ -17,8 +17,6 @@ from langchain_core.messages import HumanMessage, SystemMessage
 from langgraph.graph import END
 from langgraph.runtime import Runtime
 
-from agents import grammar
-from agents.brief import BriefError
 from agents.instruction import (
     complexity,
     meta_text,
@@ -29,7 +27,7 @@ from agents.instruction import (
     parse_plan,
     parse_response,
 )
-from agents.tokens import count_tokens
+from agents.protocol import BriefError
 from graph.instruct.memory import InstructRun
 from graph.instruct.state import InstructState
 from graph.steps import admit, ask, consult, embed, least_covered, too_similar
@@ -72,7 +70,7 @@ def instruction_record(run: InstructRun, state: InstructState, ended: str) -> di
         "model": run.conductor.model,
         "expert_model": run.writer.model,
         "prompt_hash": p.hash,
-        "tokens": count_tokens(f"{instruction}\n{response}", run.settings.tokenizer),
+        "tokens": run.count_tokens(f"{instruction}\n{response}"),
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -162,7 +160,7 @@ async def plan(state: InstructState, runtime: Runtime) -> dict:
     """One conductor turn: the instruction's type (only those offered), focus and expert."""
     run = InstructRun.of(runtime)
     p = run.instruct
-    rules = grammar.render(p.texts["instruct/plan.gbnf"], {"type": state.types})
+    rules = p.grammar("instruct/plan.gbnf", {"type": state.types})
     reply, usage = await ask(run.conductor, state.messages, "conductor", rules)
     update = {"messages": [reply], "round": state.round + 1, "usage": usage}
     try:
@@ -266,7 +264,7 @@ async def propose(state: InstructState, runtime: Runtime) -> dict:
             moves="; ".join(moves),
         )
     )
-    rules = grammar.render(p.texts["instruct/move.gbnf"], {"move": moves})
+    rules = p.grammar("instruct/move.gbnf", {"move": moves})
     reply, usage = await ask(run.conductor, [*state.messages, note], "conductor", rules)
     update = {"messages": [note, reply], "round": state.round + 1, "usage": usage}
     try:

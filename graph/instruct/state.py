@@ -3,14 +3,13 @@ graph/settings.py, InstructSettings)."""
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
-from typing import Annotated, Any
+from typing import Annotated
 
 from langchain_core.messages import AnyMessage
 from langgraph.graph.message import add_messages
 from typing_extensions import TypedDict  # pydantic (Studio's schemas) needs it on Python < 3.12
-
-from graph.documents.state import merge_usage
 
 
 class InstructInput(TypedDict, total=False):
@@ -39,4 +38,4 @@ class InstructState:
     verdict: dict = field(default_factory=dict)  # novelty-gate outcome
     result: dict = field(default_factory=dict)  # the committed or rejected record
     ended: str = ""  # "final" | "fallback" | "rejected"
-    usage: Annotated[dict[str, Any], merge_usage] = field(default_factory=dict)
+    usage: Annotated[list[dict], operator.add] = field(default_factory=list)  # one per call
