@@ -1,5 +1,4 @@
-"""GBNF grammars for constrained protocol turns: checked at start-up, sent the way each server
-wants.
+"""GBNF grammars for constrained protocol turns: checked at start-up against the portable subset.
 
 Grammars are files users edit like the prompts (`prompts/*.gbnf`). llama-cpp-python does not
 validate a grammar before using it (an invalid one can crash its server) and vLLM's xgrammar reads

@@ -166,7 +166,8 @@ class Run:
     `memory`, the `conductor` and `writer` routers (their calls counted in `accounting`), the
     `embedder`, and, built on first use (a driver whose documents Ray workers write needs none of
     them), the category table, MetaSynth's topic-aware `seeds` and template-icl's real
-    `examples`. Nodes get it as `Run.of(runtime)`."""
+    `examples`. Decided once here: the conductor `protocol` (None outside the document graph) and
+    the `tokenizer` the records' `count_tokens` uses. Nodes get it as `Run.of(runtime)`."""
 
     def __init__(
         self,

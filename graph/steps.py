@@ -55,7 +55,9 @@ def writer_messages(run: Run, text: str) -> list:
     return [SystemMessage(run.prompts.render("expert.md")), HumanMessage(text)]
 
 
-async def consult(run: Run, name: str, text: str, grammar: str = "") -> tuple[AIMessage, dict]:
+async def consult(
+    run: Run, name: str, text: str, grammar: str = ""
+) -> tuple[AIMessage, list[dict]]:
     """One expert, fresh eyes: the writer's router, the expert system prompt and `text`, nothing
     else; accounted as `expert:<name>`."""
     return await ask(run.writer, writer_messages(run, text), f"expert:{name}", grammar)

@@ -112,7 +112,8 @@ def fits(index, kind: str, n: int) -> bool:
 
 def rebuild_at(index, kind: str) -> float:
     """The corpus size from which `index` no longer `fits` `--index kind`: the commit that reaches
-    it rebuilds, so no commit before it needs to ask (math.inf: it always fits)."""
+    it rebuilds, so no commit before it needs to ask (math.inf: it always fits). `index` must be
+    what `kind` wants for its size now (as Memory builds and loads them)."""
     current = kind_of(index)
     if current == "ivf":  # retrained once the cells it would want have doubled
         doubled = 2 * faiss.extract_index_ivf(index).nlist

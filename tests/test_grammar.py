@@ -6,11 +6,18 @@ import asyncio
 import pytest
 from conftest import scripted
 
-from agents import prompts as prompt_files
 from agents.calls import LLAMA_CPP, Router, request_fields
 from agents.grammar import GrammarError, check
 from agents.llm import vllm_style
-from agents.prompts import GRAMMARS, PROMPTS_DIR, load_prompts, render_grammar
+from agents.prompts import (
+    GRAMMARS,
+    PROMPTS_DIR,
+    grammar_samples,
+    literal,
+    load_prompts,
+    render_grammar,
+    starting_at,
+)
 from core.errors import UserError
 
 FINANCE = load_prompts("finance")
@@ -127,11 +134,11 @@ def test_shipped_grammars_parse_in_the_llama_cpp_server():
 
     instruct = load_instruct_prompts("finance")
     every = {
-        **prompt_files.grammar_samples(FINANCE.texts, GRAMMARS),
-        **prompt_files.grammar_samples(instruct.texts, INSTRUCT_GRAMMARS),
+        **grammar_samples(FINANCE.texts, GRAMMARS),
+        **grammar_samples(instruct.texts, INSTRUCT_GRAMMARS),
     }
     assert len(every) == len(GRAMMARS) + len(INSTRUCT_GRAMMARS) == 8
-    every["consult only"] = prompt_files.starting_at(every["conductor.gbnf"], "calls")
+    every["consult only"] = starting_at(every["conductor.gbnf"], "calls")
     with EmbeddedServer(slots=1) as server:
         check_grammars(server.base_url, server.model, LLAMA_CPP, every)
         # the second passes our check
@@ -154,9 +161,7 @@ def test_shipped_grammars_compile_in_xgrammar():
     xgr = pytest.importorskip("xgrammar")
     for name in GRAMMARS:
         xgr.Grammar.from_ebnf(shipped(name))
-    for text in prompt_files.grammar_samples(
-        load_instruct_prompts("finance").texts, INSTRUCT_GRAMMARS
-    ).values():
+    for text in grammar_samples(load_instruct_prompts("finance").texts, INSTRUCT_GRAMMARS).values():
         xgr.Grammar.from_ebnf(text)
     with pytest.raises(RuntimeError, match='Rule "undefined-rule" is not defined'):
         xgr.Grammar.from_ebnf('root ::= "a" | undefined-rule')
@@ -164,15 +169,14 @@ def test_shipped_grammars_compile_in_xgrammar():
 
 def test_a_grammar_can_start_at_one_of_its_rules():
     conductor = shipped("conductor.gbnf")
-    consult = prompt_files.starting_at(conductor, "calls")
+    consult = starting_at(conductor, "calls")
     assert consult.startswith("root ::= calls\n") and check(consult, "consult") >= {
         "calls",
         "final",
     }
-    assert (
-        prompt_files.starting_at(conductor, "nowhere") == conductor
-    )  # a user's grammar without it
+    # a user's grammar that defines no such rule is left as it is
+    assert starting_at(conductor, "nowhere") == conductor
 
 
 def test_literal_round_trip():
-    assert prompt_files.literal('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'
+    assert literal('a"b\\c\nd') == '"a\\"b\\\\c\\nd"'

@@ -70,6 +70,18 @@ def test_auto_is_exact_then_ivf_and_retrains_as_the_corpus_grows(tmp_path, small
     assert indexes.ivf_nlist(400) < 2 * memory.index.nlist
 
 
+@pytest.mark.parametrize("kind", indexes.KINDS)
+def test_the_rebuild_point_is_the_first_size_the_index_no_longer_fits(kind, small_switch):
+    """A commit compares the corpus size with `rebuild_at` instead of asking `fits`: both must name
+    the same size, for every kind and for IVF indexes of several sizes."""
+    vectors = clustered(700, np.random.default_rng(4))
+    for n in (0, 50, 100, 150, 300, 700):
+        index = indexes.build(indexes.wanted(kind, n), DIM, vectors[:n])
+        first = next((m for m in range(n, 20_000) if not indexes.fits(index, kind, m)), None)
+        expected = indexes.rebuild_at(index, kind)
+        assert first == (None if expected == float("inf") else expected), (kind, n)
+
+
 def test_ivf_index_persists_and_resumes(tmp_path, small_switch):
     rng = np.random.default_rng(1)
     vectors = clustered(300, rng)

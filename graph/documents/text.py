@@ -5,7 +5,7 @@ experts answer in parallel, each in a fresh conversation, and their outputs are 
     recall -> conductor --(expert calls)--> expert x N (parallel, Send) -> relay -> conductor
                  |------(malformed turn, or a final answer the experts did not write)-->
                  |          protocol_error -> conductor
-                 '------(final answer)--> gate (nodes.py routes the rest)
+                 '------(final answer)--> gate (after_gate in nodes.py; after_revise below)
 """
 
 from __future__ import annotations
