@@ -185,9 +185,9 @@ class Run:
         self.accounting = writer.accounting
         self.given_embedder, self.endpoints = embedder, endpoints
         self.tokenizer = load_tokenizer(settings.tokenizer)
-        # decided once per run (a document graph's settings; the other graphs have no protocol)
-        resolve = getattr(settings, "resolved_protocol", None)
-        self.protocol = resolve() if resolve else None
+        # decided once per run ('auto' included: Studio and the API may hand it unresolved)
+        document = isinstance(settings, DocumentSettings)
+        self.protocol = settings.resolved_protocol() if document else None
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` by the run's tokenizer (the records' and the budget's count)."""
