@@ -9,7 +9,7 @@ import os
 import threading
 from pathlib import Path
 
-from agents.tokens import CACHE, embedded_gguf
+from agents.tokens import CACHE, check_local, embedded_gguf
 from core.errors import UserError
 
 EMBEDDED = "embedded"
@@ -56,6 +56,7 @@ def resolve(name: str) -> str:
                 )
             raise UserError(f"{name} is not a model folder (no config.json)")
         return name
+    check_local(name)
     if os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
         raise UserError(f"model {name!r} is neither a local folder nor a hub id")
     return name

@@ -133,11 +133,23 @@ def available_domains(folder: Path = PROMPTS_DIR) -> list[str]:
     return sorted(p.stem for p in (folder / "domains").glob("*.yaml"))
 
 
+def read_text(path: Path) -> str:
+    """A user-editable file's text; one that is not UTF-8 is one line (UserError)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start})") from None
+    except OSError as e:
+        raise UserError(f"cannot read {path}: {e.strerror}") from None
+
+
 def read_prompt(name: str, override: Path | None) -> tuple[Path, str]:
     for folder in ([override] if override else []) + [PROMPTS_DIR]:
         path = folder / name
         if path.is_file():
-            return path, path.read_text(encoding="utf-8")
+            return path, read_text(path)
+        if path.exists():  # a folder named like the file: silently using the shipped one misleads
+            raise UserError(f"{path} is not a file")
     raise UserError(
         f"prompt file not found: {name} (looked in {override or ''} {PROMPTS_DIR})".replace(
             "  ", " "
@@ -159,13 +171,10 @@ def load_domain(name: str, override: Path | None = None) -> tuple[Domain, str]:
     """The domain's vocabulary and the raw YAML text (for hashing)."""
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
         raise UserError(f"invalid domain name {name!r}")
-    try:
-        path, text = read_prompt(f"domains/{name}.yaml", override)
-    except UserError:
-        names = sorted(
-            set(available_domains()) | set(available_domains(override) if override else [])
-        )
-        raise UserError(f"unknown domain {name!r} (available: {', '.join(names)})") from None
+    names = set(available_domains()) | set(available_domains(override) if override else [])
+    if name not in names:
+        raise UserError(f"unknown domain {name!r} (available: {', '.join(sorted(names))})")
+    path, text = read_prompt(f"domains/{name}.yaml", override)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as e:
@@ -188,7 +197,7 @@ def load_domain(name: str, override: Path | None = None) -> tuple[Domain, str]:
 
 def _fragments_file(path: Path) -> dict[str, str]:
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         raise UserError(

@@ -31,6 +31,13 @@ def embedded_gguf() -> Path:
 
 
 @lru_cache(maxsize=4)
+def check_local(name: str) -> None:
+    """A name that can only be a local path (a hub id is NAME or OWNER/NAME) must exist: otherwise
+    the hub's "Repo id must be in the form ..." would answer for a mistyped folder."""
+    if not Path(name).exists() and (name.startswith(("/", ".", "~")) or name.count("/") > 1):
+        raise UserError(f"{name}: no such folder")
+
+
 def load_tokenizer(name: str = EMBEDDED):
     """A transformers tokenizer: 'embedded' (read once from the GGUF, then cached as a normal
     tokenizer folder), a local path, or a hub id already in the local cache (offline)."""
@@ -47,6 +54,7 @@ def load_tokenizer(name: str = EMBEDDED):
                 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
                 tok.save_pretrained(str(cached))
             return AutoTokenizer.from_pretrained(str(cached))
+        check_local(name)
         try:
             return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
         except (OSError, ValueError) as e:

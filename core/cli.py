@@ -4,6 +4,7 @@ generated from a settings dataclass, and the offline start every command makes."
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
@@ -38,6 +39,22 @@ def positive(kind):
             raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+        return value
+
+    return check
+
+
+def within(kind, low: float, high: float = math.inf):
+    """An argparse type: a `kind` in [low, high]; NaN is refused (it passes every comparison)."""
+
+    def check(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not low <= value <= high:
+            bound = f"at least {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
     return check

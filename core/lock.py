@@ -39,9 +39,17 @@ def hold(folder: str | Path, wait: float = 0.0) -> Iterator[Path]:
     """Hold `folder`'s lock until the block ends; UserError when another process still holds it
     after `wait` seconds."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     path = folder / LOCK
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:  # --out is a file, or under one, or not writable
+        what = (
+            "exists and is not a directory"
+            if folder.is_file()
+            else f"cannot be written ({e.strerror})"
+        )
+        raise UserError(f"--out {folder} {what}") from None
     deadline = time.monotonic() + wait
     try:
         while True:

@@ -49,6 +49,11 @@ class RunDir:
     def records(self) -> Path:
         return self.root / self.records_name
 
+    @property
+    def other_records(self) -> Path:
+        """The other kind of run's records (a folder holds one kind; other files share names)."""
+        return self.root / (INSTRUCTIONS if self.records_name == CORPUS else CORPUS)
+
     rejects = _file(REJECTS)
     failures = _file(FAILURES)
     manifest = _file(MANIFEST)

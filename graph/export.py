@@ -12,22 +12,19 @@ An instruction run (graph.instruct: instructions.jsonl) exports in chat form: a 
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from agents.instruction import as_chat
+from core.cli import Parser, run_command
 from core.errors import UserError
 from core.jsonl import read_jsonl, write_atomic
 from core.rundir import CORPUS, INSTRUCTIONS, RunDir
 
 
-def load(run_dir: Path):
-    from datasets import Dataset, disable_progress_bars
-
-    disable_progress_bars()
-
+def load(run_dir: Path) -> list[dict]:
+    """The run's committed records (an instruction run's in chat form)."""
     corpus = RunDir.find(run_dir).records
     if not corpus.exists():
         raise UserError(f"no {CORPUS} in {run_dir}")
@@ -35,17 +32,35 @@ def load(run_dir: Path):
     if not records:
         raise UserError(f"{corpus} holds no documents")
     if corpus.name == INSTRUCTIONS:
+        for i, r in enumerate(records, 1):
+            if not (isinstance(r.get("instruction"), str) and isinstance(r.get("response"), str)):
+                raise UserError(f"{corpus}: record {i} has no 'instruction' and 'response' text")
         records = [as_chat(r) for r in records]
-    # One schema for all rows: a key missing from some rows becomes None there.
+    return records
+
+
+def as_dataset(records: list[dict]):
+    """One table for all rows: a key missing from some rows becomes None there."""
+    import pyarrow as pa
+    from datasets import Dataset, disable_progress_bars
+
+    disable_progress_bars()
     keys = list(dict.fromkeys(k for r in records for k in r))
-    return records, Dataset.from_list([{k: r.get(k) for k in keys} for r in records])
+    try:
+        return Dataset.from_list([{k: r.get(k) for k in keys} for r in records])
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # a column of mixed types (edited by hand)
+        raise UserError(f"the records do not fit one table: {e}; export --format jsonl") from None
 
 
 def export(run_dir: Path, fmt: str, out: Path) -> int:
     if out.exists():
         raise UserError(f"{out} already exists; choose another --out")
-    records, dataset = load(run_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    records = load(run_dir)
+    dataset = as_dataset(records) if fmt != "jsonl" else None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror} ({out.parent})") from None
     if fmt == "hf":
         dataset.save_to_disk(str(out))
     elif fmt == "parquet":
@@ -58,20 +73,18 @@ def export(run_dir: Path, fmt: str, out: Path) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m graph.export", description=__doc__.splitlines()[0]
-    )
+    parser = Parser(prog="python -m graph.export", description=__doc__.splitlines()[0])
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--format", choices=["hf", "parquet", "jsonl"], default="hf")
     parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args(argv)
-    try:
+
+    def command() -> int:
+        args = parser.parse_args(argv)
         n = export(args.run_dir, args.format, args.out)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"{args.out}: {n} documents ({args.format})", file=sys.stderr)
-    return 0
+        print(f"{args.out}: {n} documents ({args.format})", file=sys.stderr)
+        return 0
+
+    return run_command(command)
 
 
 if __name__ == "__main__":

@@ -26,7 +26,15 @@ from graph.documents.seeds import read_seed_docs
 from graph.manifest import exit_status, summarize, terminate, write_manifest
 from graph.servers import embedded_model, writer_sampling
 from graph.session import Job, build_run, open_servers, prepare_run_dir, prompts_for
-from graph.settings import LOOP, METHODS, SERVERS, DocumentSettings, IclSettings, PriorSettings
+from graph.settings import (
+    LOOP,
+    METHODS,
+    SERVERS,
+    DocumentSettings,
+    IclSettings,
+    PriorSettings,
+    check_ranges,
+)
 
 BUDGET = "budget"
 
@@ -100,8 +108,9 @@ def check(settings, job: Job) -> tuple[object, Job]:
             f"--method {job.method} takes {METHODS[job.method].__name__}, not "
             f"{type(settings).__name__}"
         )
-    if getattr(settings, "threshold", 0.5) > 1:
+    if not 0 < getattr(settings, "threshold", 0.5) <= 1:
         raise UserError(f"--threshold is a cosine similarity in (0, 1], got {settings.threshold}")
+    check_ranges(settings)
     negatives = {
         "--recall-k": getattr(settings, "recall_k", 0),
         "--max-revisions": settings.max_revisions,

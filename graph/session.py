@@ -113,6 +113,10 @@ def prepare_run_dir(
     out = run.root
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} exists and is not a directory")
+    if run.other_records.exists():
+        raise UserError(
+            f"{out} holds another kind of run ({run.other_records.name}); choose another --out"
+        )
     existing = run.records.exists()
     if existing and not (resume or overwrite):
         raise UserError(

@@ -18,8 +18,10 @@ conductor's, no out_dir writes to runs/<domain>.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 
+from core.errors import UserError
 from memory.store import DEFAULT_THRESHOLD
 
 PROTOCOLS = ("auto", "text", "structured")
@@ -28,6 +30,26 @@ SERVERS, LOOP = "servers", "the loop"  # the command line's argument groups
 # docs/instruct.md has the similarities of kept steps); one this far from it is another instruction.
 DEFAULT_PARAPHRASE_THRESHOLD = 0.97
 DEFAULT_DRIFT_THRESHOLD = 0.5
+# The float settings' meaningful ranges (closed): a server takes a negative temperature or min_p
+# 2 without a word, and NaN passes every comparison a gate makes.
+RANGES = {
+    "temperature": (0.0, math.inf),
+    "expert_temperature": (0.0, math.inf),
+    "repeat_penalty": (0.0, math.inf),
+    "dry_multiplier": (0.0, math.inf),
+    "min_p": (0.0, 1.0),
+    "min_expert_share": (0.0, 1.0),
+    "threshold": (0.0, 1.0),
+}
+
+
+def check_ranges(settings) -> None:
+    """One line (UserError) for the first float setting outside its range, NaN included."""
+    for name, (low, high) in RANGES.items():
+        value = getattr(settings, name, None)
+        if value is not None and not (low <= value <= high and math.isfinite(value)):
+            bound = f"at least {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+            raise UserError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
 
 
 def setting(default, doc: str, **cli):

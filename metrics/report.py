@@ -101,7 +101,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t2v.add_argument("--t2v-batch-size", type=positive(int), default=8)
     t2v.add_argument("--t2v-max-tokens", type=positive(int), default=128)
     t2v.add_argument(
-        "--t2v-steps", type=int, default=2, help="Adam steps on the head per batch (default 2)"
+        "--t2v-steps",
+        type=positive(int),
+        default=2,
+        help="Adam steps on the head per batch (default 2)",
     )
     args = p.parse_args(argv)
     if not args.corpora and not args.reference:
@@ -349,6 +352,10 @@ def run(args: argparse.Namespace) -> int:
 
         console.log(f"loading the Task2Vec probe ({args.probe})")
         probe = Probe(args.probe)
+    try:  # before minutes of work, not after them
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
     started = time.perf_counter()
     from metrics import lexical
 
@@ -379,7 +386,6 @@ def run(args: argparse.Namespace) -> int:
         "corpora": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
-    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "metrics.json", json.dumps(_no_nan(report), indent=2).encode())
     write_atomic(out / "metrics.md", table(results, info).encode())
     from metrics import plots

@@ -429,3 +429,18 @@ def test_ablation_end_to_end_with_a_killed_arm_and_a_second_writer(tmp_path, tin
     results = json.loads((out / "results.json").read_text())
     assert list(results["scores"]["arms"]) == ["a", "b", "c", "real"]
     assert "c - real" in results["scores"]["pairs"]
+
+
+def test_a_damaged_ablation_record_is_one_line(tmp_path, capsys):
+    from train.ablate import main as ablate
+
+    (tmp_path / "c.jsonl").write_text('{"text": "a document"}\n')
+    out, argv = tmp_path / "out", ["--domain", "finance", "--tokens", "512", "--seq-len", "512"]
+    out.mkdir()
+    for damaged in ("{not json", '{"arms": []}', '{"settings": 3}'):
+        (out / "ablation.json").write_text(damaged)
+        assert ablate([*argv, "--corpus", f"m={tmp_path / 'c.jsonl'}", "--out", str(out)]) == 2
+        assert capsys.readouterr().err.strip().splitlines()[-1] == (
+            f"error: {out / 'ablation.json'} is damaged (no settings to compare); use another --out"
+        )
+        assert (out / "ablation.json").read_text() == damaged

@@ -178,6 +178,39 @@ def test_export_formats_load_back(tmp_path, mock_url):
     assert export([str(out), "--format", "jsonl", "--out", str(tmp_path / "c.jsonl")]) == 2
 
 
+def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
+    from graph.export import main as export
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "corpus.jsonl").write_text(
+        '{"text": "a", "tokens": 5}\n{"text": "b", "tokens": "many"}\n'
+    )
+    (tmp_path / "afile").write_text("")
+    instructions = tmp_path / "instructions"
+    instructions.mkdir()
+    (instructions / "instructions.jsonl").write_text('{"text": "q", "response": "a"}\n')
+    for argv, message in (
+        ([str(run), "--format", "parquet", "--out", str(tmp_path / "c.parquet")], "one table"),
+        (
+            [str(run), "--format", "jsonl", "--out", str(tmp_path / "afile" / "c.jsonl")],
+            "cannot write",
+        ),
+        (
+            [str(instructions), "--format", "jsonl", "--out", str(tmp_path / "i.jsonl")],
+            "record 1 has no",
+        ),
+        ([str(run), "--format", "csv", "--out", str(tmp_path / "c.csv")], "invalid choice"),
+        ([str(run)], "--out"),
+    ):
+        assert export(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith("error: ") and message in err, err
+    # a column of mixed types still exports as JSONL, as written
+    assert export([str(run), "--format", "jsonl", "--out", str(tmp_path / "c.jsonl")]) == 0
+    assert lines(tmp_path / "c.jsonl") == lines(run / "corpus.jsonl")
+
+
 def free_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -196,6 +229,12 @@ BAD = [
     (["--docs", "many"], "expected a int"),
     (["--threshold", "1.5"], "cosine similarity in (0, 1]"),
     (["--threshold", "-0.2"], "must be positive"),
+    (["--threshold", "nan"], "cosine similarity in (0, 1], got nan"),  # a gate never firing
+    (["--temperature", "-1"], "--temperature must be at least 0, got -1.0"),
+    (["--expert-temperature", "nan"], "--expert-temperature must be at least 0, got nan"),
+    (["--min-p", "2"], "--min-p must be in [0, 1], got 2.0"),
+    (["--dry-multiplier", "-1"], "--dry-multiplier must be at least 0"),
+    (["--min-expert-share", "1.5"], "--min-expert-share must be in [0, 1]"),
     (["--max-rounds", "0"], "must be positive"),
     (["--recall-k", "-1"], "cannot be negative"),
     (["--resume", "--overwrite"], "not allowed with argument"),
@@ -208,7 +247,7 @@ BAD = [
     (["--concurrency", "-4"], "must be positive"),
     (["--max-failures", "-1"], "cannot be negative"),
     (["--expert-base-url", "http://127.0.0.1:9/v1"], "--expert-base-url needs --base-url"),
-    (["--tokenizer", "/nonexistent/tokenizer"], "cannot load tokenizer"),
+    (["--tokenizer", "/nonexistent/tokenizer"], "/nonexistent/tokenizer: no such folder"),
     (["--price-prompt", "-3"], "prices cannot be negative"),
     (["--method", "handwritten"], "invalid choice: 'handwritten'"),
     (["--method", "template-icl"], "needs --seed-docs"),

@@ -389,12 +389,24 @@ def test_cli_writes_a_set_a_manifest_and_refuses_to_overwrite(
     assert manifest["llm"]["by_role"]["conductor"]["calls"] >= 18
     assert instruct_main(common) == 2
     assert "already holds instructions" in capsys.readouterr().err
+    # graph.run into an instruction run is refused before it opens (and truncates) its memory.
+    from graph.run import main as run_main
+
+    embeddings = out / "memory" / "embeddings.f32"
+    size = embeddings.stat().st_size
+    assert size and run_main(["--out", str(out), "--base-url", instruct_server, "--quiet"]) == 2
+    assert "another kind of run (instructions.jsonl)" in capsys.readouterr().err
+    assert embeddings.stat().st_size == size
     for bad, message in (
         (["--corpus", str(tmp_path / "nope")], "not found"),
         ([*common, "--evolve-rounds", "-1", "--resume"], "cannot be negative"),
         (
             ["--corpus", str(source), "--out", str(source), "--base-url", instruct_server],
-            "source run directory",
+            "source corpus's folder",
+        ),
+        (  # the corpus file named instead of its run: the same folder, refused the same way
+            ["--corpus", str(source / "corpus.jsonl"), "--out", str(source)],
+            "source corpus's folder",
         ),
     ):
         assert instruct_main(bad) == 2 and message in capsys.readouterr().err

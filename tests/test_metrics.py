@@ -350,7 +350,17 @@ BAD = [
     (["GOOD", "--t2v-batch-size", "20"], "Task2Vec: 30 documents make fewer than 2 batches of 20"),
     (["LATIN1"], "not UTF-8"),
     (["NOTEXT"], "line 1 has no 'text'"),
+    (["GOOD", "--t2v-steps", "-3"], "must be positive"),
 ]
+
+
+def test_an_out_under_a_file_is_refused_before_the_work(tmp_path, capsys):
+    (tmp_path / "afile").write_text("mine")
+    good = write_corpus(tmp_path / "good.jsonl", fpb(30))
+    assert main([good, "--no-task2vec", "--out", str(tmp_path / "afile" / "report")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"error: --out {tmp_path / 'afile' / 'report'} cannot be written")
+    assert (tmp_path / "afile").read_text() == "mine"
 
 
 @pytest.mark.parametrize("argv,message", BAD)

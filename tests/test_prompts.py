@@ -94,3 +94,17 @@ def test_shipped_prompt_folder_is_complete():
         "fallback.md",
     ):
         assert (PROMPTS_DIR / name).is_file()
+
+
+@pytest.mark.parametrize("name", ["task.md", "fragments.yaml", "domains/finance.yaml"])
+def test_a_file_that_is_not_utf8_is_one_line_naming_it(tmp_path, name):
+    (tmp_path / name).parent.mkdir(exist_ok=True)
+    (tmp_path / name).write_bytes(b"\xffkeywords: [a]\n")
+    with pytest.raises(UserError, match=rf"{name}: not UTF-8 text \(byte 0\)"):
+        load_prompts("finance", tmp_path)
+
+
+def test_a_folder_named_like_a_prompt_file_is_an_error_not_ignored(tmp_path):
+    (tmp_path / "task.md").mkdir()
+    with pytest.raises(UserError, match=r"task.md is not a file"):
+        load_prompts("finance", tmp_path)

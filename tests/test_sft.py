@@ -6,6 +6,7 @@ import json
 import pytest
 from tiny import tiny_mistral
 
+from core.errors import UserError
 from train.sft import IGNORE, collate, encode, read_chats
 from train.sft import main as sft
 
@@ -161,3 +162,10 @@ def test_sft_runs_on_the_shared_loop_stops_and_resumes(tmp_path, model_dir):
     config = json.loads((out / "train_config.json").read_text())
     assert config["accumulation"] == 2 and config["examples"] == 6
     assert (out / "final" / "config.json").exists()
+
+
+@pytest.mark.parametrize("line", ['{"messages": "hello"}', '{"messages": [1, 2]}'])
+def test_messages_that_are_not_chat_turns_are_one_line(tmp_path, line):
+    (tmp_path / "d.jsonl").write_text(line + "\n")
+    with pytest.raises(UserError, match="line 1 has neither 'messages' ending in an assistant"):
+        read_chats(tmp_path / "d.jsonl")

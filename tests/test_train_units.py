@@ -1,6 +1,7 @@
 """Packing, the learning-rate schedule and the FPB metric, on known answers (no model)."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -74,6 +75,11 @@ def test_a_training_output_folder_is_named_as_such_not_as_a_tokenizer_problem(tm
     with pytest.raises(UserError, match="not a model folder"):
         resolve(str(tmp_path))
     assert resolve(str(tmp_path / "ckpt" / "final")) == str(tmp_path / "ckpt" / "final")
+    # a mistyped path is named as one, not as a malformed hub id; OWNER/NAME stays a hub id
+    for missing in ("ckpt/finance/final", str(tmp_path / "nope"), "./nope"):
+        with pytest.raises(UserError, match=f"^{re.escape(missing)}: no such folder$"):
+            resolve(missing)
+    assert resolve("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
 
 
 def test_a_task_without_its_data_names_where_it_looked_and_how_to_point_elsewhere(
@@ -136,6 +142,23 @@ def test_a_second_writer_of_an_output_folder_is_refused_before_any_work(tmp_path
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 2 and all(e.startswith(f"error: {out} is in use by pid ") for e in errors)
     assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+
+
+def test_an_out_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
+    from train.cpt import main as cpt
+
+    (tmp_path / "c.jsonl").write_text('{"text": "a document"}\n')
+    out = tmp_path / "out"
+    out.write_text("mine")
+    assert cpt(["--corpus", str(tmp_path / "c.jsonl"), "--out", str(out)]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --out {out} exists and is not a directory"
+    for flag, value in (("--grad-clip", "-1"), ("--min-lr-ratio", "2"), ("--warmup", "nan")):
+        assert cpt(["--corpus", str(tmp_path / "c.jsonl"), "--out", str(out), flag, value]) == 2
+        assert f"argument {flag}: must be" in capsys.readouterr().err  # a negative clip flips grads
+    with pytest.raises(UserError, match=r"--out .*/out/under cannot be written"):
+        with hold(out / "under"):
+            pass
+    assert out.read_text() == "mine"
 
 
 def test_option_losses_keep_only_the_answer_positions_yet_equal_the_full_computation(tmp_path):

@@ -65,7 +65,7 @@ FIXED = (
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    from core.cli import Parser, positive
+    from core.cli import Parser, positive, within
 
     p = Parser(prog="python -m train.ablate", description=__doc__.splitlines()[0])
     p.add_argument(
@@ -117,9 +117,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--tokens-per-step", type=positive(int), help="tokens per optimizer step")
     p.add_argument("--batch-size", type=positive(int), default=1)
     p.add_argument("--lr", type=positive(float), default=2e-5)
-    p.add_argument("--min-lr-ratio", type=float, default=0.1)
-    p.add_argument("--warmup", type=float, default=0.03)
-    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--min-lr-ratio", type=within(float, 0, 1), default=0.1)
+    p.add_argument("--warmup", type=within(float, 0), default=0.03)
+    p.add_argument("--weight-decay", type=within(float, 0), default=0.1)
     p.add_argument("--boundaries", action="store_true")
     p.add_argument("--precision", choices=["auto", "bf16", "fp32"], default="auto")
     p.add_argument("--gradient-checkpointing", action="store_true")
@@ -180,7 +180,12 @@ def _check_settings(out: Path, args: argparse.Namespace) -> None:
     path = out / "ablation.json"
     settings = _settings(args)
     if path.exists():
-        earlier = json.loads(path.read_text())["settings"]
+        try:
+            earlier = json.loads(path.read_text())["settings"]
+        except (ValueError, KeyError, TypeError):
+            earlier = None
+        if not isinstance(earlier, dict):
+            raise UserError(f"{path} is damaged (no settings to compare); use another --out")
         for name, corpus in (earlier.get("corpus") or {}).items():
             if settings["corpus"].get(name) != corpus:
                 raise UserError(

@@ -33,7 +33,7 @@ FINAL = "final"
 
 def add_flags(p: argparse.ArgumentParser, batch_size: int, weight_decay: float) -> None:
     """The flags of the loop itself, the same in train.cpt and train.sft."""
-    from core.cli import positive
+    from core.cli import positive, within
 
     p.add_argument(
         "--model", default="embedded", help="'embedded', a local folder, or a hub id (with network)"
@@ -46,17 +46,22 @@ def add_flags(p: argparse.ArgumentParser, batch_size: int, weight_decay: float) 
     )
     p.add_argument("--max-steps", type=positive(int), help="optimizer steps (overrides --epochs)")
     p.add_argument("--lr", type=positive(float), default=2e-5)
-    p.add_argument("--min-lr-ratio", type=float, default=0.1, help="cosine decays to lr x this")
     p.add_argument(
-        "--warmup", type=float, default=0.03, help="warmup steps, or a fraction of the steps if < 1"
+        "--min-lr-ratio", type=within(float, 0, 1), default=0.1, help="cosine decays to lr x this"
+    )
+    p.add_argument(
+        "--warmup",
+        type=within(float, 0),
+        default=0.03,
+        help="warmup steps, or a fraction of the steps if < 1",
     )
     p.add_argument(
         "--weight-decay",
-        type=float,
+        type=within(float, 0),
         default=weight_decay,
         help=f"on matrices only (default {weight_decay})",
     )
-    p.add_argument("--grad-clip", type=float, default=1.0)
+    p.add_argument("--grad-clip", type=within(float, 0), default=1.0, help="0 = off")
     p.add_argument("--eval-every", type=positive(int), default=100)
     p.add_argument("--save-every", type=positive(int), default=500)
     p.add_argument("--log-every", type=positive(int), default=10)
@@ -86,7 +91,7 @@ def add_flags(p: argparse.ArgumentParser, batch_size: int, weight_decay: float) 
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument(
         "--peak-flops",
-        type=float,
+        type=positive(float),
         help="accelerator peak FLOP/s for MFU (detected for common GPUs)",
     )
     p.add_argument(

@@ -83,7 +83,10 @@ def read_chats(path: str | Path) -> list[list[dict]]:
         pair = isinstance(record, dict) and record.get("instruction") and record.get("response")
         if messages is None and pair:
             messages = as_chat(record)["messages"]
-        if not messages or messages[-1].get("role") != "assistant":
+        well_formed = isinstance(messages, list) and all(
+            isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages
+        )
+        if not (well_formed and messages and messages[-1].get("role") == "assistant"):
             raise UserError(
                 f"{path}: line {number} has neither 'messages' ending in an assistant "
                 "turn nor 'instruction' and 'response'"

@@ -30,7 +30,7 @@ from graph.instruct.nodes import METHOD
 from graph.manifest import exit_status, summarize, terminate, write_manifest
 from graph.servers import embedded_model
 from graph.session import Job, open_run, prepare_run_dir
-from graph.settings import LOOP, SERVERS, InstructSettings
+from graph.settings import LOOP, SERVERS, InstructSettings, check_ranges
 
 # The InstructSettings fields the command line sets (their defaults and help come from the
 # dataclass); the rest of the document graph's settings do not apply to instructions.
@@ -102,6 +102,7 @@ def check(settings: InstructSettings, max_failures: int) -> None:
             "--threshold and --paraphrase-threshold are cosine similarities in (0, 1]; "
             "--drift-threshold in [0, --paraphrase-threshold)"
         )
+    check_ranges(settings)
     counts = {
         "--evolve-rounds": settings.evolve_rounds,
         "--recall-k": settings.recall_k,
@@ -124,12 +125,9 @@ def settings_from(args: argparse.Namespace) -> tuple[InstructSettings, Job, list
     input, reported before anything starts."""
     sources = read_sources(args.corpus)
     out = args.out or f"{str(args.corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
-    if (
-        Path(out).resolve() == source_path(args.corpus).resolve().parent
-        and Path(args.corpus).is_dir()
-    ):
+    if Path(out).resolve() == source_path(args.corpus).resolve().parent:
         raise UserError(
-            "--out must not be the source run directory (the instruction memory is its own)"
+            "--out must not be the source corpus's folder (the instruction memory is its own)"
         )
     settings = InstructSettings(
         **field_values(InstructSettings, args, FLAGS),
