@@ -78,7 +78,10 @@ def pack(corpora: dict[str, str], parts: int, seed: int, prefix: str, out: Path)
         raise UserError(f"--parts must be 1 to {min(26, len(docs))} for {len(docs)} documents")
     random.Random(seed).shuffle(docs)
     readers = out / "readers"
-    readers.mkdir(parents=True)
+    try:
+        readers.mkdir(parents=True)
+    except OSError as e:
+        raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
     key, first = {}, 0
     for part in range(parts):
         size = len(docs) // parts + (part < len(docs) % parts)  # sizes differ by at most one

@@ -16,20 +16,40 @@ diverse than `--versus` (the direction from the report), per file and on the mea
 
 from __future__ import annotations
 
-import argparse
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from statistics import mean
 
 from benchmarks.quality_real import datatrove_passes
+from core.cli import Parser, run_command
+from core.errors import UserError
 from core.jsonl import read_jsonl
 from memory import quality
 from memory.embedder import default_embedder
 
+# The diversity metrics the issue counts (8): the near-duplicate and rejected-draft rows of a
+# report are about the gates, not the corpus's diversity.
+NOT_DIVERSITY = ("near_duplicates", "rejection_rate")
+
+
+def read_json(path: Path, what: str) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found ({what})") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: not a readable {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a {what}")
+    return data
+
 
 def run_row(root: Path) -> dict:
-    manifest = json.loads((root / "manifest.json").read_text())
+    manifest = read_json(root / "manifest.json", "run manifest")
+    if not isinstance(manifest.get("this_run"), dict):
+        raise UserError(f"{root}: its manifest has no 'this_run' counts (a finished run's)")
     records = read_jsonl(root / "corpus.jsonl") if (root / "corpus.jsonl").exists() else []
     gates = manifest.get("gates", {})
     tried = manifest["this_run"]["tried"] or 1
@@ -61,7 +81,7 @@ def run_row(root: Path) -> dict:
 
 def means(paths: list[Path]) -> dict:
     """The metrics.report of several seeds as one: each corpus's mean of each metric."""
-    reports = [json.loads(p.read_text()) for p in paths]
+    reports = [read_json(p, "metrics.report metrics.json") for p in paths]
     names = set.intersection(*(set(r["corpora"]) for r in reports))
     corpora = {}
     for name in sorted(names):
@@ -74,7 +94,11 @@ def means(paths: list[Path]) -> dict:
 
 
 def wins(report: dict, versus: str) -> dict[str, str]:
-    corpora, directions = report["corpora"], report["metrics"]
+    """Per corpus: on how many of the diversity metrics it is more diverse than `versus`."""
+    corpora = report.get("corpora") or {}
+    if versus not in corpora:
+        raise UserError(f"--versus {versus}: no such corpus (the report has {', '.join(corpora)})")
+    directions = {k: d for k, d in report["metrics"].items() if k not in NOT_DIVERSITY}
     out = {}
     for name, values in corpora.items():
         if name == versus or values.get("reference"):
@@ -91,27 +115,37 @@ def wins(report: dict, versus: str) -> dict[str, str]:
     return out
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None) -> int:
+    parser = Parser(prog="python -m benchmarks.gate_report", description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="*", type=Path)
     parser.add_argument(
         "--metrics", type=Path, nargs="+", help="metrics.report metrics.json files (one per seed)"
     )
     parser.add_argument("--versus", default="template")
-    args = parser.parse_args()
-    for root in args.runs:
-        print(json.dumps(run_row(root)), flush=True)
-    for path in args.metrics or []:
-        for name, line in wins(json.loads(path.read_text()), args.versus).items():
-            print(f"{path}: {name} ahead of {args.versus} on {line}")
-    if args.metrics and len(args.metrics) > 1:
-        report = means(args.metrics)
-        for name, values in report["corpora"].items():
-            shown = {k: round(v, 4) for k, v in values.items() if isinstance(v, float)}
-            print(f"mean over {len(args.metrics)}: {name} {json.dumps(shown)}")
-        for name, line in wins(report, args.versus).items():
-            print(f"mean over {len(args.metrics)}: {name} ahead of {args.versus} on {line}")
+
+    def command() -> int:
+        args = parser.parse_args(argv)
+        if not args.runs and not args.metrics:
+            raise UserError("give run directories, or --metrics METRICS.JSON...")
+        for root in args.runs:
+            print(json.dumps(run_row(root)), flush=True)
+        reports = {
+            path: read_json(path, "metrics.report metrics.json") for path in args.metrics or []
+        }
+        for path, report in reports.items():
+            for name, line in wins(report, args.versus).items():
+                print(f"{path}: {name} ahead of {args.versus} on {line}")
+        if len(reports) > 1:
+            report = means(list(reports))
+            for name, values in report["corpora"].items():
+                shown = {k: round(v, 4) for k, v in values.items() if isinstance(v, float)}
+                print(f"mean over {len(reports)}: {name} {json.dumps(shown)}")
+            for name, line in wins(report, args.versus).items():
+                print(f"mean over {len(reports)}: {name} ahead of {args.versus} on {line}")
+        return 0
+
+    return run_command(command)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

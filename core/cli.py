@@ -31,12 +31,15 @@ class Parser(argparse.ArgumentParser):
         raise UserError(message)
 
 
+NAMES = {int: "an integer", float: "a number"}
+
+
 def positive(kind):
     def check(text: str):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {NAMES[kind]}, got {text!r}") from None
         if value <= 0:
             raise argparse.ArgumentTypeError(f"must be positive, got {text}")
         return value
@@ -51,7 +54,7 @@ def within(kind, low: float, high: float = math.inf):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(f"expected {NAMES[kind]}, got {text!r}") from None
         if not low <= value <= high:
             bound = f"at least {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")

@@ -188,10 +188,15 @@ def test_decontaminate_cli_reports_per_corpus_and_writes_clean_copies(tmp_path, 
     ]
     assert decontaminate(["--corpus", f"gen={corpus}", "--out", str(out)]) == 2  # never overwritten
     assert decontaminate(["--corpus", f"gen{corpus}", "--out", str(tmp_path / "x")]) == 2
+    # a missing second corpus: nothing written for the first one either
+    both = ["--corpus", f"gen={corpus}", "--corpus", f"b={tmp_path / 'none.jsonl'}"]
+    assert decontaminate([*both, "--write-clean", "--out", str(tmp_path / "y")]) == 2
+    assert not (tmp_path / "y" / "gen.clean.jsonl").exists()
     errors = [x for x in capsys.readouterr().err.splitlines() if x.startswith("error:")]
     assert errors == [
         f"error: {out} already holds a report; choose another --out",
         f"error: --corpus takes NAME=PATH, got 'gen{corpus}'",
+        f"error: corpus not found: {tmp_path / 'none.jsonl'}",
     ]
 
 

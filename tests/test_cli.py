@@ -226,7 +226,7 @@ def bad_prompts(tmp_path):
 BAD = [
     (["--domain", "astrology"], "unknown domain 'astrology'"),
     (["--docs", "0"], "must be positive"),
-    (["--docs", "many"], "expected a int"),
+    (["--docs", "many"], "expected an integer, got 'many'"),
     (["--threshold", "1.5"], "cosine similarity in (0, 1]"),
     (["--threshold", "-0.2"], "must be positive"),
     (["--threshold", "nan"], "cosine similarity in (0, 1], got nan"),  # a gate never firing

@@ -423,3 +423,33 @@ def test_report_gives_the_flagged_share_of_every_corpus(tmp_path):
         "| Flagged: repetition (share) | 0.500 | 0.000 | 0.000 |"
         in (out / "metrics.md").read_text()
     )
+
+
+def test_gate_report_counts_the_eight_diversity_metrics_and_refuses_bad_files(tmp_path, capsys):
+    from benchmarks.gate_report import main as gate_report
+    from metrics.report import METRICS
+
+    directions = {
+        k: {"label": label, "higher_is_more_diverse": h} for k, (label, h) in METRICS.items()
+    }
+    # metasynth more diverse on every metric, including the two that are not diversity
+    better = {k: (2.0 if h else 1.0) for k, (_, h) in METRICS.items()}
+    worse = {k: (1.0 if h else 2.0) for k, (_, h) in METRICS.items()}
+    report = {"metrics": directions, "corpora": {"metasynth": better, "template": worse}}
+    paths = [tmp_path / "a.json", tmp_path / "b.json"]
+    for path in paths:
+        path.write_text(json.dumps(report))
+    assert gate_report(["--metrics", *map(str, paths)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[-1].startswith("mean over 2: metasynth ahead of template on 8 of 8 (task2vec, ")
+    (tmp_path / "broken.json").write_text("{")
+    for argv, message in (
+        (["--metrics", str(paths[0]), "--versus", "nosuch"], "--versus nosuch: no such corpus"),
+        (["--metrics", str(tmp_path / "none.json")], "none.json: not found"),
+        (["--metrics", str(tmp_path / "broken.json")], "broken.json: not a readable"),
+        ([str(tmp_path)], "manifest.json: not found (run manifest)"),
+        ([], "give run directories, or --metrics"),
+    ):
+        assert gate_report(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err

@@ -246,9 +246,16 @@ def test_bad_training_input(tmp_path, corpus, capsys):
     assert (
         evaluate(["--model", "embedded", "--tasks", "astrology", "--out", str(tmp_path / "z")]) == 2
     )
+    # refused before the model loads (a missing model is not what is reported)
+    scored = ["--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "z")]
+    assert evaluate([*scored, "--tasks", "fpb", "--task-file", "fbp=x.jsonl"]) == 2
+    assert evaluate([*scored, "--tasks", "", "--perplexity", str(tmp_path / "none.jsonl")]) == 2
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert err == [
         f"error: corpus not found: {tmp_path / 'none.jsonl'}",
         f"error: --resume: no checkpoint in {tmp_path / 'y' / 'checkpoints'}",
         "error: unknown task 'astrology' (available: fpb, pubmedqa)",
+        "error: unknown --task-file name 'fbp' (available: fpb, pubmedqa)",
+        f"error: --perplexity not found: {tmp_path / 'none.jsonl'}",
     ]
+    assert not (tmp_path / "z").exists()

@@ -80,6 +80,10 @@ def test_a_training_output_folder_is_named_as_such_not_as_a_tokenizer_problem(tm
         with pytest.raises(UserError, match=f"^{re.escape(missing)}: no such folder$"):
             resolve(missing)
     assert resolve("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
+    from train.realtext import tokenizer_of
+
+    with pytest.raises(UserError, match=r"^cannot load tokenizer '.*final': "):
+        tokenizer_of(str(tmp_path / "ckpt" / "final"))  # a config.json and no tokenizer files
 
 
 def test_a_task_without_its_data_names_where_it_looked_and_how_to_point_elsewhere(
@@ -152,6 +156,11 @@ def test_an_out_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
     out.write_text("mine")
     assert cpt(["--corpus", str(tmp_path / "c.jsonl"), "--out", str(out)]) == 2
     assert capsys.readouterr().err.strip() == f"error: --out {out} exists and is not a directory"
+    for flag in ("--validation", "--replay"):  # named as what they are, not as the corpus
+        extra = ["--replay-ratio", "0.5"] if flag == "--replay" else []
+        argv = ["--corpus", str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "o"), flag, "nope"]
+        assert cpt([*argv, *extra]) == 2
+        assert capsys.readouterr().err.strip().endswith(f"error: {flag} not found: nope")
     for flag, value in (("--grad-clip", "-1"), ("--min-lr-ratio", "2"), ("--warmup", "nan")):
         assert cpt(["--corpus", str(tmp_path / "c.jsonl"), "--out", str(out), flag, value]) == 2
         assert f"argument {flag}: must be" in capsys.readouterr().err  # a negative clip flips grads

@@ -91,9 +91,9 @@ def training_texts(args: argparse.Namespace) -> tuple[list[str], list[str]]:
     held_out = 0.0 if args.validation else args.held_out
     train, val = split(read_texts(args.corpus), held_out, args.seed)
     if args.validation:
-        val = read_texts(args.validation)
+        val = read_texts(args.validation, "--validation")
     if args.replay:
-        real = read_texts(args.replay)
+        real = read_texts(args.replay, "--replay")
         want = round(args.replay_ratio / (1 - args.replay_ratio) * len(train))
         train = train + random.Random(args.seed).sample(real, min(want, len(real)))
     return train, val

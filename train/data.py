@@ -18,13 +18,13 @@ from core.errors import UserError
 from core.jsonl import read_documents
 
 
-def read_records(path: str | Path) -> list[dict]:
+def read_records(path: str | Path, label: str = "corpus") -> list[dict]:
     """The records with non-blank `text` of a corpus: a JSONL file, or a run directory's corpus."""
-    return read_documents(path)
+    return read_documents(path, label)
 
 
-def read_texts(path: str | Path) -> list[str]:
-    return [r["text"] for r in read_records(path)]
+def read_texts(path: str | Path, label: str = "corpus") -> list[str]:
+    return [r["text"] for r in read_records(path, label)]
 
 
 def split(texts: list[str], held_out: float, seed: int) -> tuple[list[str], list[str]]:

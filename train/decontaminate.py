@@ -209,10 +209,11 @@ def main(argv: list[str] | None = None) -> int:
         with hold(out):
             if (out / "report.json").exists():
                 raise UserError(f"{out} already holds a report; choose another --out")
+            records_of = {name: read_records(path) for name, path in corpora.items()}  # all first
             sets = evaluation_sets(against)
             reports = []
             for name, path in corpora.items():
-                records = read_records(path)
+                records = records_of[name]
                 texts = [r["text"] for r in records]
                 reports.append(report(name, texts, sets, path))
                 if args.write_clean:

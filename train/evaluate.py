@@ -99,7 +99,7 @@ def perplexity_texts(source: str, split: str, limit: int | None) -> list[str]:
     if source in _datasets():
         texts = held_out_texts(source, None if split == "all" else split)
     else:
-        texts = read_texts(source)
+        texts = read_texts(source, "--perplexity")
     return texts[:limit]
 
 
@@ -298,16 +298,19 @@ def parse_args(argv: list[str] | None):
     if not plan.tasks and not plan.perplexity:
         raise UserError("nothing to evaluate: give --tasks and/or --perplexity")
     check_tasks(plan.tasks)
+    check_tasks(list(task_file), "--task-file name")
+    if plan.perplexity and plan.perplexity not in _datasets():
+        perplexity_texts(plan.perplexity, plan.split, plan.limit)  # a bad file: before the model
     return args, plan
 
 
-def check_tasks(names: list[str]) -> None:
+def check_tasks(names: list[str], what: str = "task") -> None:
     """Unknown task names fail before any model loads."""
     from train.tasks import TASKS
 
     unknown = [t for t in names if t not in TASKS]
     if unknown:
-        raise UserError(f"unknown task {unknown[0]!r} (available: {', '.join(TASKS)})")
+        raise UserError(f"unknown {what} {unknown[0]!r} (available: {', '.join(TASKS)})")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,12 +318,15 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _evaluate(args, plan: Plan) -> int:
+    out = Path(args.out)
+    try:  # before the scoring, not after it
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
     results = {"model": score(args.model, plan)}
     if args.baseline:
         results["baseline"] = score(args.baseline, plan)
     results["split"] = plan.describe()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     write_atomic(out / "results.json", json.dumps(results, indent=2).encode())
     write_atomic(out / "results.md", table(results).encode())
     print(table(results))

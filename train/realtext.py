@@ -74,7 +74,10 @@ def tokenizer_of(name: str):
 
     from agents.checkpoint import resolve
 
-    return AutoTokenizer.from_pretrained(resolve(name))
+    try:
+        return AutoTokenizer.from_pretrained(resolve(name))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load tokenizer {name!r}: {str(e).splitlines()[0]}") from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,12 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists():
             raise UserError(f"{out} exists; choose another --out")
         texts = documents(args.dataset, args.split)
+        tokenizer = tokenizer_of(args.tokenizer)  # a bad one fails before anything is written
         try:
             out.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(out, "".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
         except OSError as e:
-            raise UserError(f"cannot write {out}: {e.strerror}") from None
-        tokenizer = tokenizer_of(args.tokenizer)
+            raise UserError(f"cannot write {out}: {e.strerror} ({e.filename})") from None
         print(
             f"{out}: {len(texts)} documents, {count_tokens(texts, tokenizer)} tokens "
             f"({args.dataset}, {args.split} half)"
