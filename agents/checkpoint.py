@@ -9,7 +9,7 @@ import os
 import threading
 from pathlib import Path
 
-from agents.tokens import CACHE, check_local, embedded_gguf
+from agents.tokens import CACHE, embedded_gguf, local_or_hub
 from core.errors import UserError
 
 EMBEDDED = "embedded"
@@ -46,6 +46,7 @@ def resolve(name: str) -> str:
     """A path or hub id that from_pretrained accepts."""
     if name == EMBEDDED:
         return str(embedded_checkpoint())
+    name = local_or_hub(name)
     if Path(name).exists():
         folder = Path(name)
         if folder.is_dir() and not (folder / "config.json").exists():
@@ -56,7 +57,6 @@ def resolve(name: str) -> str:
                 )
             raise UserError(f"{name} is not a model folder (no config.json)")
         return name
-    check_local(name)
     if os.environ.get("HF_HUB_OFFLINE") == "1" and "/" not in name:
         raise UserError(f"model {name!r} is neither a local folder nor a hub id")
     return name

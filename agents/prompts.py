@@ -196,6 +196,8 @@ def load_domain(name: str, override: Path | None = None) -> tuple[Domain, str]:
 
 
 def _fragments_file(path: Path) -> dict[str, str]:
+    if not path.is_file():
+        raise UserError(f"{path} is not a file")
     try:
         data = yaml.safe_load(read_text(path)) or {}
     except yaml.YAMLError as e:
@@ -216,7 +218,7 @@ def load_fragments(override: Path | None = None) -> dict[str, str]:
     placeholders."""
     base = _fragments_file(PROMPTS_DIR / f"{FRAGMENTS}.yaml")
     own = override / f"{FRAGMENTS}.yaml" if override else None
-    if own is not None and own.is_file():
+    if own is not None and own.exists():
         mine = _fragments_file(own)
         if unknown := sorted(set(mine) - set(base)):
             raise UserError(

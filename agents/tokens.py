@@ -30,14 +30,17 @@ def embedded_gguf() -> Path:
     return found[0]
 
 
-@lru_cache(maxsize=4)
-def check_local(name: str) -> None:
-    """A name that can only be a local path (a hub id is NAME or OWNER/NAME) must exist: otherwise
-    the hub's "Repo id must be in the form ..." would answer for a mistyped folder."""
-    if not Path(name).exists() and (name.startswith(("/", ".", "~")) or name.count("/") > 1):
+def local_or_hub(name: str) -> str:
+    """`name` with ~ expanded. One that can only be a local path (a hub id is NAME or OWNER/NAME)
+    must exist: otherwise the hub's "Repo id must be in the form ..." answers for a mistyped
+    folder."""
+    path = os.path.expanduser(name)
+    if not Path(path).exists() and (path.startswith(("/", ".")) or path.count("/") > 1):
         raise UserError(f"{name}: no such folder")
+    return path
 
 
+@lru_cache(maxsize=4)
 def load_tokenizer(name: str = EMBEDDED):
     """A transformers tokenizer: 'embedded' (read once from the GGUF, then cached as a normal
     tokenizer folder), a local path, or a hub id already in the local cache (offline)."""
@@ -54,9 +57,8 @@ def load_tokenizer(name: str = EMBEDDED):
                 tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
                 tok.save_pretrained(str(cached))
             return AutoTokenizer.from_pretrained(str(cached))
-        check_local(name)
         try:
-            return AutoTokenizer.from_pretrained(name, trust_remote_code=False)
+            return AutoTokenizer.from_pretrained(local_or_hub(name), trust_remote_code=False)
         except (OSError, ValueError) as e:
             raise UserError(
                 f"cannot load tokenizer {name!r} offline: {str(e).splitlines()[0]}"

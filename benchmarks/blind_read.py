@@ -27,7 +27,7 @@ from collections.abc import Container
 from pathlib import Path
 
 from benchmarks.shares import share
-from core.cli import Parser, positive, run_command
+from core.cli import Parser, make_dir, positive, run_command
 from core.errors import UserError
 from core.jsonl import read_documents
 
@@ -78,10 +78,7 @@ def pack(corpora: dict[str, str], parts: int, seed: int, prefix: str, out: Path)
         raise UserError(f"--parts must be 1 to {min(26, len(docs))} for {len(docs)} documents")
     random.Random(seed).shuffle(docs)
     readers = out / "readers"
-    try:
-        readers.mkdir(parents=True)
-    except OSError as e:
-        raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
+    make_dir(readers)
     key, first = {}, 0
     for part in range(parts):
         size = len(docs) // parts + (part < len(docs) % parts)  # sizes differ by at most one

@@ -46,6 +46,14 @@ def read_json(path: Path, what: str) -> dict:
     return data
 
 
+def read_report(path: Path) -> dict:
+    """A metrics.report metrics.json: its `metrics` and `corpora`."""
+    report = read_json(path, "metrics.report metrics.json")
+    if not (isinstance(report.get("metrics"), dict) and isinstance(report.get("corpora"), dict)):
+        raise UserError(f"{path}: not a metrics.report metrics.json (no 'metrics' and 'corpora')")
+    return report
+
+
 def run_row(root: Path) -> dict:
     manifest = read_json(root / "manifest.json", "run manifest")
     if not isinstance(manifest.get("this_run"), dict):
@@ -81,7 +89,7 @@ def run_row(root: Path) -> dict:
 
 def means(paths: list[Path]) -> dict:
     """The metrics.report of several seeds as one: each corpus's mean of each metric."""
-    reports = [read_json(p, "metrics.report metrics.json") for p in paths]
+    reports = [read_report(p) for p in paths]
     names = set.intersection(*(set(r["corpora"]) for r in reports))
     corpora = {}
     for name in sorted(names):
@@ -127,11 +135,9 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(argv)
         if not args.runs and not args.metrics:
             raise UserError("give run directories, or --metrics METRICS.JSON...")
+        reports = {path: read_report(path) for path in args.metrics or []}  # before the runs' work
         for root in args.runs:
             print(json.dumps(run_row(root)), flush=True)
-        reports = {
-            path: read_json(path, "metrics.report metrics.json") for path in args.metrics or []
-        }
         for path, report in reports.items():
             for name, line in wins(report, args.versus).items():
                 print(f"{path}: {name} ahead of {args.versus} on {line}")

@@ -8,6 +8,7 @@ import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import MISSING, fields
+from pathlib import Path
 
 from core.errors import UserError, exit_code
 
@@ -26,6 +27,16 @@ def run_command(command: Callable[[], int], tokenizer_threads: bool = True) -> i
     return exit_code(command)
 
 
+def make_dir(path: Path, flag: str = "--out") -> None:
+    """Make an output folder and its parents, or say in one line (UserError) why it cannot be."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        blocker = next((p for p in (path, *path.parents) if p.is_file()), None)
+        why = f"{blocker} is a file" if blocker else e.strerror
+        raise UserError(f"{flag} {path} cannot be made: {why}") from None
+
+
 class Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + message otherwise)
         raise UserError(message)
@@ -34,33 +45,38 @@ class Parser(argparse.ArgumentParser):
 NAMES = {int: "an integer", float: "a number"}
 
 
-def positive(kind):
-    def check(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {NAMES[kind]}, got {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-        return value
-
-    return check
-
-
-def within(kind, low: float, high: float = math.inf):
-    """An argparse type: a `kind` in [low, high]; NaN is refused (it passes every comparison)."""
+def bounded(kind: type, low: float, high: float = math.inf, low_open: bool = False):
+    """An argparse type: a finite `kind` in [low, high] ((low, high] with `low_open`). NaN fails
+    every comparison, so `value <= low` alone would let it through: it is refused, as is inf."""
 
     def check(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {NAMES[kind]}, got {text!r}") from None
-        if not low <= value <= high:
-            bound = f"at least {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
+        above = low < value if low_open else low <= value
+        if not (above and value <= high and math.isfinite(value)):
+            if low_open and high == math.inf and low == 0:
+                raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+            bound = (
+                f"a finite number at least {low:g}"
+                if high == math.inf
+                else f"in {'(' if low_open else '['}{low:g}, {high:g}]"
+            )
             raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
         return value
 
     return check
+
+
+def positive(kind: type):
+    """An argparse type: a finite `kind` above 0."""
+    return bounded(kind, 0, low_open=True)
+
+
+def within(kind: type, low: float, high: float = math.inf):
+    """An argparse type: a finite `kind` in [low, high]."""
+    return bounded(kind, low, high)
 
 
 _TYPES = {"str": str, "int": int, "float": float, "bool": bool}

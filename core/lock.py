@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from core.cli import make_dir
 from core.errors import UserError
 
 LOCK = ".lock"
@@ -40,16 +41,8 @@ def hold(folder: str | Path, wait: float = 0.0) -> Iterator[Path]:
     after `wait` seconds."""
     folder = Path(folder)
     path = folder / LOCK
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:  # --out is a file, or under one, or not writable
-        what = (
-            "exists and is not a directory"
-            if folder.is_file()
-            else f"cannot be written ({e.strerror})"
-        )
-        raise UserError(f"--out {folder} {what}") from None
+    make_dir(folder)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     deadline = time.monotonic() + wait
     try:
         while True:

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from agents.instruction import as_chat
-from core.cli import Parser, run_command
+from core.cli import Parser, make_dir, run_command
 from core.errors import UserError
 from core.jsonl import read_jsonl, write_atomic
 from core.rundir import CORPUS, INSTRUCTIONS, RunDir
@@ -48,7 +48,11 @@ def as_dataset(records: list[dict]):
     keys = list(dict.fromkeys(k for r in records for k in r))
     try:
         return Dataset.from_list([{k: r.get(k) for k in keys} for r in records])
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as e:  # a column of mixed types (edited by hand)
+    except (
+        pa.ArrowInvalid,
+        pa.ArrowTypeError,
+        OverflowError,
+    ) as e:  # a column of mixed types (edited by hand)
         raise UserError(f"the records do not fit one table: {e}; export --format jsonl") from None
 
 
@@ -57,10 +61,7 @@ def export(run_dir: Path, fmt: str, out: Path) -> int:
         raise UserError(f"{out} already exists; choose another --out")
     records = load(run_dir)
     dataset = as_dataset(records) if fmt != "jsonl" else None
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"cannot write {out}: {e.strerror} ({out.parent})") from None
+    make_dir(out.parent, f"--out {out}: its folder")
     if fmt == "hf":
         dataset.save_to_disk(str(out))
     elif fmt == "parquet":

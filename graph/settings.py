@@ -19,8 +19,10 @@ conductor's, no out_dir writes to runs/<domain>.
 from __future__ import annotations
 
 import math
+from argparse import ArgumentTypeError
 from dataclasses import asdict, dataclass, field
 
+from core.cli import bounded
 from core.errors import UserError
 from memory.store import DEFAULT_THRESHOLD
 
@@ -30,26 +32,33 @@ SERVERS, LOOP = "servers", "the loop"  # the command line's argument groups
 # docs/instruct.md has the similarities of kept steps); one this far from it is another instruction.
 DEFAULT_PARAPHRASE_THRESHOLD = 0.97
 DEFAULT_DRIFT_THRESHOLD = 0.5
-# The float settings' meaningful ranges (closed): a server takes a negative temperature or min_p
-# 2 without a word, and NaN passes every comparison a gate makes.
+# The float settings' meaningful ranges, [low, high] ((low, high] where marked): a server takes a
+# negative temperature or min_p 2 without a word, and NaN passes a gate's every comparison.
 RANGES = {
-    "temperature": (0.0, math.inf),
-    "expert_temperature": (0.0, math.inf),
-    "repeat_penalty": (0.0, math.inf),
-    "dry_multiplier": (0.0, math.inf),
-    "min_p": (0.0, 1.0),
-    "min_expert_share": (0.0, 1.0),
-    "threshold": (0.0, 1.0),
+    "temperature": (0.0, math.inf, False),
+    "expert_temperature": (0.0, math.inf, False),
+    "repeat_penalty": (0.0, math.inf, True),
+    "dry_multiplier": (0.0, math.inf, False),
+    "min_p": (0.0, 1.0, False),
+    "min_expert_share": (0.0, 1.0, False),
+    "threshold": (0.0, 1.0, True),
 }
 
 
-def check_ranges(settings) -> None:
-    """One line (UserError) for the first float setting outside its range, NaN included."""
-    for name, (low, high) in RANGES.items():
+def check_ranges(settings: object) -> None:
+    """One line (UserError) for the first float setting outside its range, NaN included: the
+    command line's own check (core.cli.bounded), for settings made in Python too (graph.api)."""
+    for name, (low, high, low_open) in RANGES.items():
         value = getattr(settings, name, None)
-        if value is not None and not (low <= value <= high and math.isfinite(value)):
-            bound = f"at least {low:g}" if high == math.inf else f"in [{low:g}, {high:g}]"
-            raise UserError(f"--{name.replace('_', '-')} must be {bound}, got {value}")
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"{flag} must be a number, got {value!r}")
+        try:
+            bounded(float, low, high, low_open)(repr(float(value)))
+        except ArgumentTypeError as e:
+            raise UserError(f"{flag} {e}") from None
 
 
 def setting(default, doc: str, **cli):

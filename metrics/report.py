@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cli import Parser, positive, run_command
+from core.cli import Parser, make_dir, positive, run_command, within
 from core.errors import UserError
 from core.jsonl import write_atomic
 from memory import quality
@@ -102,7 +102,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     t2v.add_argument("--t2v-max-tokens", type=positive(int), default=128)
     t2v.add_argument(
         "--t2v-steps",
-        type=positive(int),
+        type=within(int, 0),
         default=2,
         help="Adam steps on the head per batch (default 2)",
     )
@@ -352,10 +352,7 @@ def run(args: argparse.Namespace) -> int:
 
         console.log(f"loading the Task2Vec probe ({args.probe})")
         probe = Probe(args.probe)
-    try:  # before minutes of work, not after them
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
+    make_dir(out)  # before minutes of work, not after them
     started = time.perf_counter()
     from metrics import lexical
 

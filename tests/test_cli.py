@@ -194,7 +194,7 @@ def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
         ([str(run), "--format", "parquet", "--out", str(tmp_path / "c.parquet")], "one table"),
         (
             [str(run), "--format", "jsonl", "--out", str(tmp_path / "afile" / "c.jsonl")],
-            "cannot write",
+            "its folder cannot be made",
         ),
         (
             [str(instructions), "--format", "jsonl", "--out", str(tmp_path / "i.jsonl")],
@@ -230,10 +230,10 @@ BAD = [
     (["--threshold", "1.5"], "cosine similarity in (0, 1]"),
     (["--threshold", "-0.2"], "must be positive"),
     (["--threshold", "nan"], "cosine similarity in (0, 1], got nan"),  # a gate never firing
-    (["--temperature", "-1"], "--temperature must be at least 0, got -1.0"),
-    (["--expert-temperature", "nan"], "--expert-temperature must be at least 0, got nan"),
+    (["--temperature", "-1"], "--temperature must be a finite number at least 0, got -1.0"),
+    (["--expert-temperature", "nan"], "--expert-temperature must be a finite number at least 0"),
     (["--min-p", "2"], "--min-p must be in [0, 1], got 2.0"),
-    (["--dry-multiplier", "-1"], "--dry-multiplier must be at least 0"),
+    (["--dry-multiplier", "-1"], "--dry-multiplier must be a finite number at least 0"),
     (["--min-expert-share", "1.5"], "--min-expert-share must be in [0, 1]"),
     (["--max-rounds", "0"], "must be positive"),
     (["--recall-k", "-1"], "cannot be negative"),

@@ -59,3 +59,20 @@ def test_run_dir_names_every_file_and_finds_an_instruction_run(tmp_path):
     (tmp_path / CORPUS).write_text("")
     assert RunDir.find(tmp_path).records == tmp_path / CORPUS
     assert is_run_file(run.rejects) and not is_run_file(tmp_path / "fpb.jsonl")
+
+
+def test_number_flags_refuse_nan_and_infinity():
+    import argparse
+
+    from core.cli import positive, within
+
+    for check, text in (
+        (positive(float), "nan"),
+        (positive(float), "inf"),
+        (within(float, 0), "inf"),
+    ):
+        with pytest.raises(argparse.ArgumentTypeError):
+            check(text)  # NaN fails every comparison: a plain `value <= 0` lets it through
+    assert within(int, 0)("0") == 0 and within(float, 0, 1)("1") == 1.0
+    with pytest.raises(argparse.ArgumentTypeError, match=r"must be in \[0, 1\], got 2"):
+        within(float, 0, 1)("2")

@@ -402,11 +402,11 @@ def test_cli_writes_a_set_a_manifest_and_refuses_to_overwrite(
         ([*common, "--evolve-rounds", "-1", "--resume"], "cannot be negative"),
         (
             ["--corpus", str(source), "--out", str(source), "--base-url", instruct_server],
-            "source corpus's folder",
+            "source run directory",
         ),
         (  # the corpus file named instead of its run: the same folder, refused the same way
             ["--corpus", str(source / "corpus.jsonl"), "--out", str(source)],
-            "source corpus's folder",
+            "source run directory",
         ),
     ):
         assert instruct_main(bad) == 2 and message in capsys.readouterr().err

@@ -350,16 +350,23 @@ BAD = [
     (["GOOD", "--t2v-batch-size", "20"], "Task2Vec: 30 documents make fewer than 2 batches of 20"),
     (["LATIN1"], "not UTF-8"),
     (["NOTEXT"], "line 1 has no 'text'"),
-    (["GOOD", "--t2v-steps", "-3"], "must be positive"),
+    (["GOOD", "--t2v-steps", "-3"], "must be a finite number at least 0"),
 ]
 
 
-def test_an_out_under_a_file_is_refused_before_the_work(tmp_path, capsys):
+def test_an_out_under_a_file_is_refused_before_the_work(tmp_path, capsys, monkeypatch):
+    import metrics.report
+
+    def work(*args, **kwargs):
+        raise AssertionError("measured before --out was checked")
+
+    monkeypatch.setattr(metrics.report, "measure", work)
     (tmp_path / "afile").write_text("mine")
     good = write_corpus(tmp_path / "good.jsonl", fpb(30))
     assert main([good, "--no-task2vec", "--out", str(tmp_path / "afile" / "report")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith(f"error: --out {tmp_path / 'afile' / 'report'} cannot be written")
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    afile = tmp_path / "afile"
+    assert err == [f"error: --out {afile / 'report'} cannot be made: {afile} is a file"]
     assert (tmp_path / "afile").read_text() == "mine"
 
 
@@ -443,10 +450,12 @@ def test_gate_report_counts_the_eight_diversity_metrics_and_refuses_bad_files(tm
     out = capsys.readouterr().out.splitlines()
     assert out[-1].startswith("mean over 2: metasynth ahead of template on 8 of 8 (task2vec, ")
     (tmp_path / "broken.json").write_text("{")
+    (tmp_path / "run.json").write_text('{"this_run": {}, "corpora": {}}')  # a manifest, say
     for argv, message in (
         (["--metrics", str(paths[0]), "--versus", "nosuch"], "--versus nosuch: no such corpus"),
         (["--metrics", str(tmp_path / "none.json")], "none.json: not found"),
         (["--metrics", str(tmp_path / "broken.json")], "broken.json: not a readable"),
+        (["--metrics", str(tmp_path / "run.json")], "not a metrics.report metrics.json"),
         ([str(tmp_path)], "manifest.json: not found (run manifest)"),
         ([], "give run directories, or --metrics"),
     ):

@@ -104,7 +104,8 @@ def test_a_file_that_is_not_utf8_is_one_line_naming_it(tmp_path, name):
         load_prompts("finance", tmp_path)
 
 
-def test_a_folder_named_like_a_prompt_file_is_an_error_not_ignored(tmp_path):
-    (tmp_path / "task.md").mkdir()
-    with pytest.raises(UserError, match=r"task.md is not a file"):
+@pytest.mark.parametrize("name", ["task.md", "fragments.yaml"])
+def test_a_folder_named_like_a_prompt_file_is_an_error_not_ignored(tmp_path, name):
+    (tmp_path / name).mkdir()
+    with pytest.raises(UserError, match=rf"{name} is not a file"):
         load_prompts("finance", tmp_path)

@@ -446,7 +446,7 @@ def test_blind_reading_hides_the_corpus_and_counts_each_corpus_by_its_readers(tm
     (tmp_path / "dup.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
     for argv, says in [
         (["pack", *flags, "--out", str(out)], "not an empty folder"),
-        (["pack", *flags, "--out", str(tmp_path / "stray.txt" / "p")], "cannot be written"),
+        (["pack", *flags, "--out", str(tmp_path / "stray.txt" / "p")], "stray.txt is a file"),
         (["pack", *flags, "--parts", "8", "--out", str(tmp_path / "p8")], "--parts must be"),
         (["pack", f"d={tmp_path / 'dup.jsonl'}", "--out", str(tmp_path / "pd")], "occurs twice"),
         ([*score[:2], str(tmp_path / "stray.txt")], "Z999 is in no key"),

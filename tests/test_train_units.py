@@ -76,7 +76,7 @@ def test_a_training_output_folder_is_named_as_such_not_as_a_tokenizer_problem(tm
         resolve(str(tmp_path))
     assert resolve(str(tmp_path / "ckpt" / "final")) == str(tmp_path / "ckpt" / "final")
     # a mistyped path is named as one, not as a malformed hub id; OWNER/NAME stays a hub id
-    for missing in ("ckpt/finance/final", str(tmp_path / "nope"), "./nope"):
+    for missing in ("ckpt/finance/final", str(tmp_path / "nope"), "./nope", "~/nope-x7"):
         with pytest.raises(UserError, match=f"^{re.escape(missing)}: no such folder$"):
             resolve(missing)
     assert resolve("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB/SmolLM2-135M"
@@ -155,7 +155,7 @@ def test_an_out_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
     out = tmp_path / "out"
     out.write_text("mine")
     assert cpt(["--corpus", str(tmp_path / "c.jsonl"), "--out", str(out)]) == 2
-    assert capsys.readouterr().err.strip() == f"error: --out {out} exists and is not a directory"
+    assert capsys.readouterr().err.strip() == f"error: --out {out} cannot be made: {out} is a file"
     for flag in ("--validation", "--replay"):  # named as what they are, not as the corpus
         extra = ["--replay-ratio", "0.5"] if flag == "--replay" else []
         argv = ["--corpus", str(tmp_path / "c.jsonl"), "--out", str(tmp_path / "o"), flag, "nope"]
@@ -164,10 +164,16 @@ def test_an_out_that_is_a_file_is_one_line_and_left_alone(tmp_path, capsys):
     for flag, value in (("--grad-clip", "-1"), ("--min-lr-ratio", "2"), ("--warmup", "nan")):
         assert cpt(["--corpus", str(tmp_path / "c.jsonl"), "--out", str(out), flag, value]) == 2
         assert f"argument {flag}: must be" in capsys.readouterr().err  # a negative clip flips grads
-    with pytest.raises(UserError, match=r"--out .*/out/under cannot be written"):
+    with pytest.raises(UserError, match=r"--out .*/out/under cannot be made: .*/out is a file$"):
         with hold(out / "under"):
             pass
     assert out.read_text() == "mine"
+
+
+def test_a_tokenizer_is_loaded_once_per_name():
+    from agents.tokens import load_tokenizer
+
+    assert load_tokenizer() is load_tokenizer()  # count_tokens calls it once per document
 
 
 def test_option_losses_keep_only_the_answer_positions_yet_equal_the_full_computation(tmp_path):

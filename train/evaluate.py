@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core.cli import run_command
+from core.cli import make_dir, run_command
 from core.errors import UserError
 from core.jsonl import write_atomic
 from core.splits import EVALUATION
@@ -319,10 +319,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _evaluate(args, plan: Plan) -> int:
     out = Path(args.out)
-    try:  # before the scoring, not after it
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise UserError(f"--out {out} cannot be written ({e.strerror})") from None
+    make_dir(out)  # before the scoring, not after it
     results = {"model": score(args.model, plan)}
     if args.baseline:
         results["baseline"] = score(args.baseline, plan)

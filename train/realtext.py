@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from core.cli import run_command
+from core.cli import make_dir, run_command
 from core.errors import UserError
 from core.jsonl import write_atomic
 from core.splits import SPLITS, record_text, select
@@ -96,11 +96,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{out} exists; choose another --out")
         texts = documents(args.dataset, args.split)
         tokenizer = tokenizer_of(args.tokenizer)  # a bad one fails before anything is written
+        make_dir(out.parent, f"--out {out}: its folder")
         try:
-            out.parent.mkdir(parents=True, exist_ok=True)
             write_atomic(out, "".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
         except OSError as e:
-            raise UserError(f"cannot write {out}: {e.strerror} ({e.filename})") from None
+            raise UserError(f"cannot write {out}: {e.strerror}") from None
         print(
             f"{out}: {len(texts)} documents, {count_tokens(texts, tokenizer)} tokens "
             f"({args.dataset}, {args.split} half)"

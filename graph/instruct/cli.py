@@ -24,7 +24,7 @@ from agents.instruction import GRAMMARS, load_instruct_prompts
 from agents.prompts import grammar_samples
 from core.cli import Parser, add_fields, field_values, positive, run_command
 from core.errors import UserError
-from core.rundir import INSTRUCTIONS, RunDir
+from core.rundir import CORPUS, INSTRUCTIONS, RunDir
 from graph.instruct.memory import build_instruct_run, read_sources, source_path
 from graph.instruct.nodes import METHOD
 from graph.manifest import exit_status, summarize, terminate, write_manifest
@@ -125,9 +125,10 @@ def settings_from(args: argparse.Namespace) -> tuple[InstructSettings, Job, list
     input, reported before anything starts."""
     sources = read_sources(args.corpus)
     out = args.out or f"{str(args.corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
-    if Path(out).resolve() == source_path(args.corpus).resolve().parent:
+    source = source_path(args.corpus)
+    if source.name == CORPUS and Path(out).resolve() == source.resolve().parent:
         raise UserError(
-            "--out must not be the source corpus's folder (the instruction memory is its own)"
+            "--out must not be the source run directory (the instruction memory is its own)"
         )
     settings = InstructSettings(
         **field_values(InstructSettings, args, FLAGS),
