@@ -61,7 +61,7 @@ def export(run_dir: Path, fmt: str, out: Path) -> int:
         raise UserError(f"{out} already exists; choose another --out")
     records = load(run_dir)
     dataset = as_dataset(records) if fmt != "jsonl" else None
-    make_dir(out.parent, f"--out {out}: its folder")
+    make_dir(out.parent, "--out's folder")
     if fmt == "hf":
         dataset.save_to_disk(str(out))
     elif fmt == "parquet":

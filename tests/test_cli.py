@@ -194,7 +194,7 @@ def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
         ([str(run), "--format", "parquet", "--out", str(tmp_path / "c.parquet")], "one table"),
         (
             [str(run), "--format", "jsonl", "--out", str(tmp_path / "afile" / "c.jsonl")],
-            "its folder cannot be made",
+            "--out's folder",
         ),
         (
             [str(instructions), "--format", "jsonl", "--out", str(tmp_path / "i.jsonl")],
@@ -229,7 +229,7 @@ BAD = [
     (["--docs", "many"], "expected an integer, got 'many'"),
     (["--threshold", "1.5"], "cosine similarity in (0, 1]"),
     (["--threshold", "-0.2"], "must be positive"),
-    (["--threshold", "nan"], "cosine similarity in (0, 1], got nan"),  # a gate never firing
+    (["--threshold", "nan"], "must be positive, got nan"),  # a gate that never fires
     (["--temperature", "-1"], "--temperature must be a finite number at least 0, got -1.0"),
     (["--expert-temperature", "nan"], "--expert-temperature must be a finite number at least 0"),
     (["--min-p", "2"], "--min-p must be in [0, 1], got 2.0"),

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"{out} exists; choose another --out")
         texts = documents(args.dataset, args.split)
         tokenizer = tokenizer_of(args.tokenizer)  # a bad one fails before anything is written
-        make_dir(out.parent, f"--out {out}: its folder")
+        make_dir(out.parent, "--out's folder")
         try:
             write_atomic(out, "".join(json.dumps({"text": t}) + "\n" for t in texts).encode())
         except OSError as e:
