@@ -41,7 +41,7 @@ def read_jsonl(path: str | Path, committed: bool = False, field: str | None = "t
     for number, record in iter_jsonl(path, committed):
         if not isinstance(record, dict) or (field and not isinstance(record.get(field), str)):
             raise UserError(
-                f"{path}: line {number} has no {field!r} field of text"
+                f"{path}: line {number} has no {field!r} field holding text"
                 if field
                 else f"{path}: line {number} is not a JSON object"
             )
