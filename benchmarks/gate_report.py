@@ -87,9 +87,8 @@ def run_row(root: Path) -> dict:
     }
 
 
-def means(paths: list[Path]) -> dict:
+def means(reports: list[dict]) -> dict:
     """The metrics.report of several seeds as one: each corpus's mean of each metric."""
-    reports = [read_report(p) for p in paths]
     names = set.intersection(*(set(r["corpora"]) for r in reports))
     corpora = {}
     for name in sorted(names):
@@ -142,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, line in wins(report, args.versus).items():
                 print(f"{path}: {name} ahead of {args.versus} on {line}")
         if len(reports) > 1:
-            report = means(list(reports))
+            report = means(list(reports.values()))
             for name, values in report["corpora"].items():
                 shown = {k: round(v, 4) for k, v in values.items() if isinstance(v, float)}
                 print(f"mean over {len(reports)}: {name} {json.dumps(shown)}")

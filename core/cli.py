@@ -45,25 +45,30 @@ class Parser(argparse.ArgumentParser):
 NAMES = {int: "an integer", float: "a number"}
 
 
+def out_of_bounds(value: float, low: float, high: float = math.inf, low_open: bool = False):
+    """Why `value` is not a finite number in [low, high] ((low, high] with `low_open`), or None.
+    NaN fails every comparison, so `value <= low` alone would let it through: it is refused, as
+    is inf."""
+    above = low < value if low_open else low <= value
+    if above and value <= high and math.isfinite(value):
+        return None
+    if low_open and high == math.inf and low == 0:
+        return "must be positive"
+    if high == math.inf:
+        return f"must be a finite number at least {low:g}"
+    return f"must be in {'(' if low_open else '['}{low:g}, {high:g}]"
+
+
 def bounded(kind: type, low: float, high: float = math.inf, low_open: bool = False):
-    """An argparse type: a finite `kind` in [low, high] ((low, high] with `low_open`). NaN fails
-    every comparison, so `value <= low` alone would let it through: it is refused, as is inf."""
+    """An argparse type: a `kind` that is not `out_of_bounds`."""
 
     def check(text: str):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {NAMES[kind]}, got {text!r}") from None
-        above = low < value if low_open else low <= value
-        if not (above and value <= high and math.isfinite(value)):
-            if low_open and high == math.inf and low == 0:
-                raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-            bound = (
-                f"a finite number at least {low:g}"
-                if high == math.inf
-                else f"in {'(' if low_open else '['}{low:g}, {high:g}]"
-            )
-            raise argparse.ArgumentTypeError(f"must be {bound}, got {text}")
+        if why := out_of_bounds(value, low, high, low_open):
+            raise argparse.ArgumentTypeError(f"{why}, got {text}")
         return value
 
     return check

@@ -19,10 +19,9 @@ conductor's, no out_dir writes to runs/<domain>.
 from __future__ import annotations
 
 import math
-from argparse import ArgumentTypeError
 from dataclasses import asdict, dataclass, field
 
-from core.cli import bounded
+from core.cli import out_of_bounds
 from core.errors import UserError
 from memory.store import DEFAULT_THRESHOLD
 
@@ -33,7 +32,8 @@ SERVERS, LOOP = "servers", "the loop"  # the command line's argument groups
 DEFAULT_PARAPHRASE_THRESHOLD = 0.97
 DEFAULT_DRIFT_THRESHOLD = 0.5
 # The float settings' meaningful ranges, [low, high] ((low, high] where marked): a server takes a
-# negative temperature or min_p 2 without a word, and NaN passes a gate's every comparison.
+# negative temperature or min_p 2 without a word. (The novelty threshold has its own check in each
+# command, as a cosine similarity.)
 RANGES = {
     "temperature": (0.0, math.inf, False),
     "expert_temperature": (0.0, math.inf, False),
@@ -41,24 +41,21 @@ RANGES = {
     "dry_multiplier": (0.0, math.inf, False),
     "min_p": (0.0, 1.0, False),
     "min_expert_share": (0.0, 1.0, False),
-    "threshold": (0.0, 1.0, True),
 }
 
 
 def check_ranges(settings: object) -> None:
     """One line (UserError) for the first float setting outside its range, NaN included: the
-    command line's own check (core.cli.bounded), for settings made in Python too (graph.api)."""
-    for name, (low, high, low_open) in RANGES.items():
+    command line's own bounds (core.cli.out_of_bounds), for settings made in Python too."""
+    for name, bounds in RANGES.items():
         value = getattr(settings, name, None)
         if value is None:
             continue
         flag = "--" + name.replace("_", "-")
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise UserError(f"{flag} must be a number, got {value!r}")
-        try:
-            bounded(float, low, high, low_open)(repr(float(value)))
-        except ArgumentTypeError as e:
-            raise UserError(f"{flag} {e}") from None
+        if why := out_of_bounds(float(value), *bounds):
+            raise UserError(f"{flag} {why}, got {float(value)!r}")
 
 
 def setting(default, doc: str, **cli):
