@@ -34,7 +34,7 @@ from core.cli import positive
 from core.errors import UserError
 from core.jsonl import read_jsonl, repair_tail
 from core.lock import hold
-from core.rundir import RunDir
+from core.rundir import CORPUS, RunDir
 from graph.documents.seeds import SeedPicker, read_seed_docs
 from graph.servers import Endpoints, routers, serve
 from graph.settings import DocumentSettings, IclSettings
@@ -333,8 +333,10 @@ _studio_lock = threading.Lock()
 _studio_stack = ExitStack()
 
 
-def studio_run(settings, build=None) -> Run:
-    """The Run for Studio's `settings` (`build`: the graph's Run builder, as in open_run)."""
+def studio_run(settings, build=None, records: str = CORPUS) -> Run:
+    """The Run for Studio's `settings` (`build`: the graph's Run builder, as in open_run;
+    `records`: the file its graph commits to). A directory is checked as the command lines check
+    it before it is first opened: Studio appends to it, like --resume."""
     run = _studio_runs.get(settings)
     if run is not None:
         return run
@@ -347,7 +349,10 @@ def studio_run(settings, build=None) -> Run:
         directory, console = run_dir(settings), Console(stderr=True)
         first = _studio_dirs.get(directory)
         if first is None:
-            opened = open_run(settings, Job(), console, build=build)
+            prompts = prompts_for(settings)  # a bad prompt file or domain: before any folder
+            rundir = RunDir(directory, records)
+            prepare_run_dir(rundir, resume=True, overwrite=False)
+            opened = open_run(settings, Job(), console, build=build, prompts=prompts, rundir=rundir)
             run = _studio_dirs[directory] = _studio_stack.enter_context(opened)
         elif type(first.settings) is not type(settings):
             raise UserError(

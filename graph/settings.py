@@ -385,6 +385,15 @@ instructions."""
         choices=("auto", "flat", "ivf", "hnsw"),
     )
 
+    def directory(self) -> str:
+        """`out_dir`, or, when none is set, `<corpus>-instruct` beside the source: never the
+        source run directory, whose novelty memory holds documents, not instructions."""
+        return self.out_dir or instruct_out_dir(self.corpus)
+
+
+def instruct_out_dir(corpus: str) -> str:
+    return f"{str(corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
+
 
 # graph.run's --method: the graph that writes documents, and its settings.
 METHODS: dict[str, type] = {

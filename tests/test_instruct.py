@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from dataclasses import replace
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -22,14 +23,15 @@ from agents.instruction import (
     parse_evolved,
     parse_plan,
 )
+from core.errors import UserError
 from graph.export import main as export_main
 from graph.instruct.cli import evolution_stats
 from graph.instruct.cli import main as instruct_main
 from graph.instruct.graph import graph
-from graph.instruct.memory import read_sources
+from graph.instruct.memory import InstructRun, read_sources
 from graph.instruct.nodes import source_position
-from graph.session import run_dir
-from graph.settings import InstructSettings
+from graph.session import run_dir, studio_run
+from graph.settings import DocumentSettings, InstructSettings
 
 TOPICS = [
     "Northwind Bank's 2023 lending growth",
@@ -483,3 +485,33 @@ def test_sigkill_at_random_moments_then_resume(tmp_path, source, instruct_server
     assert [r["id"] for r in committed] == [f"finance-instr-{i:06d}" for i in range(target)]
     assert len({r["instruction"] for r in committed}) == target
     assert len(np.fromfile(out / "memory" / "embeddings.f32", dtype=np.float32)) == target * 384
+
+
+def test_studio_derives_its_folder_beside_the_source_and_refuses_a_corpus_run(source):
+    """Studio's form may leave out_dir empty: instructions go to <corpus>-instruct, as on the
+    command line, never into the source run (whose memory holds documents). A folder that holds a
+    corpus is refused before anything in it changes."""
+    assert InstructSettings(corpus=str(source)).directory() == f"{source}-instruct"
+    assert InstructSettings(corpus="runs/x.jsonl").directory() == "runs/x-instruct"
+    runtime = SimpleNamespace(context=InstructSettings(domain="finance"))
+    with pytest.raises(UserError, match="set corpus"):
+        InstructRun.of(runtime)
+    before = sorted(p.name for p in source.iterdir())
+    runtime.context = InstructSettings(domain="finance", corpus=str(source), out_dir=str(source))
+    with pytest.raises(UserError, match=r"holds another kind of run \(corpus.jsonl\)"):
+        InstructRun.of(runtime)
+    assert sorted(p.name for p in source.iterdir()) == before  # no lock, no memory folder
+
+
+def test_studio_refuses_to_write_documents_into_an_instruction_run(tmp_path):
+    """The document graph under Studio gets the command line's refusals too: a folder holding
+    instructions, or a file, is one line and stays as it was."""
+    out = tmp_path / "instruct"
+    out.mkdir()
+    (out / "instructions.jsonl").write_text('{"id": "finance-instr-000000", "text": "Explain."}\n')
+    with pytest.raises(UserError, match=r"holds another kind of run \(instructions.jsonl\)"):
+        studio_run(DocumentSettings(domain="finance", out_dir=str(out)))
+    assert [p.name for p in out.iterdir()] == ["instructions.jsonl"]
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="exists and is not a directory"):
+        studio_run(DocumentSettings(domain="finance", out_dir=str(tmp_path / "file")))

@@ -30,7 +30,7 @@ from graph.instruct.nodes import METHOD
 from graph.manifest import exit_status, summarize, terminate, write_manifest
 from graph.servers import embedded_model
 from graph.session import Job, open_run, prepare_run_dir
-from graph.settings import LOOP, SERVERS, InstructSettings, check_ranges
+from graph.settings import LOOP, SERVERS, InstructSettings, check_ranges, instruct_out_dir
 
 # The InstructSettings fields the command line sets (their defaults and help come from the
 # dataclass); the rest of the document graph's settings do not apply to instructions.
@@ -124,7 +124,7 @@ def settings_from(args: argparse.Namespace) -> tuple[InstructSettings, Job, list
     """The run's settings and its source documents, from its flags; an unreadable corpus is bad
     input, reported before anything starts."""
     sources = read_sources(args.corpus)
-    out = args.out or f"{str(args.corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
+    out = args.out or instruct_out_dir(args.corpus)
     source = source_path(args.corpus)
     if source.name == CORPUS and Path(out).resolve() == source.resolve().parent:
         raise UserError(

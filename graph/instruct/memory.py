@@ -4,11 +4,13 @@ and its Run (graph/session.py's, plus the instruct prompts and the sources)."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from agents.calls import Accounting
 from agents.instruction import InstructPrompts, load_instruct_prompts
 from agents.prompts import PromptSet
+from core.errors import UserError
 from core.jsonl import read_documents
 from core.rundir import CORPUS, INSTRUCTIONS
 from graph.servers import Endpoints, routers
@@ -60,7 +62,14 @@ class InstructRun(Run):
     @staticmethod
     def of(runtime) -> InstructRun:
         context = runtime.context
-        return context if isinstance(context, Run) else studio_run(context, build_instruct_run)
+        if isinstance(context, Run):
+            return context
+        if not context.corpus:
+            raise UserError(
+                "set corpus: the run directory or JSONL file to derive instructions from"
+            )
+        context = replace(context, out_dir=context.directory())  # Studio's form may leave it empty
+        return studio_run(context, build_instruct_run, INSTRUCTIONS)
 
 
 def build_instruct_run(
