@@ -13,7 +13,7 @@ and a key of the run's manifest. Each graph's settings hold exactly the fields i
                       the evolution's own fields
 
 Empty strings mean "the default": no base URL runs the embedded model, no expert model reuses the
-conductor's, no out_dir writes to runs/<domain>.
+conductor's, no out_dir writes to runs/<domain> (an instruction run: to <corpus>-instruct).
 """
 
 from __future__ import annotations
@@ -75,7 +75,10 @@ class Common:
 
     domain: str = setting("finance", "Domain vocabulary: prompts/domains/<domain>.yaml.")
     out_dir: str = setting(
-        "", "Run directory for the set and its memory/ (default runs/<domain>).", flag="--out"
+        "",
+        "Run directory for the set and its memory/ (default runs/<domain>; instructions: "
+        "<corpus>-instruct).",
+        flag="--out",
     )
     prompts_dir: str = setting(
         "",
@@ -386,12 +389,14 @@ instructions."""
     )
 
     def directory(self) -> str:
-        """`out_dir`, or, when none is set, `<corpus>-instruct` beside the source: never the
-        source run directory, whose novelty memory holds documents, not instructions."""
+        """`out_dir`, or, when none is set, `instruct_out_dir(corpus)`."""
         return self.out_dir or instruct_out_dir(self.corpus)
 
 
 def instruct_out_dir(corpus: str) -> str:
+    """An instruction run's default directory: the corpus path with `-instruct` (runs/x ->
+    runs/x-instruct; runs/x/corpus.jsonl -> runs/x/corpus-instruct). Never the source run
+    directory, whose novelty memory holds documents, not instructions."""
     return f"{str(corpus).rstrip('/').removesuffix('.jsonl')}-instruct"
 
 

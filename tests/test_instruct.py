@@ -496,6 +496,10 @@ def test_studio_derives_its_folder_beside_the_source_and_refuses_a_corpus_run(so
     runtime = SimpleNamespace(context=InstructSettings(domain="finance"))
     with pytest.raises(UserError, match="set corpus"):
         InstructRun.of(runtime)
+    runtime.context = InstructSettings(domain="finance", corpus=str(source.parent / "typo"))
+    with pytest.raises(UserError, match="not found"):
+        InstructRun.of(runtime)
+    assert not (source.parent / "typo-instruct").exists()  # no folder, no lock, no server
     before = sorted(p.name for p in source.iterdir())
     runtime.context = InstructSettings(domain="finance", corpus=str(source), out_dir=str(source))
     with pytest.raises(UserError, match=r"holds another kind of run \(corpus.jsonl\)"):

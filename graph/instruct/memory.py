@@ -69,7 +69,14 @@ class InstructRun(Run):
                 "set corpus: the run directory or JSONL file to derive instructions from"
             )
         context = replace(context, out_dir=context.directory())  # Studio's form may leave it empty
-        return studio_run(context, build_instruct_run, INSTRUCTIONS)
+        return studio_run(context, build_instruct_run, INSTRUCTIONS, check_inputs)
+
+
+def check_inputs(settings: InstructSettings) -> None:
+    """The instruction graph's prompt files and source corpus, read once before Studio opens a
+    run directory for them (a typo is one line, not a folder and a started server)."""
+    load_instruct_prompts(settings.domain, settings.prompts_dir or None)
+    read_sources(str(Path(settings.corpus).resolve()))
 
 
 def build_instruct_run(
