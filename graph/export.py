@@ -48,11 +48,8 @@ def as_dataset(records: list[dict]):
     keys = list(dict.fromkeys(k for r in records for k in r))
     try:
         return Dataset.from_list([{k: r.get(k) for k in keys} for r in records])
-    except (
-        pa.ArrowInvalid,
-        pa.ArrowTypeError,
-        OverflowError,
-    ) as e:  # a column of mixed types (edited by hand)
+    # a column of mixed types, or an integer too large for Arrow (records edited by hand)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError) as e:
         raise UserError(f"the records do not fit one table: {e}; export --format jsonl") from None
 
 

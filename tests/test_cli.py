@@ -190,8 +190,12 @@ def test_export_refuses_bad_input_in_one_line(tmp_path, capsys):
     instructions = tmp_path / "instructions"
     instructions.mkdir()
     (instructions / "instructions.jsonl").write_text('{"text": "q", "response": "a"}\n')
+    huge = tmp_path / "huge"
+    huge.mkdir()
+    (huge / "corpus.jsonl").write_text('{"text": "a", "tokens": ' + "9" * 30 + "}\n")
     for argv, message in (
         ([str(run), "--format", "parquet", "--out", str(tmp_path / "c.parquet")], "one table"),
+        ([str(huge), "--format", "hf", "--out", str(tmp_path / "h")], "one table"),
         (
             [str(run), "--format", "jsonl", "--out", str(tmp_path / "afile" / "c.jsonl")],
             "--out's folder",
