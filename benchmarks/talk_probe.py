@@ -63,30 +63,33 @@ class Labelled:
     chatter: bool  # its first reader's label
     clean: bool  # no reader called it chatter
     quotes: list[str]  # the sentences readers quoted as chatter
+    loop: bool = False  # its first reader's label
 
 
-def labelled(root: Path = DATA) -> list[Labelled]:
-    """Every document of root's packs (sources.json) that a reader answered, once."""
-    sources = json.loads((root / "sources.json").read_text())["packs"]
+def labelled(roots: tuple[Path, ...] = (DATA,)) -> list[Labelled]:
+    """Every document of the roots' packs (each root's sources.json) that a reader answered, once
+    (a document read in two packs, or under two names, is one)."""
     docs: dict[tuple, Labelled] = {}
-    for pack, source in sources.items():
-        texts = {}
-        for name, corpus in source["corpora"].items():
-            with gzip.open(root / corpus["path"], "rt") as f:
-                rows = [json.loads(line) for line in f if line.strip()]
-            for row in rows[-corpus.get("last", len(rows)) :]:
-                texts[(source["domain"], name, str(row["id"]))] = row["text"]
-        key = merge_keys([read_key(root / pack / "key.json")])
-        for answers in sorted((root / pack).glob("*.txt")):
-            quotes = read_quotes(answers)
-            for header, labels in read_labels(answers, key).items():
-                doc = (source["domain"], *key[header])
-                found = docs.setdefault(
-                    doc, Labelled(doc[0], texts[doc], labels["chatter"], True, [])
-                )
-                found.clean &= not labels["chatter"]
-                if labels["chatter"] and quotes.get(header):
-                    found.quotes.append(quotes[header])
+    for root in roots:
+        for pack, source in json.loads((root / "sources.json").read_text())["packs"].items():
+            texts = {}
+            for name, corpus in source["corpora"].items():
+                with gzip.open(root / corpus["path"], "rt") as f:
+                    rows = [json.loads(line) for line in f if line.strip()]
+                for row in rows[-corpus.get("last", len(rows)) :]:
+                    texts[(name, str(row["id"]))] = row["text"]
+            key = merge_keys([read_key(root / pack / "key.json")])
+            for answers in sorted((root / pack).glob("*.txt")):
+                quotes = read_quotes(answers)
+                for header, labels in read_labels(answers, key).items():
+                    text = texts[key[header]]
+                    first = Labelled(
+                        source["domain"], text, labels["chatter"], True, [], labels["loop"]
+                    )
+                    found = docs.setdefault((source["domain"], text), first)
+                    found.clean &= not labels["chatter"]
+                    if labels["chatter"] and quotes.get(header):
+                        found.quotes.append(quotes[header])
     return list(docs.values())
 
 

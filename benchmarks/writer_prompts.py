@@ -60,9 +60,11 @@ async def variant_rows(
                     words=result.figures["words"],
                     keywords=", ".join(keywords),
                 )
-                note = prompt_set.render("quality.md", problem=fix)
-                # asked with the note; checked, like graph/steps.py, against the instruction
-                retry_jobs.append((f"{text}\n\n{note}", text, keywords, values))
+                note = prompt_set.render("quality.md", problem=fix).strip()
+                # asked with the note (none: the instruction alone, a fresh sample, as
+                # graph.steps.with_fix does); checked against the instruction
+                asked = f"{text}\n\n{note}" if note else text
+                retry_jobs.append((asked, text, keywords, values))
         again = await answer(router, system, retry_jobs)
         for (asked, *job), reply in zip(retry_jobs, again):
             rows.append(row(name, domain, "retry", asked, reply, check(talk, reply, *job)))

@@ -71,10 +71,10 @@ def too_similar(prompts, name: str, verdict: dict, threshold: float, **nearest: 
 
 
 def with_fix(run: Run, instruction: str, fix: str) -> str:
-    """A writer's instruction, and the quality gate's note when its last draft was sent back."""
-    if not fix:
-        return instruction
-    return f"{instruction}\n\n{run.prompts.render('quality.md', problem=fix)}"
+    """A writer's instruction, and the quality gate's note when its last draft was sent back (a
+    blank note, as prompt files may make it: the instruction alone, a fresh sample)."""
+    note = run.prompts.render("quality.md", problem=fix).strip() if fix else ""
+    return f"{instruction}\n\n{note}" if note else instruction
 
 
 def usage_by_kind(usage: list[dict]) -> dict:

@@ -264,8 +264,12 @@ def on_keywords(messages) -> str:
     return document(messages[-1].text.split("about: ")[-1].split("\n")[0])
 
 
+NOTE = "benchmarks/writer-prompts/note-2026-12-06"  # the gate's note to the writer until then
+
+
 def test_a_looping_draft_goes_back_to_its_writer_with_what_to_fix(ctx, stub_models):
-    sctx = replace(ctx, protocol="structured", reviews=0)
+    """With a note in the prompt files, the writer is told what its draft failed."""
+    sctx = replace(ctx, protocol="structured", reviews=0, prompts_dir=NOTE)
     _, expert = stub_models(
         brief, lambda m: on_keywords(m) if "was not used" in m[-1].text else LOOP
     )
@@ -282,14 +286,28 @@ def test_a_looping_draft_goes_back_to_its_writer_with_what_to_fix(ctx, stub_mode
     assert record["quality"]["flags"] == [] and record["quality"]["words"] >= quality.MIN_WORDS
 
 
+def test_by_default_a_refused_draft_goes_back_to_its_writer_asked_the_same(ctx, stub_models):
+    """The shipped note is blank: the refused draft still goes back to its writer, not to the
+    conductor for a new brief, and the writer is asked its instruction again, word for word (a
+    fresh sample)."""
+    sctx = replace(ctx, protocol="structured", reviews=0)
+    drafts = iter([LOOP, None])
+    conductor, expert = stub_models(brief, lambda m: next(drafts) or on_keywords(m))
+    state = run_doc(graph, {"index": 0}, sctx)
+    assert state["ended"] == "final" and state["revisions"] == 1
+    assert len(conductor.seen) == 1 and len(expert.seen) == 2
+    assert expert.seen[1][-1].text == expert.seen[0][-1].text
+    record = json.loads((sctx_path(sctx) / "corpus.jsonl").read_text())
+    assert record["sent_back"] == [{"reason": "low quality", "rule": "repetition"}]
+
+
 def test_a_draft_that_names_its_writer_goes_back(ctx, stub_models):
     """The expert named in the brief ("Credit Analyst") introducing itself in the text: sent back
     as task text (`persona`); its rewrite without the name is committed."""
     sctx = replace(ctx, protocol="structured", reviews=0)
     signed = "As a Credit Analyst, I am pleased to share this note.\n\n"
-    _, expert = stub_models(
-        brief, lambda m: on_keywords(m) if "was not used" in m[-1].text else signed + PROSE
-    )
+    drafts = iter([signed + PROSE, None])
+    _, expert = stub_models(brief, lambda m: next(drafts) or on_keywords(m))
     state = run_doc(graph, {"index": 0}, sctx)
     assert state["ended"] == "final" and state["revisions"] == 1
     record = json.loads((sctx_path(sctx) / "corpus.jsonl").read_text())
@@ -326,6 +344,7 @@ def test_the_text_protocol_conductor_is_told_what_the_gate_found(ctx, stub_model
 
 
 def test_the_baselines_pass_the_same_gate(ctx, stub_models):
+    ctx = replace(ctx, prompts_dir=NOTE)  # the note tells the retry from the first draft
     _, writer = stub_models(
         lambda m: "unused", lambda m: on_keywords(m) if "was not used" in m[-1].text else LOOP
     )

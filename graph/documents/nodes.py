@@ -110,6 +110,7 @@ def after_gate(state: DocState, runtime: Runtime) -> str:
         return END
     if state.draft and state.revisions < Run.of(runtime).settings.max_revisions:
         if state.protocol == "structured" and state.source == "conductor":
-            return "redo" if state.fix else "replan"  # the writer again (quality), or a new brief
+            # the writer again (refused by the quality gate), or a new brief (too similar)
+            return "redo" if state.verdict.get("reason") == "low quality" else "replan"
         return "revise"
     return "reject"

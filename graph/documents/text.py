@@ -187,7 +187,7 @@ def revise(state: DocState, runtime: Runtime) -> dict:
     update = {"revisions": state.revisions + 1}
     if state.source == "conductor" and state.round < run.settings.max_rounds:
         prompts = run.prompts
-        if state.fix:
+        if verdict.get("reason") == "low quality":
             body = prompts.render("quality_conductor.md", problem=state.fix)
         else:
             summary = verdict["near_summary"]

@@ -1,0 +1,121 @@
+"""What filters calibrated on real text could still catch in the documents the gate let through.
+
+    # needs ../shared/data; about 10 minutes on 2 cores (it embeds 38,000 sentences)
+    .venv/bin/python -m benchmarks.residue
+
+Blind readers (benchmarks.blind_read) labelled every committed document of the packs under
+docs/data that have a sources.json: each document once, its first reader's labels. The gate had
+passed all of them. For each kind of residue, candidate rules are set by real text alone, the
+rule the gate's other thresholds follow (at most 0.5 % of real PubMedQA abstracts flagged; FPB
+lines are single sentences, which no repetition rule can flag), then scored against the labels:
+
+- loops (a sentence or clause three times or more, or near-identical sentences; Gopher's
+  repetition rules, in the gate, flag none of these documents): a run of n words that occurs 3
+  times (the smallest n within the limit), and a sentence with two others at a cosine of at least t
+  (the gate's sentence embedding; the lowest t, in steps of 0.05, within the limit);
+- chatter: the talk probe (benchmarks.talk_probe), which the gate applies with its fit on the
+  labels of docs/data/blind-2026-12-06, fitted again on every label but one domain's and scored
+  on that domain's documents outside the shipped fit (which were generated with the shipped
+  probe in the gate, so it passed every one of them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import talk_probe
+from benchmarks.quality_real import real_texts
+from memory.embedder import default_embedder
+
+DATA = talk_probe.DATA.parent
+REAL_LIMIT = talk_probe.REAL_LIMIT
+TIMES = 3  # "repeated 3 or more times", the readers' definition of a loop
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def roots() -> tuple[Path, ...]:
+    return tuple(sorted(p.parent for p in DATA.glob("*/sources.json")))
+
+
+def most_repeated(text: str, n: int) -> int:
+    """How often the most frequent run of n words occurs in `text`."""
+    words = _WORD.findall(text.lower())
+    runs = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return max(runs.values(), default=0)
+
+
+def near_copies(vectors: np.ndarray, threshold: float) -> int:
+    """The most sentences at a cosine of at least `threshold` to one sentence, itself included."""
+    if len(vectors) < 2:
+        return len(vectors)
+    return int(((vectors @ vectors.T) >= threshold).sum(axis=1).max())
+
+
+def caught(name: str, flags: np.ndarray, labels: np.ndarray, real: float | None = None) -> str:
+    hit, false = flags[labels], flags[~labels]
+    within = "" if real is None else f"real abstracts flagged {real:.1%}; "
+    return (
+        f"  {name}: {within}caught {hit.sum()} of {labels.sum()} ({hit.mean():.0%}), "
+        f"others flagged {false.sum()} of {(~labels).sum()} ({false.mean():.1%})"
+    )
+
+
+def loops(docs: list, abstracts: list[str], sentences) -> None:
+    labels = np.array([d.loop for d in docs])
+    print(f"loops: {labels.sum()} of {len(docs)} documents read as loops")
+    for n in range(4, 16):
+        real = np.mean([most_repeated(t, n) >= TIMES for t in abstracts])
+        if real <= REAL_LIMIT:
+            flags = np.array([most_repeated(d.text, n) >= TIMES for d in docs])
+            print(caught(f"a {n}-word run {TIMES} times", flags, labels, real))
+            break
+    real_vectors, doc_vectors = sentences(abstracts), sentences([d.text for d in docs])
+    for step in range(14, 21):
+        t = step * 0.05
+        real = np.mean([near_copies(v, t) >= TIMES for v in real_vectors])
+        if real <= REAL_LIMIT:
+            flags = np.array([near_copies(v, t) >= TIMES for v in doc_vectors])
+            print(caught(f"a sentence and 2 others at cosine >= {t:.2f}", flags, labels, real))
+            break
+
+
+def chatter(docs: list, real: dict[str, list[str]], sentences) -> None:
+    def judge(name: str, scored: list, weights: np.ndarray, bias: float) -> None:
+        threshold = talk_probe.calibrate(
+            {n: talk_probe.document_scores(sentences(t), weights, bias) for n, t in real.items()}
+        )
+        scores = talk_probe.document_scores(sentences([d.text for d in scored]), weights, bias)
+        labels = np.array([d.chatter for d in scored])
+        print(caught(f"{name} (threshold {threshold:.2f})", scores >= threshold, labels))
+
+    fitted = {d.text for d in talk_probe.labelled()}
+    unseen = [d for d in docs if d.text not in fitted]
+    print(
+        f"chatter: {sum(d.chatter for d in docs)} of {len(docs)} documents read as chatter; "
+        f"{len(unseen)} not in the shipped probe's fit (real documents: the threshold's rule)"
+    )
+    for held in ("finance", "biomedicine"):
+        weights, bias, _, _ = talk_probe.probe([d for d in docs if d.domain != held], sentences)
+        judge(
+            f"fitted without {held}, scored on its documents made with the probe",
+            [d for d in unseen if d.domain == held],
+            weights,
+            bias,
+        )
+
+
+def main() -> None:
+    docs = talk_probe.labelled(roots())
+    real = real_texts()
+    sentences = talk_probe.Sentences(default_embedder())
+    print(f"{len(docs)} labelled documents from {', '.join(r.name for r in roots())}")
+    loops(docs, real["PubMedQA abstracts"], sentences)
+    chatter(docs, real, sentences)
+
+
+if __name__ == "__main__":
+    main()
