@@ -1,5 +1,5 @@
 """The quality gate: each rule on constructed texts, agreement with datatrove's Gopher filter, and
-the routing of a refused draft (back to its writer with what to fix, then rejects.jsonl)."""
+the routing of a refused draft (back to its writer, then rejects.jsonl)."""
 
 import json
 import random
@@ -507,3 +507,19 @@ def test_the_talk_threshold_is_the_lowest_step_within_the_real_limit():
     assert threshold % STEP == 0
     assert (scores["a"] >= threshold).mean() <= REAL_LIMIT
     assert (scores["a"] >= threshold - STEP).mean() > REAL_LIMIT
+
+
+def test_the_residue_benchmark_reads_every_labelled_pack_once_and_counts_repeats():
+    from benchmarks import residue, talk_probe
+
+    docs = talk_probe.labelled(residue.roots())
+    assert len(residue.roots()) == 4 and len(docs) == len({(d.domain, d.text) for d in docs})
+    shipped = talk_probe.labelled()
+    assert {d.text for d in shipped} < {d.text for d in docs}  # the probe's labels among them
+    assert sum(d.loop for d in docs) > sum(d.loop for d in shipped) > 0
+    assert residue.most_repeated("The rate rose. The rate rose! the RATE rose; it fell.", 3) == 3
+    assert residue.most_repeated("one two", 3) == 0
+    angles = np.radians([0.0, 5.0, 90.0, 10.0])  # three sentences within 10 degrees, one apart
+    copies = np.stack([np.cos(angles), np.sin(angles)], axis=1).astype(np.float32)
+    assert residue.near_copies(copies, 0.95) == 3 and residue.near_copies(copies, 0.999) == 1
+    assert residue.near_copies(copies[:1], 0.5) == 1

@@ -151,7 +151,8 @@ async def commit(state: TemplateState, runtime: Runtime) -> dict:
 
 
 def redo(state: TemplateState, runtime: Runtime) -> dict:
-    """A draft the quality gate refused: the writer is asked again, told only what to fix."""
+    """A draft the quality gate refused: the writer is asked again (with the gate's note, if
+    any)."""
     return {"revisions": state.revisions + 1}
 
 

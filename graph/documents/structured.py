@@ -206,7 +206,8 @@ async def rewrite(state: DocState, runtime: Runtime) -> dict:
 
 
 def redo(state: DocState, runtime: Runtime) -> dict:
-    """A draft the quality gate refused: the same writer writes again, told only what to fix."""
+    """A draft the quality gate refused: the same writer writes again (with the gate's note, if
+    any)."""
     return {"revisions": state.revisions + 1, "reviews": []}
 
 
