@@ -30,10 +30,11 @@ REQUIRED: dict[str, set[str]] = {
     "last_round.md": set(),
     "too_similar.md": {"similarity", "summary"},
     "fallback.md": {"seeds"},
-    # The quality gate's note to a writer on a refused draft ({problem}: what the rule found). The
-    # shipped one is empty: the writer gets its instruction alone again, a fresh sample (rewrites
-    # after a note read as chatter twice as often; docs/quality.md). In the text protocol the
-    # conductor is told, quality_conductor.md.
+    # The quality gate's note to a writer on a refused draft ({problem}: what the rule found; an
+    # empty quality_* fragment sends no note). The shipped one is empty: the writer gets its
+    # instruction alone again, a fresh sample (rewrites after a note read as chatter nearly twice
+    # as often; docs/quality.md), which needs a writer temperature above 0. In the text protocol
+    # the conductor is told, quality_conductor.md.
     "quality.md": set(),
     "quality_conductor.md": {"problem"},
     # The text protocol: a final answer the experts did not write (graph/documents/text.py:

@@ -10,10 +10,10 @@ structured/write.md, filled from a seeded brief: keywords, genre, audience, pers
 its own writer system prompt (expert.md), the writers' sampling defaults (DocumentSettings), 4 in
 flight. Each draft goes through the gate's own checks (memory.quality.inspect: length, Gopher
 repetition, not prose, task text with the talk check, off topic); a refused draft gets one retry,
-its instruction followed by the variant's quality.md and the failed rule's fragment, as the
-pipeline's writer does. Prints, per variant: first drafts flagged (any rule, task text), retries
-that pass, briefs done within one retry, each with a 95 % Wilson interval, and mean words. `--out`
-keeps every reply with its flags, to read.
+its instruction followed by the variant's quality.md and the failed rule's fragment (a blank
+note: the instruction alone), as the pipeline's writer does. Prints, per variant: first drafts
+flagged (any rule, task text), retries that pass, briefs done within one retry, each with a 95 %
+Wilson interval, and mean words. `--out` keeps every reply with its flags, to read.
 """
 
 from __future__ import annotations

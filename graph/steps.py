@@ -18,6 +18,8 @@ from graph.documents.state import Document, Draft
 from graph.session import Run
 from memory import quality
 
+LOW_QUALITY = "low quality"  # a rejection reason, and the quality gate's refusal
+
 
 def least_covered(values: list[str], counts: Counter, k: int, rng: random.Random) -> list[str]:
     """The k values the corpus has least of; ties in a seeded random order (a stable sort of a
@@ -160,9 +162,15 @@ async def inspect(run: Run, state: Document, text: str) -> tuple:
     )
 
 
+def refused_for_quality(verdict: dict) -> bool:
+    """Whether the gate's last verdict was the quality gate's refusal (not the novelty gate's)."""
+    return verdict.get("reason") == LOW_QUALITY
+
+
 def problem(run: Run, state: Document, checked: quality.Quality) -> str:
-    """What the writer is told about a refused draft: the first rule it failed, from the prompt
-    files."""
+    """What the quality gate found in a refused draft: the first rule it failed, from the prompt
+    files (`{problem}` of the writer's note, quality.md, and of the text protocol's
+    quality_conductor.md)."""
     return run.prompts.fragment(
         f"quality_{checked.rule}", words=checked.figures["words"], keywords=", ".join(state.seeds)
     )
@@ -177,7 +185,7 @@ async def judge(run: Run, state: Document, draft: Draft, ended: str, threshold: 
     if "category" in draft["guessed"]:
         draft = {**draft, "category": run.category_of(vector)}
     if run.settings.quality_gate == "on" and not checked.passed:
-        refusal = {"reason": "low quality", "rule": checked.rule}
+        refusal = {"reason": LOW_QUALITY, "rule": checked.rule}
         return {
             "draft": draft,
             "verdict": {"accepted": False, **refusal, "quality": checked.as_record()},

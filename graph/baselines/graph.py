@@ -126,7 +126,7 @@ def icl_prompt(state: TemplateState, runtime: Runtime) -> dict:
 
 
 async def write(state: TemplateState, runtime: Runtime) -> dict:
-    """One call (a fresh one after a refused draft, with the gate's note); the reply is the
+    """One call (a fresh one after a refused draft, with the gate's note if any); the reply is the
     document (chat preambles stripped, too-short replies unusable)."""
     run = Run.of(runtime)
     prompt = HumanMessage(with_fix(run, state.messages[0].text, state.fix))

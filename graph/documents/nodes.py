@@ -15,7 +15,7 @@ from langgraph.runtime import Runtime
 from agents.protocol import parse_final
 from graph.documents.state import DocState, draft_of
 from graph.session import Run
-from graph.steps import ask, judge, with_fix
+from graph.steps import ask, judge, refused_for_quality, with_fix
 
 SEED_DOC_CHARS = 2000  # how much of a real seed document the conductor sees
 
@@ -111,6 +111,6 @@ def after_gate(state: DocState, runtime: Runtime) -> str:
     if state.draft and state.revisions < Run.of(runtime).settings.max_revisions:
         if state.protocol == "structured" and state.source == "conductor":
             # the writer again (refused by the quality gate), or a new brief (too similar)
-            return "redo" if state.verdict.get("reason") == "low quality" else "replan"
+            return "redo" if refused_for_quality(state.verdict) else "replan"
         return "revise"
     return "reject"

@@ -74,7 +74,7 @@ class Document:
     draft: Draft | None = None
     # what the draft's writer was asked (the quality gate looks for echoes of it)
     instruction: str = ""
-    fix: str = ""  # the quality gate's note for the writer's next attempt ("" = none)
+    fix: str = ""  # what the quality gate found in the last draft ("" = not refused for quality)
     # each refusal by the gates: reason, rule, similarity
     sent_back: list[dict] = field(default_factory=list)
     source: str | None = None  # "conductor" or "fallback": who wrote the draft

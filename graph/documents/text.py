@@ -22,7 +22,7 @@ from agents.protocol import expert_share, parse_turn
 from graph.documents.nodes import expert_messages, recall_nearest, seed_text
 from graph.documents.state import DocState, draft_of
 from graph.session import Run
-from graph.steps import ask, too_similar
+from graph.steps import ask, refused_for_quality, too_similar
 
 
 def round_message(run: Run, taken: int, body: str) -> HumanMessage:
@@ -187,7 +187,7 @@ def revise(state: DocState, runtime: Runtime) -> dict:
     update = {"revisions": state.revisions + 1}
     if state.source == "conductor" and state.round < run.settings.max_rounds:
         prompts = run.prompts
-        if verdict.get("reason") == "low quality":
+        if refused_for_quality(verdict):
             body = prompts.render("quality_conductor.md", problem=state.fix)
         else:
             summary = verdict["near_summary"]
