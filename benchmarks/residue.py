@@ -3,8 +3,9 @@
     # needs ../shared/data; about 10 minutes on 2 cores (it embeds 38,000 sentences)
     .venv/bin/python -m benchmarks.residue
 
-Blind readers (benchmarks.blind_read) labelled every committed document of the packs under
-docs/data that have a sources.json: each document once, its first reader's labels. The gate had
+Blind readers (benchmarks.blind_read) labelled every committed document of the packs in ROOTS
+(each folder's sources.json says which corpus a pack read): each document once, its first
+reader's labels. The gate had
 passed all of them. For each kind of residue, candidate rules are set by real text alone, the
 rule the gate's other thresholds follow (at most 0.5 % of real PubMedQA abstracts flagged; FPB
 lines are single sentences, which no repetition rule can flag), then scored against the labels:
