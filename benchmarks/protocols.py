@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from memory import quality
+
 CONFIGS = {
     "structured": ["--protocol", "structured"],
     "structured-off": ["--protocol", "structured", "--constrain", "off"],
@@ -94,7 +96,7 @@ def run(
         # experts each consulted (issue 21); what the quality gate refused (issue 20).
         "through_experts": sum(r.get("written_by") == "experts" for r in records) / committed,
         "experts_per_doc": sum(len(r.get("experts") or []) for r in records) / committed,
-        "quality_refused_share": gates.get("refused_by_reason", {}).get("low quality", 0)
+        "quality_refused_share": gates.get("refused_by_reason", {}).get(quality.REFUSED, 0)
         / max(1, gates.get("drafts_checked") or 0),
         "rejected_low_quality": sum(gates.get("rejected_low_quality_by_rule", {}).values()),
     }

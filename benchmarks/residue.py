@@ -61,14 +61,14 @@ def near_copies(vectors: np.ndarray, threshold: float) -> int:
     return int(((vectors @ vectors.T) >= threshold).sum(axis=1).max())
 
 
-def caught(name: str, flags: np.ndarray, labels: np.ndarray, real: float | None = None) -> str:
-    """One rule's line: the `real` share of abstracts it flags, the labelled documents it catches
-    and the others it flags."""
+def caught(name: str, flags: np.ndarray, labels: np.ndarray, real: float) -> str:
+    """One loop rule's line: the `real` share of abstracts it flags, the labelled documents it
+    catches and the others it flags."""
     hit, false = flags[labels], flags[~labels]
-    within = "" if real is None else f"real abstracts flagged {real:.1%}; "
     return (
-        f"  {name}: {within}caught {hit.sum()} of {labels.sum()} ({hit.mean():.0%}), "
-        f"others flagged {false.sum()} of {(~labels).sum()} ({false.mean():.1%})"
+        f"  {name}: real abstracts flagged {real:.1%}; caught {hit.sum()} of {labels.sum()} "
+        f"({hit.mean():.0%}), others flagged {false.sum()} of {(~labels).sum()} "
+        f"({false.mean():.1%})"
     )
 
 
@@ -96,14 +96,6 @@ def loops(docs: list, abstracts: list[str], sentences) -> None:
 
 
 def chatter(docs: list, real: dict[str, list[str]], sentences) -> None:
-    def score_fit(name: str, scored: list, weights: np.ndarray, bias: float) -> None:
-        threshold = talk_probe.calibrate(
-            {n: talk_probe.document_scores(sentences(t), weights, bias) for n, t in real.items()}
-        )
-        scores = talk_probe.document_scores(sentences([d.text for d in scored]), weights, bias)
-        labels = np.array([d.chatter for d in scored])
-        print(caught(f"{name} (threshold {threshold:.2f})", scores >= threshold, labels))
-
     fitted = {d.text for d in talk_probe.labelled()}
     unseen = [d for d in docs if d.text not in fitted]
     print(
@@ -112,12 +104,14 @@ def chatter(docs: list, real: dict[str, list[str]], sentences) -> None:
     )
     for held in ("finance", "biomedicine"):
         weights, bias, _, _ = talk_probe.probe([d for d in docs if d.domain != held], sentences)
-        score_fit(
-            f"fitted without {held}, scored on its documents made with the probe",
-            [d for d in unseen if d.domain == held],
-            weights,
-            bias,
+        threshold = talk_probe.calibrate(
+            {n: talk_probe.document_scores(sentences(t), weights, bias) for n, t in real.items()}
         )
+        scored = [d for d in unseen if d.domain == held]
+        name = (
+            f"fitted without {held} (threshold {threshold:.2f}), its documents made with the probe"
+        )
+        talk_probe.judge(name, scored, sentences, weights, bias, threshold)
 
 
 def main() -> None:

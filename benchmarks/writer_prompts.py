@@ -30,6 +30,7 @@ from agents.prompts import PromptSet, load_prompts
 from benchmarks.decoding import DEFAULTS, answer, writer_prompts, writer_router
 from benchmarks.shares import share
 from graph.servers import writer_sampling
+from graph.steps import problem, with_fix
 from memory import quality
 from memory.embedder import default_embedder
 
@@ -55,15 +56,9 @@ async def variant_rows(
         for (text, keywords, values), reply, result in zip(jobs, first, checked):
             rows.append(row(name, domain, "first", text, reply, result))
             if not result.passed:
-                fix = prompt_set.fragment(
-                    f"quality_{result.rule}",
-                    words=result.figures["words"],
-                    keywords=", ".join(keywords),
-                )
-                note = prompt_set.render("quality.md", problem=fix).strip()
-                # asked with the note (none: the instruction alone, a fresh sample, as
-                # graph.steps.with_fix does); checked against the instruction
-                asked = f"{text}\n\n{note}" if note else text
+                # asked as the pipeline asks (with the note, if any); checked against the
+                # instruction
+                asked = with_fix(prompt_set, text, problem(prompt_set, result, keywords))
                 retry_jobs.append((asked, text, keywords, values))
         again = await answer(router, system, retry_jobs)
         for (asked, *job), reply in zip(retry_jobs, again):

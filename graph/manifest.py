@@ -14,6 +14,7 @@ from pathlib import Path
 from core.jsonl import write_atomic
 from core.rundir import RunDir
 from graph.settings import as_dict
+from memory import quality
 
 PACKAGES = (
     "langgraph",
@@ -46,7 +47,7 @@ def gate_stats(results: list[dict]) -> dict:
     committed = sum(r.get("ended") in ("final", "fallback") for r in results)
     drafts = committed + len(refusals)
     rejected = [
-        r for r in results if r.get("ended") == "rejected" and r.get("reason") == "low quality"
+        r for r in results if r.get("ended") == "rejected" and r.get("reason") == quality.REFUSED
     ]
     return {
         "drafts_checked": drafts,

@@ -14,11 +14,10 @@ from datetime import datetime, timezone
 
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 
+from agents.prompts import PromptSet
 from graph.documents.state import Document, Draft
 from graph.session import Run
 from memory import quality
-
-LOW_QUALITY = "low quality"  # a rejection reason, and the quality gate's refusal
 
 
 def least_covered(values: list[str], counts: Counter, k: int, rng: random.Random) -> list[str]:
@@ -72,10 +71,10 @@ def too_similar(prompts, name: str, verdict: dict, threshold: float, **nearest: 
     return prompts.render(name, similarity=similarity, threshold=f"{threshold:.2f}", **nearest)
 
 
-def with_fix(run: Run, instruction: str, fix: str) -> str:
+def with_fix(prompts: PromptSet, instruction: str, fix: str) -> str:
     """A writer's instruction, and the quality gate's note when its last draft was sent back (a
     blank note, as prompt files may make it: the instruction alone, a fresh sample)."""
-    note = run.prompts.render("quality.md", problem=fix).strip() if fix else ""
+    note = prompts.render("quality.md", problem=fix).strip() if fix else ""
     return f"{instruction}\n\n{note}" if note else instruction
 
 
@@ -164,15 +163,15 @@ async def inspect(run: Run, state: Document, text: str) -> tuple:
 
 def refused_for_quality(verdict: dict) -> bool:
     """Whether the gate's last verdict was the quality gate's refusal (not the novelty gate's)."""
-    return verdict.get("reason") == LOW_QUALITY
+    return verdict.get("reason") == quality.REFUSED
 
 
-def problem(run: Run, state: Document, checked: quality.Quality) -> str:
-    """What the quality gate found in a refused draft: the first rule it failed, from the prompt
-    files (`{problem}` of the writer's note, quality.md, and of the text protocol's
-    quality_conductor.md)."""
-    return run.prompts.fragment(
-        f"quality_{checked.rule}", words=checked.figures["words"], keywords=", ".join(state.seeds)
+def problem(prompts: PromptSet, checked: quality.Quality, keywords: list[str]) -> str:
+    """What the quality gate found in a refused draft about `keywords`: the first rule it failed,
+    from the prompt files (`{problem}` of the writer's note, quality.md, and of the text
+    protocol's quality_conductor.md)."""
+    return prompts.fragment(
+        f"quality_{checked.rule}", words=checked.figures["words"], keywords=", ".join(keywords)
     )
 
 
@@ -185,12 +184,12 @@ async def judge(run: Run, state: Document, draft: Draft, ended: str, threshold: 
     if "category" in draft["guessed"]:
         draft = {**draft, "category": run.category_of(vector)}
     if run.settings.quality_gate == "on" and not checked.passed:
-        refusal = {"reason": LOW_QUALITY, "rule": checked.rule}
+        refusal = {"reason": quality.REFUSED, "rule": checked.rule}
         return {
             "draft": draft,
             "verdict": {"accepted": False, **refusal, "quality": checked.as_record()},
             "sent_back": state.sent_back + [refusal],
-            "fix": problem(run, state, checked),
+            "fix": problem(run.prompts, checked, state.seeds),
         }
     record = make_record(run, state, ended, draft, quality=checked.as_record())
     verdict, committed = await admit(run.memory, record, vector, threshold, shown="summary")

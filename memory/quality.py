@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 
 RULES = ("length", "repetition", "not_prose", "task_text", "off_topic")
+REFUSED = "low quality"  # the reason of a draft the gate refuses, and of a try it rejects
 MIN_WORDS = 50  # Gopher's min_doc_words
 ECHO_WORDS = 8  # consecutive words of the instruction: longer than any keyword, genre or audience
 # The 1st percentile of real PubMedQA abstracts against 4 of their own MeSH terms (0.235), rounded

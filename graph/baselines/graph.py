@@ -129,7 +129,7 @@ async def write(state: TemplateState, runtime: Runtime) -> dict:
     """One call (a fresh one after a refused draft, with the gate's note if any); the reply is the
     document (chat preambles stripped, too-short replies unusable)."""
     run = Run.of(runtime)
-    prompt = HumanMessage(with_fix(run, state.messages[0].text, state.fix))
+    prompt = HumanMessage(with_fix(run.prompts, state.messages[0].text, state.fix))
     reply, usage = await ask(run.writer, [prompt], state.method)
     draft = draft_of(parse_final(reply.text)) or Draft(
         text=reply.text, summary="", category="", guessed=[]

@@ -67,7 +67,7 @@ async def fallback(state: DocState, runtime: Runtime) -> dict:
         description=prompts.domain.description,
         seeds=seed_text(run, state),
     )
-    asked = with_fix(run, instruction, state.fix if state.source == "fallback" else "")
+    asked = with_fix(prompts, instruction, state.fix if state.source == "fallback" else "")
     reply, usage = await ask(run.writer, expert_messages(run, name, asked), f"fallback:{name}")
     errors = state.protocol_errors >= run.settings.max_protocol_errors
     reason = state.fallback_reason or ("protocol errors" if errors else "round cap")

@@ -151,7 +151,7 @@ async def write(state: DocState, runtime: Runtime) -> dict:
     run = Run.of(runtime)
     name = state.brief["expert"]
     # the quality gate's note, after a refused draft
-    asked = with_fix(run, state.instruction, state.fix)
+    asked = with_fix(run.prompts, state.instruction, state.fix)
     reply, usage = await consult(run, name, asked)
     return {
         "draft": _draft(run, state, reply.text),
