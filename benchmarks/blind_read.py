@@ -29,7 +29,7 @@ from pathlib import Path
 from benchmarks.shares import share
 from core.cli import Parser, make_dir, positive, run_command
 from core.errors import UserError
-from core.jsonl import read_documents
+from core.jsonl import read_documents, read_json
 
 LABELS = ("chatter", "loop", "gibberish")
 DEFINITIONS = """\
@@ -96,13 +96,8 @@ def pack(corpora: dict[str, str], parts: int, seed: int, prefix: str, out: Path)
 
 def read_key(path: Path) -> dict:
     """A pack's key.json: {header id: [corpus, doc id]}."""
-    try:
-        key = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{path}: not a pack's key.json ({e})") from None
-    if not isinstance(key, dict) or not all(
-        isinstance(doc, list) and len(doc) == 2 for doc in key.values()
-    ):
+    key = read_json(path, "pack's key.json")
+    if not all(isinstance(doc, list) and len(doc) == 2 for doc in key.values()):
         raise UserError(f"{path}: not a pack's key.json (expected header: [corpus, id])")
     return key
 

@@ -25,25 +25,13 @@ from statistics import mean
 from benchmarks.quality_real import datatrove_passes
 from core.cli import Parser, run_command
 from core.errors import UserError
-from core.jsonl import read_jsonl
+from core.jsonl import read_json, read_jsonl
 from memory import quality
 from memory.embedder import default_embedder
 
 # The diversity metrics the issue counts (8): the near-duplicate and rejected-draft rows of a
 # report are about the gates, not the corpus's diversity.
 NOT_DIVERSITY = ("near_duplicates", "rejection_rate")
-
-
-def read_json(path: Path, what: str) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found ({what})") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"{path}: not a readable {what} ({e})") from None
-    if not isinstance(data, dict):
-        raise UserError(f"{path}: not a {what}")
-    return data
 
 
 def read_report(path: Path) -> dict:

@@ -1,4 +1,4 @@
-"""JSONL files: the one reader, and the durable writes a run's commit relies on.
+"""JSON and JSONL files: the one reader of each, and the durable writes a run's commit relies on.
 
 A run appends each record as one whole line ending in a newline, so a line without its newline was
 never committed (a hard stop inside the write). Reading a run's own file (`committed=True`) stops at
@@ -14,6 +14,20 @@ from pathlib import Path
 
 from core.errors import UserError
 from core.rundir import RunDir, is_run_file
+
+
+def read_json(path: str | Path, what: str) -> dict:
+    """A JSON object from a file a user named (`what` it should be, for the one-line error)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found ({what})") from None
+    except (OSError, ValueError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise UserError(f"{path}: not a readable {what} ({e})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: not a {what}")
+    return data
 
 
 def iter_jsonl(path: str | Path, committed: bool = False) -> Iterator[tuple[int, object]]:

@@ -1,11 +1,12 @@
 """core/: the one JSONL reader's rules and the run directory's file names."""
 
 import json
+import re
 
 import pytest
 
 from core.errors import UserError
-from core.jsonl import iter_jsonl, read_jsonl, repair_tail
+from core.jsonl import iter_jsonl, read_json, read_jsonl, repair_tail
 from core.rundir import CORPUS, INSTRUCTIONS, RunDir, is_run_file
 
 
@@ -44,6 +45,23 @@ def test_every_broken_line_is_named_in_one_message(tmp_path):
     with pytest.raises(UserError, match="not UTF-8"):
         list(iter_jsonl(tmp_path / "latin1.jsonl"))
     assert read_jsonl(tmp_path / "missing.jsonl") == []
+
+
+def test_a_json_file_is_an_object_or_one_line_that_names_it(tmp_path):
+    (tmp_path / "ok.json").write_text('{"a": 1}')
+    assert read_json(tmp_path / "ok.json", "report") == {"a": 1}
+    (tmp_path / "list.json").write_text("[1]")
+    (tmp_path / "bad.json").write_text("{")
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "caf\xe9"}')
+    for name, says in [
+        ("missing.json", "missing.json: not found (report)"),
+        ("list.json", "list.json: not a report"),
+        ("bad.json", "bad.json: not a readable report"),
+        ("latin1.json", "latin1.json: not a readable report"),
+        ("", "not a readable report"),  # a folder
+    ]:
+        with pytest.raises(UserError, match=re.escape(says)):
+            read_json(tmp_path / name, "report")
 
 
 def test_run_dir_names_every_file_and_finds_an_instruction_run(tmp_path):

@@ -470,6 +470,7 @@ def test_blind_reading_hides_the_corpus_and_counts_each_corpus_by_its_readers(tm
     (tmp_path / "stray.txt").write_text("Z999 | chatter=no | loop=no | gibberish=no\n")
     twice = tmp_path / "twice.txt"
     twice.write_text(answer(key, lambda doc: False, headers=list(key)[:1] * 2))
+    (tmp_path / "list.json").write_text("[1]")
     (tmp_path / "dup.jsonl").write_text('{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n')
     for argv, says in [
         (["pack", *flags, "--out", str(out)], "not an empty folder"),
@@ -479,7 +480,9 @@ def test_blind_reading_hides_the_corpus_and_counts_each_corpus_by_its_readers(tm
         ([*score[:2], str(tmp_path / "stray.txt")], "Z999 is in no key"),
         ([*score[:2], str(twice)], "answered twice"),
         ([*score, "--key", str(out / "key.json")], "is in two keys"),
-        (["score", str(tmp_path / "missing.json"), str(twice)], "not a pack's key.json"),
+        (["score", str(tmp_path / "missing.json"), str(twice)], "not found (pack's key.json)"),
+        (["score", str(twice), str(twice)], "not a readable pack's key.json"),
+        (["score", str(tmp_path / "list.json"), str(twice)], "list.json: not a pack's key.json"),
     ]:
         assert exit_code(lambda argv=argv: blind_read.main(argv)) == 2, argv
         assert says in capsys.readouterr().err
