@@ -333,11 +333,12 @@ _studio_lock = threading.Lock()
 _studio_stack = ExitStack()
 
 
-def studio_run(settings, build=None, records: str = CORPUS, check=None) -> Run:
+def studio_run(settings, build=None, records: str = CORPUS, read_inputs=None) -> Run:
     """The Run for Studio's `settings` (`build`: the graph's Run builder, as in open_run;
-    `records`: the file its graph commits to; `check(settings)`: the graph's own input checks).
-    Before a directory is first opened, the inputs and the directory are checked as the command
-    lines check them, so a mistake is one line and no folder: Studio then appends, like --resume."""
+    `records`: the file its graph commits to; `read_inputs(settings)`: reads and checks the
+    graph's own inputs, and returns the builder with them bound). Before a directory is first
+    opened, the inputs and the directory are checked as the command lines check them, so a
+    mistake is one line and no folder: Studio then appends, like --resume."""
     run = _studio_runs.get(settings)
     if run is not None:
         return run
@@ -351,8 +352,8 @@ def studio_run(settings, build=None, records: str = CORPUS, check=None) -> Run:
         first = _studio_dirs.get(directory)
         if first is None:
             prompts = prompts_for(settings)  # a bad prompt file or domain: before any folder
-            if check is not None:
-                check(settings)
+            if read_inputs is not None:
+                build = read_inputs(settings)
             rundir = RunDir(directory, records)
             prepare_run_dir(rundir, resume=True, overwrite=False)
             opened = open_run(settings, Job(), console, build=build, prompts=prompts, rundir=rundir)

@@ -16,6 +16,7 @@ import pytest
 from conftest import document, run_doc, settings_as
 
 import benchmarks.mock_server as mock
+import graph.instruct.memory as instruct_memory
 from agents.instruction import (
     complexity,
     load_instruct_prompts,
@@ -505,6 +506,22 @@ def test_studio_derives_its_folder_beside_the_source_and_refuses_a_corpus_run(so
     with pytest.raises(UserError, match=r"holds another kind of run \(corpus.jsonl\)"):
         InstructRun.of(runtime)
     assert sorted(p.name for p in source.iterdir()) == before  # no lock, no memory folder
+
+
+def test_studio_reads_an_instruction_runs_inputs_once_and_hands_them_to_the_builder(
+    source, monkeypatch
+):
+    """Before Studio first opens a directory it reads the source corpus and prompt files (a typo
+    is one line); the builder it gets back carries them, so they are not read a second time."""
+    reads = []
+    monkeypatch.setattr(
+        instruct_memory, "read_sources", lambda corpus: reads.append(corpus) or [{"id": "a"}]
+    )
+    build = instruct_memory.read_inputs(InstructSettings(domain="finance", corpus=str(source)))
+    assert reads == [str(source.resolve())]
+    assert build.func is instruct_memory.build_instruct_run
+    assert build.keywords["sources"] == [{"id": "a"}]
+    assert build.keywords["instruct"].domain.name == "finance"
 
 
 def test_studio_refuses_to_write_documents_into_an_instruction_run(tmp_path):

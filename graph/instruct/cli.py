@@ -195,7 +195,7 @@ def generate(settings: InstructSettings, job: Job, sources: list[dict]) -> int:
     signal.signal(signal.SIGTERM, terminate)
     with ExitStack() as stack:
         grammars = grammar_samples(instruct.texts, GRAMMARS)
-        build = partial(build_instruct_run, instruct=instruct)
+        build = partial(build_instruct_run, instruct=instruct, sources=sources)
         opened = open_run(settings, job, console, grammars, build, rundir=rundir)
         run = stack.enter_context(opened)
         console.log(

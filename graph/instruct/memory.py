@@ -4,7 +4,9 @@ and its Run (graph/session.py's, plus the instruct prompts and the sources)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 from agents.calls import Accounting
@@ -69,14 +71,18 @@ class InstructRun(Run):
                 "set corpus: the run directory or JSONL file to derive instructions from"
             )
         context = replace(context, out_dir=context.directory())  # Studio's form may leave it empty
-        return studio_run(context, build_instruct_run, INSTRUCTIONS, check_inputs)
+        return studio_run(context, build_instruct_run, INSTRUCTIONS, read_inputs)
 
 
-def check_inputs(settings: InstructSettings) -> None:
-    """The instruction graph's prompt files and source corpus, read once before Studio opens a
-    run directory for them (a typo is one line, not a folder and a started server)."""
-    load_instruct_prompts(settings.domain, settings.prompts_dir or None)
-    read_sources(str(Path(settings.corpus).resolve()))
+def read_inputs(settings: InstructSettings) -> Callable[..., InstructRun]:
+    """The instruction graph's prompt files and source corpus, read before Studio opens a run
+    directory for them (a typo is one line, not a folder and a started server), and handed to
+    the builder so that they are read once."""
+    return partial(
+        build_instruct_run,
+        instruct=load_instruct_prompts(settings.domain, settings.prompts_dir or None),
+        sources=read_sources(str(Path(settings.corpus).resolve())),
+    )
 
 
 def build_instruct_run(
@@ -86,14 +92,15 @@ def build_instruct_run(
     accounting: Accounting,
     instruct: InstructPrompts | None = None,
     memory: InstructionMemory | None = None,
+    sources: list[dict] | None = None,
 ) -> InstructRun:
-    """An instruction run's Run (open_run's `build`); `instruct`: its prompt files, if loaded;
-    `memory`: one shared with other settings (Studio)."""
+    """An instruction run's Run (open_run's `build`); `instruct`, `sources`: its prompt files and
+    source documents, if read already; `memory`: one shared with other settings (Studio)."""
     conductor, writer = routers(settings, endpoints, accounting)
     return InstructRun(
         settings,
         instruct or load_instruct_prompts(settings.domain, settings.prompts_dir or None),
-        read_sources(str(Path(settings.corpus).resolve())),
+        sources if sources is not None else read_sources(str(Path(settings.corpus).resolve())),
         prompts=prompts,
         memory=memory if memory is not None else instruction_memory(settings),
         conductor=conductor,
