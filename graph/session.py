@@ -336,9 +336,10 @@ _studio_stack = ExitStack()
 def studio_run(settings, build=None, records: str = CORPUS, read_inputs=None) -> Run:
     """The Run for Studio's `settings` (`build`: the graph's Run builder, as in open_run;
     `records`: the file its graph commits to; `read_inputs(settings)`: reads and checks the
-    graph's own inputs, and returns the builder with them bound). Before a directory is first
-    opened, the inputs and the directory are checked as the command lines check them, so a
-    mistake is one line and no folder: Studio then appends, like --resume."""
+    graph's own inputs, and returns the builder with them bound, for the first open of a
+    directory; later settings for it use `build`, which reads their inputs itself). Before a
+    directory is first opened, the inputs and the directory are checked as the command lines check
+    them, so a mistake is one line and no folder: Studio then appends, like --resume."""
     run = _studio_runs.get(settings)
     if run is not None:
         return run

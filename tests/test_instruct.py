@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from types import SimpleNamespace
 
@@ -25,11 +26,13 @@ from agents.instruction import (
     parse_plan,
 )
 from core.errors import UserError
+from core.rundir import INSTRUCTIONS
+from graph import session
 from graph.export import main as export_main
 from graph.instruct.cli import evolution_stats
 from graph.instruct.cli import main as instruct_main
 from graph.instruct.graph import graph
-from graph.instruct.memory import InstructRun, read_sources
+from graph.instruct.memory import InstructRun, read_inputs, read_sources
 from graph.instruct.nodes import source_position
 from graph.session import run_dir, studio_run
 from graph.settings import DocumentSettings, InstructSettings
@@ -509,19 +512,27 @@ def test_studio_derives_its_folder_beside_the_source_and_refuses_a_corpus_run(so
 
 
 def test_studio_reads_an_instruction_runs_inputs_once_and_hands_them_to_the_builder(
-    source, monkeypatch
+    source, tmp_path, monkeypatch
 ):
     """Before Studio first opens a directory it reads the source corpus and prompt files (a typo
-    is one line); the builder it gets back carries them, so they are not read a second time."""
+    is one line, no folder); the Run it then builds holds those reads: none a second time."""
     reads = []
     monkeypatch.setattr(
         instruct_memory, "read_sources", lambda corpus: reads.append(corpus) or [{"id": "a"}]
     )
-    build = instruct_memory.read_inputs(InstructSettings(domain="finance", corpus=str(source)))
+    writer = SimpleNamespace(accounting=None)  # no servers: the model boundary
+    monkeypatch.setattr(instruct_memory, "routers", lambda *_: (writer, writer))
+    monkeypatch.setattr(instruct_memory, "instruction_memory", lambda settings: "memory")
+
+    @contextmanager
+    def no_servers(settings, job, console, build, prompts, rundir):
+        yield build(settings, prompts, None, None)
+
+    monkeypatch.setattr(session, "open_run", no_servers)
+    settings = InstructSettings(domain="finance", corpus=str(source), out_dir=str(tmp_path / "i"))
+    run = studio_run(settings, instruct_memory.build_instruct_run, INSTRUCTIONS, read_inputs)
     assert reads == [str(source.resolve())]
-    assert build.func is instruct_memory.build_instruct_run
-    assert build.keywords["sources"] == [{"id": "a"}]
-    assert build.keywords["instruct"].domain.name == "finance"
+    assert run.sources == [{"id": "a"}] and run.instruct.domain.name == "finance"
 
 
 def test_studio_refuses_to_write_documents_into_an_instruction_run(tmp_path):
