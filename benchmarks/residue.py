@@ -102,11 +102,9 @@ def chatter(docs: list, real: dict[str, list[str]], sentences) -> None:
         f"chatter: {sum(d.chatter for d in docs)} of {len(docs)} documents read as chatter; "
         f"{len(unseen)} not in the shipped probe's fit (real documents: the threshold's rule)"
     )
+    real_vectors = {name: sentences(texts) for name, texts in real.items()}
     for held in ("finance", "biomedicine"):
-        weights, bias, _, _ = talk_probe.probe([d for d in docs if d.domain != held], sentences)
-        threshold = talk_probe.calibrate(
-            {n: talk_probe.document_scores(sentences(t), weights, bias) for n, t in real.items()}
-        )
+        weights, bias, threshold = talk_probe.fit_without(held, docs, real_vectors, sentences)
         scored = [d for d in unseen if d.domain == held]
         name = (
             f"fitted without {held} (threshold {threshold:.2f}), its documents made with the probe"

@@ -148,6 +148,15 @@ def probe(docs: list[Labelled], sentences: Sentences) -> tuple[np.ndarray, float
     return weights, bias, sum(len(v) for v in positive), sum(len(v) for v in negative)
 
 
+def fit_without(
+    held: str, docs: list[Labelled], real: dict[str, list[np.ndarray]], sentences: Sentences
+) -> tuple[np.ndarray, float, float]:
+    """The probe fitted on every domain's labels but `held`'s, and its threshold set on the real
+    documents' sentence vectors (`real`: name -> vectors), as the shipped probe's is."""
+    weights, bias, _, _ = probe([d for d in docs if d.domain != held], sentences)
+    return weights, bias, calibrate({n: document_scores(v, weights, bias) for n, v in real.items()})
+
+
 def judge(name: str, docs: list[Labelled], sentences, weights, bias, threshold) -> None:
     """Print the share of `docs` read as chatter that the probe catches, of clean ones it flags."""
     scores = document_scores(sentences([d.text for d in docs]), weights, bias)
@@ -173,8 +182,7 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{name} {len(v)}" for name, v in real.items())
     )
     for held in domains:
-        weights, bias, _, _ = probe([d for d in docs if d.domain != held], sentences)
-        threshold = calibrate({n: document_scores(v, weights, bias) for n, v in real.items()})
+        weights, bias, threshold = fit_without(held, docs, real, sentences)
         print(f"fitted without {held} (threshold {threshold:.2f}):")
         judge(held, [d for d in docs if d.domain == held], sentences, weights, bias, threshold)
     weights, bias, positives, negatives = probe(docs, sentences)

@@ -74,7 +74,9 @@ class Document:
     draft: Draft | None = None
     # what the draft's writer was asked (the quality gate looks for echoes of it)
     instruction: str = ""
-    fix: str = ""  # what the quality gate found in the last draft ("" = not refused for quality)
+    # what the quality gate found in the last draft, for the writer's note ("" = nothing to say:
+    # not refused for quality, or its rule's fragment is blank; routing reads the verdict)
+    fix: str = ""
     # each refusal by the gates: reason, rule, similarity
     sent_back: list[dict] = field(default_factory=list)
     source: str | None = None  # "conductor" or "fallback": who wrote the draft
