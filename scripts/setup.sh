@@ -15,12 +15,13 @@ pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
 # torch first, pinned, with pip: pip reads this machine's wheel folders and constraints (uv does
 # not), and an unpinned torch would pull several GB of CUDA packages.
 pip install torch==2.13.0
-# The rest with uv: the same versions as pip resolves, in 13 s instead of 109 s (2026-12-07, 2
-# cores, a new machine). Where uv fails, pip does the same installs.
-pip install uv==0.13.9
+# The rest with uv: the same versions as pip resolves (`pip freeze` and `uv pip freeze` compared),
+# in 13 s instead of 109 s (2026-12-07, 2 cores, a new machine). Where uv is missing or fails, pip
+# does the same installs.
+pip install uv==0.13.9 || true
 install() {
-  .venv/bin/uv pip install -q --python .venv/bin/python "$@" || {
-    echo "setup: uv failed; installing with pip" >&2
+  [ -x .venv/bin/uv ] && .venv/bin/uv pip install -q --python .venv/bin/python "$@" || {
+    echo "setup: no uv, or uv failed; installing with pip" >&2
     pip install "$@"
   }
 }
